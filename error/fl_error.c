@@ -25,6 +25,7 @@ int fl_error_wrap(int code, const char *fmt, ...)
 {
     char prev[FL_ERROR_MSG_MAX];
     char ctx[FL_ERROR_MSG_MAX];
+    char joined[2 * FL_ERROR_MSG_MAX + 2];
     va_list ap;
 
     memcpy(prev, s_msg, sizeof prev);
@@ -32,9 +33,12 @@ int fl_error_wrap(int code, const char *fmt, ...)
     vsnprintf(ctx, sizeof ctx, fmt, ap);
     va_end(ap);
     if (prev[0] != '\0')
-        snprintf(s_msg, sizeof s_msg, "%s: %s", ctx, prev);
+        snprintf(joined, sizeof joined, "%s: %s", ctx, prev);
     else
-        snprintf(s_msg, sizeof s_msg, "%s", ctx);
+        snprintf(joined, sizeof joined, "%s", ctx);
+    /* Truncate to the message buffer, keeping the context in front. */
+    memcpy(s_msg, joined, sizeof s_msg - 1);
+    s_msg[sizeof s_msg - 1] = '\0';
     s_code = code;
     return code;
 }

@@ -1,0 +1,895 @@
+/*
+ * flcoord: the coordinator daemon.
+ *
+ *   flcoord init --dir DIR        create DIR/coordinator.key (0600) and .pub
+ *   flcoord run --config FILE     run the consortium's training rounds
+ *
+ * One thread, one zmq_poll loop over the CURVE ROUTER socket and the ZAP
+ * handler.  A round: wait until at least min_nodes enrolled nodes have
+ * joined; send each a RoundStart (model + settings); fold each valid Update
+ * into a running weighted sum as it arrives (no update is kept); when all
+ * participants have answered or the round timeout passes, average (FedAvg),
+ * evaluate on the shared public test set if one is configured, and send the
+ * RoundResult.  Rounds with fewer than min_nodes updates are abandoned.
+ * Every frame from the network is decoded by fl_wire (bounded, validated);
+ * a bad frame is answered with an Error and the loop carries on.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "config/fl_config.h"
+#include "coordinator/fl_fedavg.h"
+#include "coordinator/fl_model_file.h"
+#include "log/fl_log.h"
+#include "nn/fl_dataset.h"
+#include "nn/fl_metrics.h"
+#include "nn/fl_mlp.h"
+#include "proto/fl_wire.h"
+#include "storage/fl_storage.h"
+#include "transport/fl_transport.h"
+
+#define S_EXIT_USAGE 2
+#define S_MAX_NODES 1024
+
+typedef struct {
+    char consortium[FL_CONFIG_STR_MAX];
+    char listen[FL_CONFIG_STR_MAX];
+    char key[FL_CONFIG_STR_MAX];
+    char enrollment[FL_CONFIG_STR_MAX];
+    char endpoint_file[FL_CONFIG_STR_MAX];
+    char model_out[FL_CONFIG_STR_MAX];
+    char summary_json[FL_CONFIG_STR_MAX];
+    int64_t rounds, min_nodes, round_timeout_ms, join_timeout_ms, max_abandoned;
+    char layers[FL_CONFIG_STR_MAX];
+    char output[FL_CONFIG_STR_MAX];
+    int64_t seed;
+    int64_t local_steps;
+    double learning_rate, clip_norm, sampling_rate;
+    char schema[FL_CONFIG_STR_MAX];
+    char test_data[FL_CONFIG_STR_MAX];
+} s_config;
+
+typedef struct {
+    char name[FL_WIRE_MAX_NAME + 1];
+    uint8_t rid[256];
+    size_t rid_len;
+    int joined;
+    int participant; /* in the current round */
+    int answered;    /* sent an update or a decline this round */
+    double epsilon;  /* last epsilon the node reported */
+    double delta;
+} s_node;
+
+typedef enum { S_WAIT_NODES, S_IN_ROUND, S_DONE } s_phase;
+
+typedef struct {
+    s_config cfg;
+    void *ctx, *router;
+    fl_zap *zap;
+    fl_enroll *enroll;
+    fl_keypair *kp;
+    fl_schema *schema;
+    unsigned char schema_digest[32];
+    fl_dataset *test;
+    fl_mlp *mlp;
+    uint32_t sizes[FL_WIRE_MAX_LAYERS + 1];
+    size_t num_sizes;
+    uint32_t output_kind;
+    size_t num_params;
+    float *model; /* current global model (owned by mlp's param vector copy) */
+    uint8_t model_digest[32];
+    fl_fedavg *avg;
+    float *probs;
+    s_node nodes[S_MAX_NODES];
+    size_t num_nodes;
+    s_phase phase;
+    uint32_t round;        /* current round number, 1-based */
+    int abandoned_in_row;
+    double deadline;       /* seconds, CLOCK_MONOTONIC */
+    double started;
+    /* last evaluation */
+    double last_loss, last_acc, last_auc, last_precision, last_recall, last_f1;
+    int evaluated;
+    uint32_t rounds_done;
+    uint64_t bad_frames;
+} s_coord;
+
+static volatile sig_atomic_t s_stop;
+
+static void s_on_signal(int sig)
+{
+    s_stop = sig;
+}
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void s_hex(const uint8_t *d, size_t n, char *out)
+{
+    sodium_bin2hex(out, 2 * n + 1, d, n);
+}
+
+/* ------------------------------------------------------------ config */
+
+static int s_load_config(s_config *c, const char *path)
+{
+    memset(c, 0, sizeof *c);
+    c->rounds = 10;
+    c->min_nodes = 2;
+    c->round_timeout_ms = 60000;
+    c->join_timeout_ms = 300000;
+    c->max_abandoned = 3;
+    c->seed = 1;
+    c->local_steps = 10;
+    c->learning_rate = 0.1;
+    c->clip_norm = 1.0;
+    c->sampling_rate = 0.1;
+    snprintf(c->output, sizeof c->output, "sigmoid");
+    fl_config_field f[] = {
+        {"coordinator", "consortium", FL_CONFIG_STRING, c->consortium, 1, 0, 0, 0},
+        {"coordinator", "listen", FL_CONFIG_STRING, c->listen, 1, 0, 0, 0},
+        {"coordinator", "key", FL_CONFIG_PATH, c->key, 1, 0, 0, 0},
+        {"coordinator", "enrollment", FL_CONFIG_PATH, c->enrollment, 1, 0, 0, 0},
+        {"coordinator", "endpoint_file", FL_CONFIG_PATH, c->endpoint_file, 0, 0, 0, 0},
+        {"coordinator", "model_out", FL_CONFIG_PATH, c->model_out, 0, 0, 0, 0},
+        {"coordinator", "summary_json", FL_CONFIG_PATH, c->summary_json, 0, 0, 0, 0},
+        {"coordinator", "rounds", FL_CONFIG_INT, &c->rounds, 0, 1, FL_WIRE_MAX_ROUNDS, 0},
+        {"coordinator", "min_nodes", FL_CONFIG_INT, &c->min_nodes, 0, 1, S_MAX_NODES, 0},
+        {"coordinator", "round_timeout_ms", FL_CONFIG_INT, &c->round_timeout_ms, 0, 100, 86400000, 0},
+        {"coordinator", "join_timeout_ms", FL_CONFIG_INT, &c->join_timeout_ms, 0, 100, 86400000, 0},
+        {"coordinator", "max_abandoned", FL_CONFIG_INT, &c->max_abandoned, 0, 0, 1000, 0},
+        {"model", "layers", FL_CONFIG_STRING, c->layers, 1, 0, 0, 0},
+        {"model", "output", FL_CONFIG_STRING, c->output, 0, 0, 0, 0},
+        {"model", "seed", FL_CONFIG_INT, &c->seed, 0, 0, 9.0e15, 0},
+        {"training", "local_steps", FL_CONFIG_INT, &c->local_steps, 0, 1, FL_WIRE_MAX_STEPS, 0},
+        {"training", "learning_rate", FL_CONFIG_DOUBLE, &c->learning_rate, 0, 1e-6, 100, 0},
+        {"training", "clip_norm", FL_CONFIG_DOUBLE, &c->clip_norm, 0, 1e-6, 1e6, 0},
+        {"training", "sampling_rate", FL_CONFIG_DOUBLE, &c->sampling_rate, 0, 1e-6, 1, 0},
+        {"data", "schema", FL_CONFIG_PATH, c->schema, 1, 0, 0, 0},
+        {"data", "test_data", FL_CONFIG_PATH, c->test_data, 0, 0, 0, 0},
+    };
+    int rc = fl_config_load(path, f, sizeof f / sizeof f[0]);
+    if (rc != FL_OK)
+        return rc;
+    if (!fl_wire_name_ok(c->consortium))
+        return fl_error_set(FL_EPARSE, "%s: [coordinator] consortium '%s' must be 1..%u "
+                            "characters from [A-Za-z0-9._-]", path, c->consortium,
+                            FL_WIRE_MAX_NAME);
+    return FL_OK;
+}
+
+static int s_parse_layers(s_coord *co)
+{
+    const char *p = co->cfg.layers;
+    co->num_sizes = 0;
+    while (*p) {
+        char *end;
+        unsigned long v;
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        errno = 0;
+        v = strtoul(p, &end, 10);
+        if (end == p || errno || v == 0 || v > FL_WIRE_MAX_WIDTH ||
+            co->num_sizes == FL_WIRE_MAX_LAYERS + 1)
+            return fl_error_set(FL_EPARSE, "[model] layers = '%s': expected 2..%u sizes in "
+                                "1..%u separated by spaces, e.g. '30 16 1'", co->cfg.layers,
+                                FL_WIRE_MAX_LAYERS + 1, FL_WIRE_MAX_WIDTH);
+        co->sizes[co->num_sizes++] = (uint32_t)v;
+        p = end;
+    }
+    if (co->num_sizes < 2)
+        return fl_error_set(FL_EPARSE, "[model] layers = '%s': need at least inputs and "
+                            "outputs, e.g. '30 16 1'", co->cfg.layers);
+    if (strcmp(co->cfg.output, "sigmoid") == 0)
+        co->output_kind = FL_MLP_OUT_SIGMOID_BCE;
+    else if (strcmp(co->cfg.output, "softmax") == 0)
+        co->output_kind = FL_MLP_OUT_SOFTMAX_CE;
+    else
+        return fl_error_set(FL_EPARSE, "[model] output = '%s': use 'sigmoid' or 'softmax'",
+                            co->cfg.output);
+    return FL_OK;
+}
+
+/* ------------------------------------------------------------- nodes */
+
+static s_node *s_node_by_name(s_coord *co, const char *name)
+{
+    for (size_t i = 0; i < co->num_nodes; i++)
+        if (strcmp(co->nodes[i].name, name) == 0)
+            return &co->nodes[i];
+    return NULL;
+}
+
+static size_t s_count_joined(const s_coord *co)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < co->num_nodes; i++)
+        k += co->nodes[i].joined != 0;
+    return k;
+}
+
+static void s_send_error(s_coord *co, const uint8_t *rid, size_t rid_len, int code,
+                         const char *msg)
+{
+    Fl__Envelope env;
+    Fl__Error err = FL__ERROR__INIT;
+    char text[FL_WIRE_MAX_TEXT + 1];
+    /* Keep the reply within the protocol's own text rules. */
+    snprintf(text, sizeof text, "%s", msg);
+    for (char *p = text; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+    fl_wire_envelope_init(&env, co->cfg.consortium);
+    err.code = code < 0 ? code : FL_EPROTO;
+    err.message = text;
+    err.round = co->round;
+    env.body_case = FL__ENVELOPE__BODY_ERROR;
+    env.error = &err;
+    if (fl_transport_send(co->router, rid, rid_len, &env) != FL_OK)
+        fl_log_debug("could not send an error reply: %s", fl_error_last());
+}
+
+/* ------------------------------------------------------------ rounds */
+
+static void s_fill_round_start(s_coord *co, Fl__Envelope *env, Fl__RoundStart *rs,
+                               Fl__RoundSettings *st, Fl__ModelSpec *sp)
+{
+    fl_wire_envelope_init(env, co->cfg.consortium);
+    st->local_steps = (uint32_t)co->cfg.local_steps;
+    st->learning_rate = (float)co->cfg.learning_rate;
+    st->clip_norm = (float)co->cfg.clip_norm;
+    st->sampling_rate = (float)co->cfg.sampling_rate;
+    st->total_rounds = (uint32_t)co->cfg.rounds;
+    st->min_nodes = (uint32_t)co->cfg.min_nodes;
+    sp->n_layer_sizes = co->num_sizes;
+    sp->layer_sizes = co->sizes;
+    sp->output_kind = co->output_kind;
+    rs->round = co->round;
+    rs->settings = st;
+    rs->spec = sp;
+    rs->n_params = co->num_params;
+    rs->params = co->model;
+    rs->model_sha256.len = 32;
+    rs->model_sha256.data = co->model_digest;
+    env->body_case = FL__ENVELOPE__BODY_ROUND_START;
+    env->round_start = rs;
+}
+
+static void s_start_round(s_coord *co)
+{
+    Fl__Envelope env;
+    Fl__RoundStart rs = FL__ROUND_START__INIT;
+    Fl__RoundSettings st = FL__ROUND_SETTINGS__INIT;
+    Fl__ModelSpec sp = FL__MODEL_SPEC__INIT;
+    size_t sent = 0;
+
+    s_fill_round_start(co, &env, &rs, &st, &sp);
+    fl_fedavg_reset(co->avg);
+    for (size_t i = 0; i < co->num_nodes; i++) {
+        s_node *n = &co->nodes[i];
+        n->participant = 0;
+        n->answered = 0;
+        if (!n->joined)
+            continue;
+        if (fl_transport_send(co->router, n->rid, n->rid_len, &env) != FL_OK) {
+            fl_log_warn("node %s is unreachable (%s); it must join again", n->name,
+                        fl_error_last());
+            n->joined = 0;
+            continue;
+        }
+        n->participant = 1;
+        sent++;
+    }
+    if (sent < (size_t)co->cfg.min_nodes) {
+        fl_log_warn("round %u: only %zu of the %lld nodes needed are reachable; waiting",
+                    co->round, sent, (long long)co->cfg.min_nodes);
+        co->phase = S_WAIT_NODES;
+        co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
+        return;
+    }
+    fl_log_info("round %u/%lld: started with %zu nodes", co->round, (long long)co->cfg.rounds,
+                sent);
+    co->phase = S_IN_ROUND;
+    co->deadline = s_now() + (double)co->cfg.round_timeout_ms / 1000.0;
+}
+
+static void s_evaluate(s_coord *co)
+{
+    const fl_dataset *t = co->test;
+    double loss = 0.0;
+    if (!t)
+        return;
+    memcpy(fl_mlp_params(co->mlp), co->model, co->num_params * sizeof(float));
+    if (fl_mlp_evaluate(co->mlp, t->X, t->y, t->n, &loss, co->probs) != FL_OK) {
+        fl_log_warn("evaluation failed: %s", fl_error_last());
+        return;
+    }
+    co->last_loss = loss;
+    if (co->output_kind == FL_MLP_OUT_SIGMOID_BCE) {
+        fl_confusion c;
+        fl_metrics_confusion(co->probs, t->y, t->n, 0.5f, &c);
+        co->last_acc = fl_metrics_accuracy(&c);
+        co->last_precision = fl_metrics_precision(&c);
+        co->last_recall = fl_metrics_recall(&c);
+        co->last_f1 = fl_metrics_f1(&c);
+        if (fl_metrics_roc_auc(co->probs, t->y, t->n, &co->last_auc) != FL_OK)
+            co->last_auc = NAN;
+    } else {
+        co->last_acc = fl_metrics_accuracy_multiclass(co->probs, t->y, t->n,
+                                                      co->sizes[co->num_sizes - 1]);
+        co->last_auc = co->last_precision = co->last_recall = co->last_f1 = NAN;
+    }
+    co->evaluated = 1;
+}
+
+static double s_max_epsilon(const s_coord *co)
+{
+    double m = 0.0;
+    for (size_t i = 0; i < co->num_nodes; i++)
+        if (co->nodes[i].epsilon > m)
+            m = co->nodes[i].epsilon;
+    return m;
+}
+
+static void s_print_progress(s_coord *co, size_t contributors)
+{
+    if (co->rounds_done == 1)
+        printf("%6s %6s %10s %9s %7s %9s %8s\n", "round", "nodes", "test_loss", "accuracy",
+               "auc", "epsilon", "time_s");
+    if (co->evaluated)
+        printf("%6u %6zu %10.4f %9.4f %7.4f %9.4f %8.1f\n", co->round, contributors,
+               co->last_loss, co->last_acc, co->last_auc, s_max_epsilon(co),
+               s_now() - co->started);
+    else
+        printf("%6u %6zu %10s %9s %7s %9.4f %8.1f\n", co->round, contributors, "-", "-", "-",
+               s_max_epsilon(co), s_now() - co->started);
+    fflush(stdout);
+}
+
+static void s_finish_round(s_coord *co)
+{
+    size_t contributors = fl_fedavg_count(co->avg);
+    Fl__Envelope env;
+    Fl__RoundResult rr = FL__ROUND_RESULT__INIT;
+    int final;
+
+    if (contributors < (size_t)co->cfg.min_nodes) {
+        co->abandoned_in_row++;
+        fl_log_warn("round %u abandoned: %zu updates arrived, %lld needed (attempt %d of %lld)",
+                    co->round, contributors, (long long)co->cfg.min_nodes,
+                    co->abandoned_in_row, (long long)co->cfg.max_abandoned + 1);
+        for (size_t i = 0; i < co->num_nodes; i++)
+            if (co->nodes[i].participant && !co->nodes[i].answered)
+                co->nodes[i].joined = 0; /* silent: must join again */
+        if (co->abandoned_in_row > co->cfg.max_abandoned) {
+            fl_log_error("giving up after %d abandoned rounds in a row: check that the nodes "
+                         "are running and can reach this coordinator", co->abandoned_in_row);
+            s_stop = -1;
+        }
+        co->phase = S_WAIT_NODES;
+        co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
+        return;
+    }
+    co->abandoned_in_row = 0;
+    if (fl_fedavg_result(co->avg, co->model) != FL_OK) {
+        fl_log_error("%s", fl_error_last());
+        s_stop = -1;
+        return;
+    }
+    fl_wire_model_digest(co->model, co->num_params, co->model_digest);
+    co->rounds_done++;
+    s_evaluate(co);
+    s_print_progress(co, contributors);
+    if (co->cfg.model_out[0] &&
+        fl_model_file_save(co->cfg.model_out, co->output_kind, co->sizes,
+                           (uint32_t)co->num_sizes, co->model, co->num_params) != FL_OK)
+        fl_log_warn("could not save the model: %s", fl_error_last());
+
+    final = co->round >= (uint32_t)co->cfg.rounds;
+    fl_wire_envelope_init(&env, co->cfg.consortium);
+    rr.round = co->round;
+    rr.participants = (uint32_t)contributors;
+    rr.final = final;
+    rr.n_params = co->num_params;
+    rr.params = co->model;
+    rr.model_sha256.len = 32;
+    rr.model_sha256.data = co->model_digest;
+    env.body_case = FL__ENVELOPE__BODY_ROUND_RESULT;
+    env.round_result = &rr;
+    for (size_t i = 0; i < co->num_nodes; i++) {
+        s_node *n = &co->nodes[i];
+        if (n->joined && fl_transport_send(co->router, n->rid, n->rid_len, &env) != FL_OK) {
+            fl_log_warn("node %s is unreachable; it must join again", n->name);
+            n->joined = 0;
+        }
+    }
+    if (final) {
+        co->phase = S_DONE;
+        return;
+    }
+    co->round++;
+    if (s_count_joined(co) >= (size_t)co->cfg.min_nodes) {
+        s_start_round(co);
+    } else {
+        co->phase = S_WAIT_NODES;
+        co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
+    }
+}
+
+static int s_all_answered(const s_coord *co)
+{
+    for (size_t i = 0; i < co->num_nodes; i++)
+        if (co->nodes[i].participant && !co->nodes[i].answered)
+            return 0;
+    return 1;
+}
+
+/* ---------------------------------------------------------- messages */
+
+static void s_on_join(s_coord *co, fl_transport_msg *m, const Fl__Join *j)
+{
+    s_node *n;
+    if (strcmp(j->node_name, m->user_id) != 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "join names node '%s' but this connection's key is enrolled "
+                 "as '%s'", j->node_name, m->user_id);
+        s_send_error(co, m->rid, m->rid_len, FL_EAUTH, msg);
+        return;
+    }
+    if (sodium_memcmp(j->schema_digest.data, co->schema_digest, 32) != 0) {
+        s_send_error(co, m->rid, m->rid_len, FL_EINVAL,
+                     "the node's feature schema differs from the consortium's: use the schema "
+                     "file the consortium agreed on");
+        fl_log_warn("node %s refused: its feature schema differs from ours", m->user_id);
+        return;
+    }
+    if (j->num_features != co->sizes[0]) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the node has %u features but the model takes %u inputs",
+                 j->num_features, co->sizes[0]);
+        s_send_error(co, m->rid, m->rid_len, FL_EINVAL, msg);
+        return;
+    }
+    n = s_node_by_name(co, m->user_id);
+    if (!n) {
+        if (co->num_nodes == S_MAX_NODES) {
+            s_send_error(co, m->rid, m->rid_len, FL_ESTATE, "the consortium is full");
+            return;
+        }
+        n = &co->nodes[co->num_nodes++];
+        memset(n, 0, sizeof *n);
+        snprintf(n->name, sizeof n->name, "%s", m->user_id);
+    }
+    memcpy(n->rid, m->rid, m->rid_len);
+    n->rid_len = m->rid_len;
+    if (!n->joined)
+        fl_log_info("node %s joined (%zu of %lld needed)", n->name, s_count_joined(co) + 1,
+                    (long long)co->cfg.min_nodes);
+    n->joined = 1;
+}
+
+static s_node *s_round_sender(s_coord *co, fl_transport_msg *m, uint32_t round)
+{
+    s_node *n = s_node_by_name(co, m->user_id);
+    char msg[200];
+    if (!n || !n->joined) {
+        s_send_error(co, m->rid, m->rid_len, FL_ESTATE, "send a join message first");
+        return NULL;
+    }
+    if (co->phase != S_IN_ROUND || round != co->round || !n->participant) {
+        snprintf(msg, sizeof msg, "message for round %u is not expected: the current round is "
+                 "%u%s", round, co->round, co->phase == S_IN_ROUND ? "" : " (not running)");
+        s_send_error(co, m->rid, m->rid_len, FL_ESTATE, msg);
+        return NULL;
+    }
+    if (n->answered) {
+        s_send_error(co, m->rid, m->rid_len, FL_ESTATE,
+                     "this node has already answered this round; a replay is ignored");
+        return NULL;
+    }
+    return n;
+}
+
+static void s_on_update(s_coord *co, fl_transport_msg *m, const Fl__Update *u)
+{
+    s_node *n = s_round_sender(co, m, u->round);
+    if (!n)
+        return;
+    if (u->n_params != co->num_params) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "update has %zu parameters, the model has %zu", u->n_params,
+                 co->num_params);
+        s_send_error(co, m->rid, m->rid_len, FL_EPROTO, msg);
+        return;
+    }
+    if (sodium_memcmp(u->base_sha256.data, co->model_digest, 32) != 0) {
+        s_send_error(co, m->rid, m->rid_len, FL_EPROTO,
+                     "update was trained from a different model than this round's");
+        return;
+    }
+    if (fl_fedavg_add(co->avg, u->params, u->num_samples) != FL_OK) {
+        s_send_error(co, m->rid, m->rid_len, FL_EPROTO, fl_error_last());
+        return;
+    }
+    n->answered = 1;
+    n->epsilon = u->epsilon;
+    n->delta = u->delta;
+    fl_log_info("round %u: update from %s (epsilon %.3f at delta %.0e)", co->round, n->name,
+                u->epsilon, u->delta);
+}
+
+static void s_on_decline(s_coord *co, fl_transport_msg *m, const Fl__Decline *d)
+{
+    s_node *n = s_round_sender(co, m, d->round);
+    if (!n)
+        return;
+    n->answered = 1;
+    fl_log_warn("round %u: node %s declined: %s", co->round, n->name, d->reason);
+}
+
+static void s_on_message(s_coord *co, fl_transport_msg *m)
+{
+    Fl__Envelope *env = NULL;
+    const uint8_t *data = zmq_msg_data(&m->payload);
+    size_t len = zmq_msg_size(&m->payload);
+
+    if (m->user_id[0] == '\0') {
+        /* Only possible if ZAP were bypassed; never trust such a peer. */
+        co->bad_frames++;
+        return;
+    }
+    if (m->malformed) {
+        co->bad_frames++;
+        fl_log_warn("bad message from %s: expected exactly one frame", m->user_id);
+        s_send_error(co, m->rid, m->rid_len, FL_EPROTO,
+                     "a message must be exactly one frame holding one envelope");
+        return;
+    }
+    if (fl_wire_decode(&env, data, len, co->cfg.consortium) != FL_OK) {
+        co->bad_frames++;
+        fl_log_warn("bad message from %s: %s", m->user_id, fl_error_last());
+        s_send_error(co, m->rid, m->rid_len, FL_EPROTO, fl_error_last());
+        return;
+    }
+    switch (env->body_case) {
+    case FL__ENVELOPE__BODY_JOIN: s_on_join(co, m, env->join); break;
+    case FL__ENVELOPE__BODY_UPDATE: s_on_update(co, m, env->update); break;
+    case FL__ENVELOPE__BODY_DECLINE: s_on_decline(co, m, env->decline); break;
+    case FL__ENVELOPE__BODY_ERROR:
+        fl_log_warn("node %s reports an error: %s", m->user_id, env->error->message);
+        break;
+    default:
+        s_send_error(co, m->rid, m->rid_len, FL_EPROTO,
+                     "nodes may send join, update, decline or error; this message type is for "
+                     "the coordinator to send");
+        break;
+    }
+    fl_wire_free(env);
+}
+
+/* -------------------------------------------------------------- main */
+
+static int s_write_summary(s_coord *co)
+{
+    char *buf;
+    size_t cap = 8192 + co->num_nodes * 160, off = 0;
+    char hex[65];
+    int rc;
+
+    if (!co->cfg.summary_json[0])
+        return FL_OK;
+    buf = malloc(cap);
+    if (!buf)
+        return fl_error_set(FL_ENOMEM, "out of memory");
+    s_hex(co->model_digest, 32, hex);
+#define S_PUT(...) off += (size_t)snprintf(buf + off, cap - off, __VA_ARGS__)
+    S_PUT("{\n  \"consortium\": \"%s\",\n  \"rounds_planned\": %lld,\n  \"rounds_completed\": %u,\n",
+          co->cfg.consortium, (long long)co->cfg.rounds, co->rounds_done);
+    S_PUT("  \"completed\": %s,\n  \"model_sha256\": \"%s\",\n  \"num_params\": %zu,\n",
+          co->phase == S_DONE ? "true" : "false", hex, co->num_params);
+    S_PUT("  \"seconds\": %.3f,\n  \"bad_frames\": %llu,\n  \"refused_handshakes\": %llu,\n",
+          s_now() - co->started, (unsigned long long)co->bad_frames,
+          (unsigned long long)fl_zap_refused(co->zap));
+    if (co->evaluated) {
+        S_PUT("  \"test\": {\"n\": %zu, \"loss\": %.6f, \"accuracy\": %.6f, ", co->test->n,
+              co->last_loss, co->last_acc);
+        if (isnan(co->last_auc))
+            S_PUT("\"auc\": null, \"precision\": null, \"recall\": null, \"f1\": null},\n");
+        else
+            S_PUT("\"auc\": %.6f, \"precision\": %.6f, \"recall\": %.6f, \"f1\": %.6f},\n",
+                  co->last_auc, co->last_precision, co->last_recall, co->last_f1);
+    } else {
+        S_PUT("  \"test\": null,\n");
+    }
+    S_PUT("  \"epsilon_max\": %.6f,\n  \"nodes\": [", s_max_epsilon(co));
+    for (size_t i = 0; i < co->num_nodes; i++)
+        S_PUT("%s\n    {\"name\": \"%s\", \"epsilon\": %.6f, \"delta\": %.3g}", i ? "," : "",
+              co->nodes[i].name, co->nodes[i].epsilon, co->nodes[i].delta);
+    S_PUT("\n  ]\n}\n");
+#undef S_PUT
+    rc = fl_storage_write_atomic(co->cfg.summary_json, buf, off, 0644);
+    free(buf);
+    return rc;
+}
+
+static int s_setup(s_coord *co, const char *config_path)
+{
+    char bound[256];
+    unsigned char seed[32];
+    int rc;
+
+    if ((rc = s_load_config(&co->cfg, config_path)) != FL_OK)
+        return rc;
+    if ((rc = s_parse_layers(co)) != FL_OK)
+        return fl_error_wrap(rc, "%s", config_path);
+    if ((rc = fl_schema_load(&co->schema, co->cfg.schema)) != FL_OK)
+        return rc;
+    fl_schema_digest(co->schema, co->schema_digest);
+    if (fl_schema_num_features(co->schema) != co->sizes[0])
+        return fl_error_set(FL_EINVAL, "%s: the model takes %u inputs but schema '%s' has %zu "
+                            "features: make [model] layers start with %zu", config_path,
+                            co->sizes[0], co->cfg.schema, fl_schema_num_features(co->schema),
+                            fl_schema_num_features(co->schema));
+    if (co->cfg.test_data[0] &&
+        (rc = fl_dataset_load_csv(&co->test, co->cfg.test_data, co->schema)) != FL_OK)
+        return rc;
+    if ((rc = fl_mlp_new(&co->mlp, co->sizes, co->num_sizes, (fl_mlp_output)co->output_kind)) !=
+        FL_OK)
+        return rc;
+    co->num_params = fl_mlp_num_params(co->mlp);
+    /* The initial model is public: a seeded, reproducible initialisation. */
+    crypto_generichash(seed, sizeof seed, (const unsigned char *)&co->cfg.seed,
+                       sizeof co->cfg.seed, NULL, 0);
+    fl_mlp_init(co->mlp, seed);
+    co->model = malloc(co->num_params * sizeof(float));
+    co->probs = malloc(((co->test ? co->test->n : 0) + 1) * co->sizes[co->num_sizes - 1] *
+                       sizeof(float));
+    if (!co->model || !co->probs)
+        return fl_error_set(FL_ENOMEM, "out of memory");
+    memcpy(co->model, fl_mlp_params(co->mlp), co->num_params * sizeof(float));
+    fl_wire_model_digest(co->model, co->num_params, co->model_digest);
+    if ((rc = fl_fedavg_new(&co->avg, co->num_params)) != FL_OK)
+        return rc;
+    if ((rc = fl_keys_load(&co->kp, co->cfg.key)) != FL_OK)
+        return rc;
+    if ((rc = fl_enroll_load(&co->enroll, co->cfg.enrollment)) != FL_OK)
+        return rc;
+    co->ctx = zmq_ctx_new();
+    if (!co->ctx)
+        return fl_error_set(FL_EIO, "cannot create a ZeroMQ context");
+    if ((rc = fl_zap_new(&co->zap, co->ctx, co->enroll)) != FL_OK)
+        return rc;
+    if ((rc = fl_transport_server(&co->router, co->ctx, co->kp, co->cfg.listen, bound,
+                                  sizeof bound)) != FL_OK)
+        return rc;
+    if (co->cfg.endpoint_file[0]) {
+        char line[300];
+        int n = snprintf(line, sizeof line, "%s\n", bound);
+        if ((rc = fl_storage_write_atomic(co->cfg.endpoint_file, line, (size_t)n, 0644)) != FL_OK)
+            return rc;
+    }
+    fl_log_info("consortium %s: listening on %s (CURVE), %zu nodes enrolled, model %zu "
+                "parameters, %lld rounds, at least %lld nodes per round",
+                co->cfg.consortium, bound, fl_enroll_count(co->enroll), co->num_params,
+                (long long)co->cfg.rounds, (long long)co->cfg.min_nodes);
+    return FL_OK;
+}
+
+static void s_teardown(s_coord *co)
+{
+    if (co->router) {
+        int linger = 2000; /* let the final results reach the nodes */
+        zmq_setsockopt(co->router, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(co->router);
+    }
+    fl_zap_free(co->zap);
+    if (co->ctx)
+        zmq_ctx_term(co->ctx);
+    fl_enroll_free(co->enroll);
+    fl_keys_free(co->kp);
+    fl_fedavg_free(co->avg);
+    fl_mlp_free(co->mlp);
+    fl_dataset_free(co->test);
+    fl_schema_free(co->schema);
+    free(co->model);
+    free(co->probs);
+}
+
+static int s_run(const char *config_path)
+{
+    s_coord *co = calloc(1, sizeof *co);
+    int rc, exit_code = 1;
+
+    if (!co) {
+        fprintf(stderr, "flcoord: out of memory\n");
+        return 1;
+    }
+    signal(SIGINT, s_on_signal);
+    signal(SIGTERM, s_on_signal);
+    signal(SIGPIPE, SIG_IGN);
+    co->started = s_now();
+    rc = s_setup(co, config_path);
+    if (rc != FL_OK) {
+        fl_log_error("%s", fl_error_last());
+        goto done;
+    }
+    co->round = 1;
+    co->phase = S_WAIT_NODES;
+    co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
+    fl_log_info("waiting for %lld nodes to join (timeout %.0f s)", (long long)co->cfg.min_nodes,
+                (double)co->cfg.join_timeout_ms / 1000.0);
+    while (!s_stop && co->phase != S_DONE) {
+        zmq_pollitem_t items[2] = {{co->router, 0, ZMQ_POLLIN, 0},
+                                   {fl_zap_socket(co->zap), 0, ZMQ_POLLIN, 0}};
+        double left = co->deadline - s_now();
+        long wait_ms = left <= 0 ? 0 : (long)(left * 1000.0) + 1;
+        if (wait_ms > 200)
+            wait_ms = 200;
+        if (zmq_poll(items, 2, wait_ms) < 0 && errno != EINTR) {
+            fl_log_error("poll failed: %s", zmq_strerror(errno));
+            break;
+        }
+        fl_zap_handle(co->zap);
+        for (int i = 0; i < 256; i++) { /* bounded burst, then service ZAP again */
+            fl_transport_msg m;
+            if (fl_transport_recv(co->router, 1, &m) != FL_OK)
+                break;
+            s_on_message(co, &m);
+            fl_transport_msg_close(&m);
+        }
+        if (co->phase == S_WAIT_NODES) {
+            if (s_count_joined(co) >= (size_t)co->cfg.min_nodes)
+                s_start_round(co);
+            else if (s_now() > co->deadline) {
+                fl_log_error("only %zu of the %lld nodes needed joined within %.0f s: check the "
+                             "nodes' logs, their keys' enrollment and the address they connect "
+                             "to", s_count_joined(co), (long long)co->cfg.min_nodes,
+                             (double)co->cfg.join_timeout_ms / 1000.0);
+                break;
+            }
+        } else if (co->phase == S_IN_ROUND) {
+            if (s_all_answered(co) || s_now() > co->deadline) {
+                if (!s_all_answered(co))
+                    fl_log_warn("round %u: timeout after %.0f s, continuing with the updates "
+                                "received", co->round, (double)co->cfg.round_timeout_ms / 1000.0);
+                s_finish_round(co);
+            }
+        }
+    }
+    if (s_stop > 0)
+        fl_log_warn("stopped by signal %d after %u completed rounds", (int)s_stop,
+                    co->rounds_done);
+    if (s_write_summary(co) != FL_OK)
+        fl_log_error("%s", fl_error_last());
+    if (co->phase == S_DONE) {
+        fl_log_info("training complete: %u rounds%s%s", co->rounds_done,
+                    co->cfg.model_out[0] ? ", model saved to " : "", co->cfg.model_out);
+        exit_code = 0;
+    }
+done:
+    s_teardown(co);
+    free(co);
+    return exit_code;
+}
+
+static int s_init(const char *dir, int force)
+{
+    char sec[4096], pub[4096];
+    fl_keypair *kp = NULL;
+    FILE *f;
+    int rc;
+
+    if (fl_storage_mkdir(dir, 0700) != FL_OK) {
+        fprintf(stderr, "flcoord: %s\n", fl_error_last());
+        return 1;
+    }
+    snprintf(sec, sizeof sec, "%s/coordinator.key", dir);
+    snprintf(pub, sizeof pub, "%s/coordinator.pub", dir);
+    if (!force && (f = fopen(sec, "r")) != NULL) {
+        fclose(f);
+        fprintf(stderr, "flcoord: '%s' already exists; refusing to overwrite a key (use "
+                "--force to replace it, which disconnects every node)\n", sec);
+        return 1;
+    }
+    rc = fl_keys_generate(&kp);
+    if (rc == FL_OK)
+        rc = fl_keys_save(kp, "the coordinator", sec, pub);
+    if (rc != FL_OK) {
+        fprintf(stderr, "flcoord: %s\n", fl_error_last());
+        fl_keys_free(kp);
+        return 1;
+    }
+    printf("created %s (secret, mode 0600)\ncreated %s (public: give it to every node)\n", sec,
+           pub);
+    fl_keys_free(kp);
+    return 0;
+}
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: flcoord init --dir DIR [--force]\n"
+            "       flcoord run --config FILE [--verbose]\n"
+            "       flcoord --help | --version\n\n"
+            "The coordinator of a federated-learning consortium.\n\n"
+            "  init   create the coordinator's CURVE key pair in DIR (coordinator.key,\n"
+            "         mode 0600, and coordinator.pub for the nodes)\n"
+            "  run    run the training rounds described in the configuration file;\n"
+            "         prints one progress line per round on stdout, logs on stderr\n\n"
+            "Exit status: 0 training completed, 1 failure, 2 usage error.\n"
+            "See docs/architecture.md and the example in scripts/consortium.sh.\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"dir", required_argument, 0, 'd'},
+                                         {"config", required_argument, 0, 'c'},
+                                         {"force", no_argument, 0, 'f'},
+                                         {"verbose", no_argument, 0, 'v'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {"version", no_argument, 0, 'V'},
+                                         {0, 0, 0, 0}};
+    const char *cmd, *dir = NULL, *config = NULL;
+    int force = 0, verbose = 0, c;
+
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        s_usage(stdout);
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
+        printf("flcoord 0.1.0 (protocol %u)\n", FL_PROTO_VERSION);
+        return 0;
+    }
+    if (argc < 2 || argv[1][0] == '-') {
+        s_usage(stderr);
+        return S_EXIT_USAGE;
+    }
+    cmd = argv[1];
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': dir = optarg; break;
+        case 'c': config = optarg; break;
+        case 'f': force = 1; break;
+        case 'v': verbose = 1; break;
+        case 'h': s_usage(stdout); return 0;
+        case 'V': printf("flcoord 0.1.0\n"); return 0;
+        default: s_usage(stderr); return S_EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "flcoord: unexpected argument '%s'\n", argv[optind]);
+        return S_EXIT_USAGE;
+    }
+    fl_log_init("flcoord", verbose ? FL_LOG_DEBUG : FL_LOG_INFO);
+    if (strcmp(cmd, "init") == 0) {
+        if (!dir) {
+            fprintf(stderr, "flcoord init: --dir DIR is required\n");
+            return S_EXIT_USAGE;
+        }
+        return s_init(dir, force);
+    }
+    if (strcmp(cmd, "run") == 0) {
+        if (!config) {
+            fprintf(stderr, "flcoord run: --config FILE is required\n");
+            return S_EXIT_USAGE;
+        }
+        return s_run(config);
+    }
+    fprintf(stderr, "flcoord: unknown command '%s' (try --help)\n", cmd);
+    return S_EXIT_USAGE;
+}

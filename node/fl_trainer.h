@@ -1,0 +1,31 @@
+/*
+ * fl_trainer: a node's local training for one round — E steps of DP-SGD
+ * (dp/fl_dpsgd) on the node's MLP (nn/fl_mlp) over its local dataset.
+ */
+#ifndef FL_TRAINER_H
+#define FL_TRAINER_H
+
+#include <stddef.h>
+
+#include "dp/fl_dpsgd.h"
+#include "error/fl_error.h"
+#include "nn/fl_dataset.h"
+#include "nn/fl_mlp.h"
+
+typedef struct fl_trainer fl_trainer;
+
+/** Creates a trainer for `mlp` over `ds` (both borrowed; they must outlive
+ *  the trainer) with DP-SGD settings q (Poisson rate), clip norm C and noise
+ *  multiplier sigma. */
+FL_NODISCARD int fl_trainer_new(fl_trainer **out, fl_mlp *mlp, const fl_dataset *ds, double q,
+                                double clip, double sigma);
+
+/** Runs `steps` DP-SGD steps with learning rate lr, updating the MLP's
+ *  parameters in place. *mean_batch receives the mean realised batch size
+ *  (a local diagnostic; it is never sent). */
+FL_NODISCARD int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch);
+
+/** Frees. NULL is a no-op. */
+void fl_trainer_free(fl_trainer *t);
+
+#endif

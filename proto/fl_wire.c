@@ -1,0 +1,317 @@
+/*
+ * fl_wire: bounded decoding and field validation of protocol envelopes
+ * (see fl_wire.h).  Each validator names the message and the field.
+ */
+#include "proto/fl_wire.h"
+
+#include <math.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_REJECT(...) fl_error_set(FL_EPROTO, __VA_ARGS__)
+
+int fl_wire_name_ok(const char *s)
+{
+    size_t n;
+    if (!s)
+        return 0;
+    n = strlen(s);
+    if (n == 0 || n > FL_WIRE_MAX_NAME)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Free text (errors, declines): bounded, no control characters, so it can be
+ * logged without letting a peer forge log lines. */
+static int s_text_ok(const char *s, const char *what)
+{
+    size_t n = strlen(s);
+    if (n > FL_WIRE_MAX_TEXT)
+        return S_REJECT("%s is %zu bytes long, more than the %u allowed", what, n,
+                        FL_WIRE_MAX_TEXT);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            return S_REJECT("%s contains control character 0x%02x at byte %zu", what, c, i);
+    }
+    return FL_OK;
+}
+
+static int s_digest_ok(const ProtobufCBinaryData *d, const char *what)
+{
+    if (d->len != FL_WIRE_DIGEST_BYTES)
+        return S_REJECT("%s must be %u bytes (SHA-256), got %zu", what, FL_WIRE_DIGEST_BYTES,
+                        d->len);
+    return FL_OK;
+}
+
+static int s_params_ok(const float *p, size_t n, const char *what)
+{
+    if (n > FL_WIRE_MAX_PARAMS)
+        return S_REJECT("%s has %zu values, more than the %u allowed", what, n,
+                        FL_WIRE_MAX_PARAMS);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(p[i]))
+            return S_REJECT("%s[%zu] is not a finite number", what, i);
+    return FL_OK;
+}
+
+size_t fl_wire_spec_num_params(const uint32_t *sizes, size_t n)
+{
+    uint64_t total = 0;
+    if (n < 2 || n > FL_WIRE_MAX_LAYERS + 1)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (sizes[i] == 0 || sizes[i] > FL_WIRE_MAX_WIDTH)
+            return 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        total += (uint64_t)sizes[i] * sizes[i + 1] + sizes[i + 1];
+        if (total > FL_WIRE_MAX_PARAMS)
+            return 0;
+    }
+    return (size_t)total;
+}
+
+static int s_check_join(const Fl__Join *j)
+{
+    if (!fl_wire_name_ok(j->node_name))
+        return S_REJECT("join.node_name must be 1..%u characters from [A-Za-z0-9._-]",
+                        FL_WIRE_MAX_NAME);
+    if (s_digest_ok(&j->schema_digest, "join.schema_digest") != FL_OK)
+        return FL_EPROTO;
+    if (j->num_features == 0 || j->num_features > FL_WIRE_MAX_WIDTH)
+        return S_REJECT("join.num_features must be in 1..%u, got %u", FL_WIRE_MAX_WIDTH,
+                        j->num_features);
+    return FL_OK;
+}
+
+static int s_check_settings(const Fl__RoundSettings *s, uint32_t round)
+{
+    if (!s)
+        return S_REJECT("round_start.settings is missing");
+    if (s->local_steps == 0 || s->local_steps > FL_WIRE_MAX_STEPS)
+        return S_REJECT("settings.local_steps must be in 1..%u, got %u", FL_WIRE_MAX_STEPS,
+                        s->local_steps);
+    if (!isfinite(s->learning_rate) || s->learning_rate <= 0.0f || s->learning_rate > 100.0f)
+        return S_REJECT("settings.learning_rate must be in (0, 100], got %g",
+                        (double)s->learning_rate);
+    if (!isfinite(s->clip_norm) || s->clip_norm <= 0.0f || s->clip_norm > 1e6f)
+        return S_REJECT("settings.clip_norm must be in (0, 1e6], got %g", (double)s->clip_norm);
+    if (!isfinite(s->sampling_rate) || s->sampling_rate <= 0.0f || s->sampling_rate > 1.0f)
+        return S_REJECT("settings.sampling_rate must be in (0, 1], got %g",
+                        (double)s->sampling_rate);
+    if (s->total_rounds < round || s->total_rounds > FL_WIRE_MAX_ROUNDS)
+        return S_REJECT("settings.total_rounds must be in %u..%u, got %u", round,
+                        FL_WIRE_MAX_ROUNDS, s->total_rounds);
+    if (s->min_nodes == 0 || s->min_nodes > 100000)
+        return S_REJECT("settings.min_nodes must be in 1..100000, got %u", s->min_nodes);
+    return FL_OK;
+}
+
+static int s_check_model(const float *params, size_t n, const ProtobufCBinaryData *digest,
+                         const char *what)
+{
+    uint8_t want[FL_WIRE_DIGEST_BYTES];
+    char field[64];
+
+    snprintf(field, sizeof field, "%s.params", what);
+    if (s_params_ok(params, n, field) != FL_OK)
+        return FL_EPROTO;
+    snprintf(field, sizeof field, "%s.model_sha256", what);
+    if (s_digest_ok(digest, field) != FL_OK)
+        return FL_EPROTO;
+    fl_wire_model_digest(params, n, want);
+    if (sodium_memcmp(want, digest->data, FL_WIRE_DIGEST_BYTES) != 0)
+        return S_REJECT("%s does not match the SHA-256 of the parameters", field);
+    return FL_OK;
+}
+
+static int s_check_round_start(const Fl__RoundStart *r)
+{
+    const Fl__ModelSpec *sp = r->spec;
+    size_t expect;
+
+    if (r->round == 0 || r->round > FL_WIRE_MAX_ROUNDS)
+        return S_REJECT("round_start.round must be in 1..%u, got %u", FL_WIRE_MAX_ROUNDS,
+                        r->round);
+    if (s_check_settings(r->settings, r->round) != FL_OK)
+        return FL_EPROTO;
+    if (!sp)
+        return S_REJECT("round_start.spec is missing");
+    if (sp->n_layer_sizes < 2 || sp->n_layer_sizes > FL_WIRE_MAX_LAYERS + 1)
+        return S_REJECT("spec.layer_sizes must list 2..%u sizes, got %zu",
+                        FL_WIRE_MAX_LAYERS + 1, sp->n_layer_sizes);
+    if (sp->output_kind != 1 && sp->output_kind != 2)
+        return S_REJECT("spec.output_kind must be 1 (sigmoid) or 2 (softmax), got %u",
+                        sp->output_kind);
+    if (sp->output_kind == 1 && sp->layer_sizes[sp->n_layer_sizes - 1] != 1)
+        return S_REJECT("spec: a sigmoid output needs exactly 1 output unit, got %u",
+                        sp->layer_sizes[sp->n_layer_sizes - 1]);
+    if (sp->output_kind == 2 && sp->layer_sizes[sp->n_layer_sizes - 1] < 2)
+        return S_REJECT("spec: a softmax output needs at least 2 output units");
+    expect = fl_wire_spec_num_params(sp->layer_sizes, sp->n_layer_sizes);
+    if (expect == 0)
+        return S_REJECT("spec.layer_sizes: each size must be in 1..%u and the model at most "
+                        "%u parameters", FL_WIRE_MAX_WIDTH, FL_WIRE_MAX_PARAMS);
+    if (r->n_params != expect)
+        return S_REJECT("round_start.params has %zu values but the spec needs %zu",
+                        r->n_params, expect);
+    return s_check_model(r->params, r->n_params, &r->model_sha256, "round_start");
+}
+
+static int s_check_update(const Fl__Update *u)
+{
+    if (u->round == 0 || u->round > FL_WIRE_MAX_ROUNDS)
+        return S_REJECT("update.round must be in 1..%u, got %u", FL_WIRE_MAX_ROUNDS, u->round);
+    if (u->num_samples == 0 || u->num_samples > FL_WIRE_MAX_SAMPLES)
+        return S_REJECT("update.num_samples must be in 1..%llu, got %llu",
+                        (unsigned long long)FL_WIRE_MAX_SAMPLES,
+                        (unsigned long long)u->num_samples);
+    if (u->n_params == 0)
+        return S_REJECT("update.params is empty");
+    if (s_params_ok(u->params, u->n_params, "update.params") != FL_OK)
+        return FL_EPROTO;
+    if (s_digest_ok(&u->base_sha256, "update.base_sha256") != FL_OK)
+        return FL_EPROTO;
+    if (u->steps > FL_WIRE_MAX_STEPS)
+        return S_REJECT("update.steps must be at most %u, got %u", FL_WIRE_MAX_STEPS, u->steps);
+    if (!isfinite(u->epsilon) || u->epsilon < 0.0)
+        return S_REJECT("update.epsilon must be a finite number >= 0");
+    if (!isfinite(u->delta) || u->delta <= 0.0 || u->delta >= 1.0)
+        return S_REJECT("update.delta must be in (0, 1)");
+    return FL_OK;
+}
+
+static int s_check_decline(const Fl__Decline *d)
+{
+    if (d->round == 0 || d->round > FL_WIRE_MAX_ROUNDS)
+        return S_REJECT("decline.round must be in 1..%u, got %u", FL_WIRE_MAX_ROUNDS, d->round);
+    if (d->code >= 0)
+        return S_REJECT("decline.code must be a negative error code, got %d", d->code);
+    return s_text_ok(d->reason, "decline.reason");
+}
+
+static int s_check_result(const Fl__RoundResult *r)
+{
+    if (r->round == 0 || r->round > FL_WIRE_MAX_ROUNDS)
+        return S_REJECT("round_result.round must be in 1..%u, got %u", FL_WIRE_MAX_ROUNDS,
+                        r->round);
+    if (r->n_params == 0)
+        return S_REJECT("round_result.params is empty");
+    return s_check_model(r->params, r->n_params, &r->model_sha256, "round_result");
+}
+
+static int s_check_error(const Fl__Error *e)
+{
+    if (e->code >= 0)
+        return S_REJECT("error.code must be negative, got %d", e->code);
+    return s_text_ok(e->message, "error.message");
+}
+
+int fl_wire_decode(Fl__Envelope **out, const uint8_t *buf, size_t len, const char *consortium)
+{
+    Fl__Envelope *env = NULL;
+    int rc;
+
+    *out = NULL;
+    if (len == 0)
+        return S_REJECT("empty frame: expected a protocol envelope");
+    if (len > FL_WIRE_MAX_FRAME)
+        return S_REJECT("frame of %zu bytes exceeds the %u-byte limit", len, FL_WIRE_MAX_FRAME);
+    env = fl__envelope__unpack(NULL, len, buf);
+    if (!env)
+        return S_REJECT("frame of %zu bytes is not a valid protocol envelope (protobuf decoding "
+                        "failed)", len);
+    if (env->version != FL_PROTO_VERSION) {
+        rc = S_REJECT("protocol version %u is not supported (this program speaks version %u): "
+                      "run the same release on coordinator and nodes", env->version,
+                      FL_PROTO_VERSION);
+        goto fail;
+    }
+    if (!fl_wire_name_ok(env->consortium)) {
+        rc = S_REJECT("envelope.consortium must be 1..%u characters from [A-Za-z0-9._-]",
+                      FL_WIRE_MAX_NAME);
+        goto fail;
+    }
+    if (consortium && strcmp(env->consortium, consortium) != 0) {
+        rc = S_REJECT("envelope is for consortium '%s', this is consortium '%s'",
+                      env->consortium, consortium);
+        goto fail;
+    }
+    switch (env->body_case) {
+    case FL__ENVELOPE__BODY_JOIN: rc = s_check_join(env->join); break;
+    case FL__ENVELOPE__BODY_ROUND_START: rc = s_check_round_start(env->round_start); break;
+    case FL__ENVELOPE__BODY_UPDATE: rc = s_check_update(env->update); break;
+    case FL__ENVELOPE__BODY_DECLINE: rc = s_check_decline(env->decline); break;
+    case FL__ENVELOPE__BODY_ROUND_RESULT: rc = s_check_result(env->round_result); break;
+    case FL__ENVELOPE__BODY_ERROR: rc = s_check_error(env->error); break;
+    default: rc = S_REJECT("envelope has no message body"); break;
+    }
+    if (rc != FL_OK)
+        goto fail;
+    *out = env;
+    return FL_OK;
+fail:
+    fl__envelope__free_unpacked(env, NULL);
+    return rc;
+}
+
+void fl_wire_free(Fl__Envelope *env)
+{
+    if (env)
+        fl__envelope__free_unpacked(env, NULL);
+}
+
+int fl_wire_encode(const Fl__Envelope *env, uint8_t **buf, size_t *len)
+{
+    size_t n = fl__envelope__get_packed_size(env);
+    *buf = NULL;
+    *len = 0;
+    if (n > FL_WIRE_MAX_FRAME)
+        return fl_error_set(FL_ERANGE, "message of %zu bytes exceeds the %u-byte frame limit",
+                            n, FL_WIRE_MAX_FRAME);
+    /* malloc(0) may return NULL; an empty envelope still gets a buffer. */
+    *buf = malloc(n ? n : 1);
+    if (!*buf)
+        return fl_error_set(FL_ENOMEM, "out of memory encoding a %zu-byte message", n);
+    *len = fl__envelope__pack(env, *buf);
+    return FL_OK;
+}
+
+void fl_wire_envelope_init(Fl__Envelope *env, const char *consortium)
+{
+    fl__envelope__init(env);
+    env->version = FL_PROTO_VERSION;
+    env->consortium = (char *)consortium;
+}
+
+void fl_wire_model_digest(const float *params, size_t n, uint8_t out[FL_WIRE_DIGEST_BYTES])
+{
+    crypto_hash_sha256_state st;
+    unsigned char block[4096];
+    size_t fill = 0;
+
+    crypto_hash_sha256_init(&st);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &params[i], sizeof u);
+        block[fill++] = (unsigned char)(u & 0xff);
+        block[fill++] = (unsigned char)((u >> 8) & 0xff);
+        block[fill++] = (unsigned char)((u >> 16) & 0xff);
+        block[fill++] = (unsigned char)(u >> 24);
+        if (fill == sizeof block) {
+            crypto_hash_sha256_update(&st, block, fill);
+            fill = 0;
+        }
+    }
+    crypto_hash_sha256_update(&st, block, fill);
+    crypto_hash_sha256_final(&st, out);
+}

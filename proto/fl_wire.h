@@ -1,0 +1,62 @@
+/*
+ * fl_wire: the only way protocol bytes enter or leave a program.
+ *
+ * Decoding treats every byte as hostile: the frame size is bounded before
+ * protobuf-c sees it, and after decoding every field is validated (version,
+ * consortium, ranges, lengths, finiteness, counts that must agree, digests
+ * that must match).  A frame that fails any check is rejected with FL_EPROTO
+ * and a message saying which field was wrong and why, suitable to send back
+ * to the peer in an Error envelope.
+ */
+#ifndef FL_WIRE_H
+#define FL_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error/fl_error.h"
+#include "proto/fl.pb-c.h"
+
+#define FL_PROTO_VERSION 1u
+#define FL_WIRE_MAX_FRAME (64u * 1024u * 1024u)  /* bytes in one frame */
+#define FL_WIRE_MAX_PARAMS (8u * 1024u * 1024u)  /* floats in one model */
+#define FL_WIRE_MAX_NAME 64u                     /* node and consortium names */
+#define FL_WIRE_MAX_TEXT 1024u                   /* error and decline texts */
+#define FL_WIRE_MAX_LAYERS 16u
+#define FL_WIRE_MAX_WIDTH 65536u
+#define FL_WIRE_MAX_ROUNDS 1000000u
+#define FL_WIRE_MAX_STEPS 1000000u
+#define FL_WIRE_MAX_SAMPLES 1000000000ull
+#define FL_WIRE_DIGEST_BYTES 32u
+
+/** Decodes one frame and validates it. On success *out owns the envelope;
+ *  free it with fl_wire_free. `consortium` is the receiver's consortium id:
+ *  an envelope for another consortium is rejected. FL_EPROTO on any fault. */
+FL_NODISCARD int fl_wire_decode(Fl__Envelope **out, const uint8_t *buf, size_t len,
+                                const char *consortium);
+
+/** Frees a decoded envelope. NULL is a no-op. */
+void fl_wire_free(Fl__Envelope *env);
+
+/** Encodes `env` (whose version and consortium the caller has set) into a
+ *  fresh malloc'd buffer the caller frees. FL_ENOMEM or FL_ERANGE (frame
+ *  over FL_WIRE_MAX_FRAME). */
+FL_NODISCARD int fl_wire_encode(const Fl__Envelope *env, uint8_t **buf, size_t *len);
+
+/** Initialises `env` as an empty envelope of this protocol version for
+ *  `consortium` (the string is borrowed, not copied). */
+void fl_wire_envelope_init(Fl__Envelope *env, const char *consortium);
+
+/** SHA-256 of a parameter vector, over the little-endian bytes of each float:
+ *  the model identity that binds updates to the model a round started from. */
+void fl_wire_model_digest(const float *params, size_t n, uint8_t out[FL_WIRE_DIGEST_BYTES]);
+
+/** Number of parameters of an MLP with the given layer sizes (weights and
+ *  biases), or 0 if the sizes are invalid or the count overflows. */
+size_t fl_wire_spec_num_params(const uint32_t *sizes, size_t n);
+
+/** True if `s` is a valid node or consortium name: 1..64 characters from
+ *  [A-Za-z0-9._-]. */
+int fl_wire_name_ok(const char *s);
+
+#endif

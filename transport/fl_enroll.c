@@ -1,0 +1,133 @@
+/*
+ * fl_enroll: enrollment list of node names and public keys (see fl_enroll.h).
+ * Lookups are linear: consortia have tens of hospitals, not thousands.
+ */
+#include "transport/fl_enroll.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "proto/fl_wire.h"
+#include "transport/fl_keys.h"
+
+typedef struct {
+    char name[FL_WIRE_MAX_NAME + 1];
+    uint8_t key[32];
+} s_entry;
+
+struct fl_enroll {
+    s_entry *v;
+    size_t n, cap;
+};
+
+int fl_enroll_new(fl_enroll **out)
+{
+    *out = calloc(1, sizeof **out);
+    return *out ? FL_OK : fl_error_set(FL_ENOMEM, "out of memory");
+}
+
+int fl_enroll_add(fl_enroll *e, const char *name, const char *public_z85)
+{
+    uint8_t key[32];
+    if (!fl_wire_name_ok(name))
+        return fl_error_set(FL_EINVAL, "node name '%s' is invalid: use 1..%u characters from "
+                            "[A-Za-z0-9._-]", name, FL_WIRE_MAX_NAME);
+    if (!fl_keys_z85_ok(public_z85))
+        return fl_error_set(FL_EINVAL, "public key for '%s' is not a 40-character Z85 key",
+                            name);
+    zmq_z85_decode(key, public_z85);
+    for (size_t i = 0; i < e->n; i++) {
+        if (strcmp(e->v[i].name, name) == 0)
+            return fl_error_set(FL_EINVAL, "node '%s' is enrolled twice", name);
+        if (sodium_memcmp(e->v[i].key, key, 32) == 0)
+            return fl_error_set(FL_EINVAL, "nodes '%s' and '%s' share one public key: every "
+                                "node needs its own key pair", e->v[i].name, name);
+    }
+    if (e->n == e->cap) {
+        size_t cap = e->cap ? e->cap * 2 : 8;
+        s_entry *v = realloc(e->v, cap * sizeof *v);
+        if (!v)
+            return fl_error_set(FL_ENOMEM, "out of memory");
+        e->v = v;
+        e->cap = cap;
+    }
+    snprintf(e->v[e->n].name, sizeof e->v[e->n].name, "%s", name);
+    memcpy(e->v[e->n].key, key, 32);
+    e->n++;
+    return FL_OK;
+}
+
+int fl_enroll_remove(fl_enroll *e, const char *name)
+{
+    for (size_t i = 0; i < e->n; i++) {
+        if (strcmp(e->v[i].name, name) == 0) {
+            e->v[i] = e->v[e->n - 1];
+            e->n--;
+            return FL_OK;
+        }
+    }
+    return fl_error_set(FL_EINVAL, "node '%s' is not enrolled", name);
+}
+
+int fl_enroll_load(fl_enroll **out, const char *path)
+{
+    char line[512];
+    int rc, lineno = 0;
+    FILE *f;
+
+    *out = NULL;
+    f = fopen(path, "r");
+    if (!f)
+        return fl_error_set(FL_EIO, "cannot open enrollment file '%s': %s", path,
+                            strerror(errno));
+    rc = fl_enroll_new(out);
+    while (rc == FL_OK && fgets(line, sizeof line, f)) {
+        char name[128], key[128], extra[8];
+        int k;
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            rc = fl_error_set(FL_EPARSE, "%s:%d: line too long", path, lineno);
+            break;
+        }
+        k = sscanf(line, " %127s %127s %7s", name, key, extra);
+        if (k <= 0 || name[0] == '#')
+            continue;
+        if (k != 2 && !(k == 3 && extra[0] == '#')) {
+            rc = fl_error_set(FL_EPARSE, "%s:%d: expected 'NAME PUBLIC_KEY'", path, lineno);
+            break;
+        }
+        if (fl_enroll_add(*out, name, key) != FL_OK)
+            rc = fl_error_wrap(FL_EPARSE, "%s:%d", path, lineno);
+    }
+    fclose(f);
+    if (rc != FL_OK) {
+        fl_enroll_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+const char *fl_enroll_lookup(const fl_enroll *e, const uint8_t key[32])
+{
+    for (size_t i = 0; i < e->n; i++)
+        if (sodium_memcmp(e->v[i].key, key, 32) == 0)
+            return e->v[i].name;
+    return NULL;
+}
+
+size_t fl_enroll_count(const fl_enroll *e)
+{
+    return e->n;
+}
+
+void fl_enroll_free(fl_enroll *e)
+{
+    if (!e)
+        return;
+    free(e->v);
+    free(e);
+}
