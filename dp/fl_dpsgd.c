@@ -1,0 +1,217 @@
+/*
+ * fl_dpsgd: the DP-SGD step of Abadi et al. 2016 with Poisson sampling
+ * and per-example clipping; privacy is accounted by dp/fl_accountant.
+ */
+#include "dp/fl_dpsgd.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <sodium.h>
+
+#include "dp/fl_noise.h"
+#include "dp/fl_sampler.h"
+
+/* Shrinks the clip scale slightly so that rounding the scaled row to float
+ * (relative error <= 2^-24 per coordinate) cannot push its norm above C. */
+#define S_CLIP_MARGIN (1.0 - 1e-6)
+
+struct fl_dpsgd {
+    size_t dim;
+    size_t N;
+    double q;
+    double clip;
+    double sigma;
+    size_t chunk;
+    size_t *idx;  /* N: the sampled batch (private; wiped after each step) */
+    float *G;     /* chunk x dim per-example gradients (private; wiped) */
+    double *acc;  /* dim: the clipped sum */
+};
+
+int fl_dp_clip_rows(float *G, size_t n, size_t dim, double C, size_t *clipped)
+{
+    size_t count = 0;
+
+    if (clipped)
+        *clipped = 0;
+    if (!isfinite(C) || !(C > 0.0))
+        return fl_error_set(FL_EINVAL, "fl_dp_clip_rows: clip norm C=%g must be "
+                            "finite and > 0", C);
+    if (n > 0 && dim > 0 && !G)
+        return fl_error_set(FL_EINVAL, "fl_dp_clip_rows: G is NULL with n=%zu dim=%zu",
+                            n, dim);
+
+    /* Per-example clipping bounds each record's contribution to the sum by
+     * C in L2 norm, which is the L2 sensitivity the Gaussian mechanism
+     * needs (Abadi et al. 2016, Algorithm 1, "clip gradient":
+     * g / max(1, ||g||/C)).  A row with NaN or infinity has no meaningful
+     * norm; zeroing it keeps the sensitivity bound (the record simply
+     * contributes nothing) instead of poisoning the whole sum. */
+    for (size_t i = 0; i < n; i++) {
+        float *row = G + i * dim;
+        double ss = 0.0;
+        int finite = 1;
+        for (size_t j = 0; j < dim; j++) {
+            double v = (double)row[j];
+            if (!isfinite(v)) {
+                finite = 0;
+                break;
+            }
+            ss += v * v; /* float^2 <= ~1.2e77, no overflow in double */
+        }
+        if (!finite) {
+            for (size_t j = 0; j < dim; j++)
+                row[j] = 0.0f;
+            count++;
+            continue;
+        }
+        double norm = sqrt(ss);
+        if (norm > C) {
+            double scale = (C / norm) * S_CLIP_MARGIN;
+            for (size_t j = 0; j < dim; j++)
+                row[j] = (float)((double)row[j] * scale);
+            count++;
+        }
+    }
+    if (clipped)
+        *clipped = count;
+    return FL_OK;
+}
+
+int fl_dpsgd_new(fl_dpsgd **out, size_t dim, size_t N, double q, double clip,
+                 double sigma, size_t chunk)
+{
+    int rc = FL_OK;
+    fl_dpsgd *s = NULL;
+
+    if (!out)
+        return fl_error_set(FL_EINVAL, "fl_dpsgd_new: out is NULL");
+    *out = NULL;
+    if (dim == 0)
+        return fl_error_set(FL_EINVAL, "fl_dpsgd_new: dim=0; the model needs parameters");
+    if (N == 0)
+        return fl_error_set(FL_EINVAL, "fl_dpsgd_new: N=0 local records; nothing to train on");
+    if (!(q > 0.0 && q <= 1.0))
+        return fl_error_set(FL_EINVAL, "fl_dpsgd_new: sampling rate q=%g must be in (0, 1]", q);
+    if (!isfinite(clip) || !(clip > 0.0))
+        return fl_error_set(FL_EINVAL, "fl_dpsgd_new: clip norm C=%g must be finite and > 0",
+                            clip);
+    if (!isfinite(sigma) || !(sigma >= 0.0))
+        return fl_error_set(FL_EINVAL, "fl_dpsgd_new: noise multiplier sigma=%g must be "
+                            "finite and >= 0", sigma);
+    if (chunk == 0)
+        return fl_error_set(FL_EINVAL, "fl_dpsgd_new: chunk=0; need at least one row "
+                            "per gradient call");
+    if (chunk > N)
+        chunk = N;
+    if (N > SIZE_MAX / sizeof(size_t) || dim > SIZE_MAX / sizeof(double) ||
+        chunk > SIZE_MAX / sizeof(float) / dim)
+        return fl_error_set(FL_ENOMEM, "fl_dpsgd_new: buffers for dim=%zu N=%zu "
+                            "chunk=%zu overflow size_t", dim, N, chunk);
+
+    s = calloc(1, sizeof *s);
+    if (!s) {
+        rc = fl_error_set(FL_ENOMEM, "fl_dpsgd_new: out of memory for the step state");
+        goto done;
+    }
+    s->dim = dim;
+    s->N = N;
+    s->q = q;
+    s->clip = clip;
+    s->sigma = sigma;
+    s->chunk = chunk;
+    s->idx = calloc(N, sizeof *s->idx);
+    s->G = calloc(chunk * dim, sizeof *s->G);
+    s->acc = calloc(dim, sizeof *s->acc);
+    if (!s->idx || !s->G || !s->acc) {
+        rc = fl_error_set(FL_ENOMEM, "fl_dpsgd_new: out of memory for dim=%zu N=%zu "
+                          "chunk=%zu; lower chunk", dim, N, chunk);
+        goto done;
+    }
+    *out = s;
+    s = NULL;
+
+done:
+    fl_dpsgd_free(s);
+    return rc;
+}
+
+void fl_dpsgd_free(fl_dpsgd *s)
+{
+    if (!s)
+        return;
+    if (s->idx)
+        sodium_memzero(s->idx, s->N * sizeof *s->idx);
+    if (s->G)
+        sodium_memzero(s->G, s->chunk * s->dim * sizeof *s->G);
+    if (s->acc)
+        sodium_memzero(s->acc, s->dim * sizeof *s->acc);
+    free(s->idx);
+    free(s->G);
+    free(s->acc);
+    free(s);
+}
+
+int fl_dpsgd_step(fl_dpsgd *s, fl_dpsgd_grad_fn fn, void *ctx, float *grad_out,
+                  size_t *batch_size)
+{
+    int rc = FL_OK;
+    size_t b = 0;
+
+    if (batch_size)
+        *batch_size = 0;
+    if (!s || !fn || !grad_out)
+        return fl_error_set(FL_EINVAL, "fl_dpsgd_step: NULL %s",
+                            !s ? "state" : !fn ? "gradient function" : "grad_out");
+
+    for (size_t j = 0; j < s->dim; j++)
+        s->acc[j] = 0.0;
+
+    if ((rc = fl_sampler_poisson(s->N, s->q, s->idx, &b)) != FL_OK)
+        goto done;
+
+    for (size_t off = 0; off < b; off += s->chunk) {
+        size_t m = b - off < s->chunk ? b - off : s->chunk;
+        size_t clipped = 0;
+        if ((rc = fn(ctx, s->idx + off, m, s->G)) != FL_OK)
+            goto done;
+        if ((rc = fl_dp_clip_rows(s->G, m, s->dim, s->clip, &clipped)) != FL_OK)
+            goto done;
+        for (size_t i = 0; i < m; i++) {
+            const float *row = s->G + i * s->dim;
+            for (size_t j = 0; j < s->dim; j++)
+                s->acc[j] += (double)row[j];
+        }
+    }
+
+    /* Gaussian mechanism on the clipped sum (Abadi et al. 2016, Algorithm
+     * 1): sensitivity C, so noise N(0, sigma^2 C^2) is added ONCE per
+     * coordinate to the sum, never per example.  Noise is drawn even for
+     * an empty batch: whether anything was sampled must not be visible. */
+    for (size_t j = 0; j < s->dim; j++)
+        grad_out[j] = 0.0f;
+    if ((rc = fl_noise_add_gaussian(grad_out, s->dim, s->sigma * s->clip)) != FL_OK)
+        goto done;
+
+    /* Divide by the EXPECTED batch size q*N, a public constant (as in
+     * Opacus' expected_batch_size for Poisson sampling).  Dividing by the
+     * realised size b would make the output depend on b, which is itself a
+     * function of the private sample and is not covered by the accountant. */
+    {
+        double denom = s->q * (double)s->N;
+        for (size_t j = 0; j < s->dim; j++)
+            grad_out[j] = (float)((s->acc[j] + (double)grad_out[j]) / denom);
+    }
+    if (batch_size)
+        *batch_size = b;
+
+done:
+    if (rc != FL_OK)
+        for (size_t j = 0; j < s->dim; j++)
+            grad_out[j] = 0.0f;
+    sodium_memzero(s->idx, s->N * sizeof *s->idx);
+    sodium_memzero(s->G, s->chunk * s->dim * sizeof *s->G);
+    sodium_memzero(s->acc, s->dim * sizeof *s->acc);
+    return rc;
+}

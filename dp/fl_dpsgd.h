@@ -1,0 +1,56 @@
+/*
+ * fl_dpsgd: one differentially private SGD step (Abadi et al. 2016,
+ * "Deep Learning with Differential Privacy"): Poisson-sample a batch,
+ * clip each per-example gradient to L2 norm C, sum, add N(0, sigma^2 C^2)
+ * per coordinate once, and divide by the expected batch size q*N.
+ */
+#ifndef FL_DPSGD_H
+#define FL_DPSGD_H
+
+#include <stddef.h>
+
+#include "error/fl_error.h"
+
+/** Computes per-example gradients of examples idx[0..n) into rows of G
+ *  (n x dim, row-major, n <= chunk).  Returns FL_OK or an fl_err; an error
+ *  aborts the step and is returned by fl_dpsgd_step unchanged. */
+typedef int (*fl_dpsgd_grad_fn)(void *ctx, const size_t *idx, size_t n, float *G);
+
+/** Opaque DP-SGD step state (parameters and preallocated buffers). */
+typedef struct fl_dpsgd fl_dpsgd;
+
+/** Creates a step object for `dim` parameters, N >= 1 local records,
+ *  sampling rate q in (0,1], clip norm C > 0, noise multiplier sigma >= 0
+ *  (all finite) and `chunk` >= 1 rows per grad_fn call (bounds memory;
+ *  values above N are lowered to N).  All buffers (N indices, chunk x dim
+ *  floats, dim doubles) are allocated here.  On success *out owns the
+ *  object (release with fl_dpsgd_free).  FL_EINVAL on bad arguments,
+ *  FL_ENOMEM on allocation failure (or size overflow). */
+FL_NODISCARD int fl_dpsgd_new(fl_dpsgd **out, size_t dim, size_t N, double q,
+                              double clip, double sigma, size_t chunk);
+
+/** Wipes and frees a step object; fl_dpsgd_free(NULL) is a no-op. */
+void fl_dpsgd_free(fl_dpsgd *s);
+
+/** One step: Poisson-sample a batch, get per-example gradients chunk by
+ *  chunk from fn, clip each row to L2 norm <= C (scale by min(1, C/||g||);
+ *  rows with non-finite entries are zeroed), sum, add N(0, sigma^2 C^2)
+ *  once per coordinate to the sum, and divide by the EXPECTED batch size
+ *  q*N (not the realised size, so the batch size itself leaks nothing).
+ *  The result goes to grad_out (dim floats, caller-owned).  *batch_size
+ *  (may be NULL) receives the realised size, for local logging only.  An
+ *  empty batch still produces noise/(qN).  Returns FL_OK, FL_EINVAL, the
+ *  grad_fn's error, or FL_ECRYPTO; on error grad_out is zeroed.  Batch
+ *  membership and per-example gradients are wiped before returning. */
+FL_NODISCARD int fl_dpsgd_step(fl_dpsgd *s, fl_dpsgd_grad_fn fn, void *ctx,
+                               float *grad_out, size_t *batch_size);
+
+/** Clips each of the n rows of G (n x dim, row-major) in place to L2 norm
+ *  <= C (finite, > 0): a row with norm > C is scaled by C/||g|| (times a
+ *  1e-6 safety margin so float rounding cannot exceed C); shorter rows are
+ *  unchanged; rows containing NaN or infinity are set to zero.  *clipped
+ *  (may be NULL) receives how many rows were scaled down or zeroed.
+ *  FL_EINVAL on bad C or NULL G with n*dim > 0. */
+FL_NODISCARD int fl_dp_clip_rows(float *G, size_t n, size_t dim, double C, size_t *clipped);
+
+#endif

@@ -1,0 +1,92 @@
+/*
+ * fl_mlp: a multilayer perceptron (ReLU hidden layers, sigmoid or softmax
+ * output) whose forward and backward passes run over whole batches with
+ * OpenBLAS sgemm.  Besides the summed batch gradient it produces
+ * per-example gradients, which DP-SGD needs for per-example clipping.
+ *
+ * The parameters are one flat float vector owned by the model: for each
+ * layer in order, W (outputs x inputs, row-major) then b (outputs).
+ * Not thread-safe: a model owns scratch space reused across calls.
+ */
+#ifndef FL_MLP_H
+#define FL_MLP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error/fl_error.h"
+
+typedef enum {
+    FL_MLP_OUT_SIGMOID_BCE = 1, /* 1 output: P(class 1), binary cross-entropy */
+    FL_MLP_OUT_SOFTMAX_CE = 2   /* K >= 2 outputs: softmax, cross-entropy */
+} fl_mlp_output;
+
+typedef struct fl_mlp fl_mlp;
+
+/** Creates a model with layer widths sizes[0] (inputs) .. sizes[num_sizes-1]
+ *  (outputs: 1 for FL_MLP_OUT_SIGMOID_BCE, K >= 2 for FL_MLP_OUT_SOFTMAX_CE);
+ *  the layers in between are ReLU.  Parameters start at zero: call
+ *  fl_mlp_init or write fl_mlp_params.  On success *out owns the model
+ *  (free with fl_mlp_free).
+ *  Errors: FL_EINVAL (num_sizes < 2, a zero width, wrong output width for
+ *  `kind`, unknown kind, parameter count overflow), FL_ENOMEM. */
+FL_NODISCARD int fl_mlp_new(fl_mlp **out, const uint32_t *sizes, size_t num_sizes,
+                            fl_mlp_output kind);
+
+/** Frees the model and its scratch space.  fl_mlp_free(NULL) is a no-op. */
+void fl_mlp_free(fl_mlp *m);
+
+/** Total number of parameters (weights and biases of all layers). */
+size_t fl_mlp_num_params(const fl_mlp *m);
+
+/** Width of the input layer (features per example). */
+size_t fl_mlp_num_inputs(const fl_mlp *m);
+
+/** Width of the output layer (1 for sigmoid, K for softmax). */
+size_t fl_mlp_num_outputs(const fl_mlp *m);
+
+/** The flat parameter vector (fl_mlp_num_params floats), owned by `m` and
+ *  valid until fl_mlp_free.  Layout: per layer W (out x in, row-major), b. */
+float *fl_mlp_params(fl_mlp *m);
+
+/** Deterministic initialisation from a 32-byte seed: uniforms come from
+ *  libsodium randombytes_buf_deterministic(seed); ReLU layers get
+ *  He-uniform weights U(-sqrt(6/in), sqrt(6/in)), the output layer
+ *  Xavier/Glorot-uniform U(-sqrt(6/(in+out)), +..); biases are zero.
+ *  The same seed gives the same parameters on every machine.  No errors. */
+void fl_mlp_init(fl_mlp *m, const unsigned char seed[32]);
+
+/** Forward pass: X is n x inputs (row-major); probs (n x outputs,
+ *  row-major, caller-owned) receives P(class 1) for sigmoid or the softmax
+ *  probabilities.  n == 0 is allowed and does nothing.
+ *  Errors: FL_EINVAL (NULL buffers with n > 0), FL_ENOMEM (scratch growth). */
+FL_NODISCARD int fl_mlp_predict(fl_mlp *m, const float *X, size_t n, float *probs);
+
+/** Batch gradient: grad_sum (num_params floats, caller-owned, overwritten)
+ *  receives the SUM over the n examples of the per-example loss gradients
+ *  and *loss_sum the summed loss (BCE with logits, or softmax cross-entropy
+ *  via log-sum-exp).  Labels y[i] are in {0,1} (sigmoid) or {0..K-1}
+ *  (softmax).  n == 0 gives a zero gradient and zero loss (an empty Poisson
+ *  batch is legal).  Both outputs are required.
+ *  Errors: FL_EINVAL (NULL buffer, label out of range - the message names
+ *  the example index), FL_ENOMEM. */
+FL_NODISCARD int fl_mlp_gradient(fl_mlp *m, const float *X, const int32_t *y, size_t n,
+                                 float *grad_sum, double *loss_sum);
+
+/** Per-example gradients: G (n x num_params, row-major, caller-owned)
+ *  receives in row i the gradient of example i's loss; losses (n floats)
+ *  receives each example's loss and may be NULL.  Backward signals are
+ *  computed for the whole batch with sgemm, then each row is assembled from
+ *  outer products delta_i a_i^T.  n == 0 is allowed.
+ *  Errors: FL_EINVAL (NULL buffer, label out of range), FL_ENOMEM. */
+FL_NODISCARD int fl_mlp_example_gradients(fl_mlp *m, const float *X, const int32_t *y,
+                                          size_t n, float *G, float *losses);
+
+/** Evaluation: *mean_loss receives the mean loss over the n examples and
+ *  probs (n x outputs, may be NULL) the predicted probabilities.  Works in
+ *  bounded chunks, so n may be large.
+ *  Errors: FL_EINVAL (n == 0, NULL buffer, label out of range), FL_ENOMEM. */
+FL_NODISCARD int fl_mlp_evaluate(fl_mlp *m, const float *X, const int32_t *y, size_t n,
+                                 double *mean_loss, float *probs);
+
+#endif

@@ -1,0 +1,290 @@
+/*
+ * Tests for per-example clipping and the DP-SGD step (Abadi et al. 2016,
+ * Algorithm 1): clipped mean by hand, noise scale sigma*C/(qN), division by
+ * the expected batch size, chunking, and error handling.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dp/fl_dpsgd.h"
+
+static double s_norm(const float *r, size_t dim)
+{
+    double s = 0.0;
+    for (size_t j = 0; j < dim; j++)
+        s += (double)r[j] * r[j];
+    return sqrt(s);
+}
+
+Test(clip, rows_above_c_get_norm_c_same_direction_others_unchanged)
+{
+    enum { N = 4, D = 3 };
+    float G[N * D] = {
+        3, 4, 0,        /* norm 5 -> scaled to 2 */
+        0.3f, 0.4f, 0,  /* norm 0.5 -> unchanged */
+        0, 0, -10,      /* norm 10 -> scaled to 2 */
+        0, 0, 0,        /* zero row -> unchanged */
+    };
+    float orig[N * D];
+    memcpy(orig, G, sizeof G);
+    size_t clipped = 99;
+    cr_assert_eq(fl_dp_clip_rows(G, N, D, 2.0, &clipped), FL_OK);
+    cr_expect_eq(clipped, 2);
+    cr_expect_float_eq(s_norm(G, D), 2.0, 1e-5);
+    cr_expect_float_eq(s_norm(G + 2 * D, D), 2.0, 1e-5);
+    cr_expect_leq(s_norm(G, D), 2.0, "clipped norm must never exceed C");
+    cr_expect_leq(s_norm(G + 2 * D, D), 2.0);
+    /* same direction: (3,4,0)*2/5 and (0,0,-2) */
+    cr_expect_float_eq(G[0], 1.2f, 1e-5);
+    cr_expect_float_eq(G[1], 1.6f, 1e-5);
+    cr_expect_eq(G[2], 0.0f);
+    cr_expect_float_eq(G[8], -2.0f, 1e-5);
+    cr_expect_eq(memcmp(G + D, orig + D, D * sizeof(float)), 0);
+    cr_expect_eq(memcmp(G + 3 * D, orig + 3 * D, D * sizeof(float)), 0);
+}
+
+Test(clip, many_random_rows_never_exceed_c)
+{
+    enum { N = 2000, D = 17 };
+    float *G = malloc(N * D * sizeof *G);
+    cr_assert(G);
+    unsigned x = 12345u; /* deterministic test data (LCG), not DP noise */
+    for (size_t i = 0; i < N * D; i++) {
+        x = x * 1103515245u + 12345u;
+        G[i] = ((float)(x >> 8) / 16777216.0f - 0.5f) * (float)(1 + i % 7) * 3.0f;
+    }
+    size_t clipped = 0;
+    cr_assert_eq(fl_dp_clip_rows(G, N, D, 0.75, &clipped), FL_OK);
+    cr_expect_gt(clipped, 0);
+    for (size_t i = 0; i < N; i++)
+        cr_expect_leq(s_norm(G + i * D, D), 0.75, "row %zu", i);
+    free(G);
+}
+
+Test(clip, non_finite_rows_are_zeroed_and_counted)
+{
+    float G[6] = {NAN, 1, 1, INFINITY, 0.1f, 0.1f};
+    size_t clipped = 0;
+    cr_assert_eq(fl_dp_clip_rows(G, 3, 2, 1.0, &clipped), FL_OK);
+    cr_expect_eq(clipped, 2);
+    cr_expect(G[0] == 0 && G[1] == 0 && G[2] == 0 && G[3] == 0);
+    cr_expect_eq(G[4], 0.1f);
+}
+
+Test(clip, rejects_bad_clip_norm)
+{
+    float G[2] = {1, 1};
+    cr_expect_eq(fl_dp_clip_rows(G, 1, 2, 0.0, NULL), FL_EINVAL);
+    cr_expect_eq(fl_dp_clip_rows(G, 1, 2, -1.0, NULL), FL_EINVAL);
+    cr_expect_eq(fl_dp_clip_rows(G, 1, 2, NAN, NULL), FL_EINVAL);
+    cr_expect_eq(fl_dp_clip_rows(NULL, 1, 2, 1.0, NULL), FL_EINVAL);
+}
+
+/* ---- toy gradient functions ---- */
+
+typedef struct {
+    const float *table; /* N x dim fixed per-example gradients */
+    size_t dim;
+    size_t chunk;
+    size_t calls;
+    size_t rows;
+    size_t last_idx_plus1;
+    int bad_chunk;
+} table_ctx;
+
+static int s_table_grad(void *vctx, const size_t *idx, size_t n, float *G)
+{
+    table_ctx *c = vctx;
+    c->calls++;
+    if (n == 0 || n > c->chunk)
+        c->bad_chunk = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (idx[i] + 1 <= c->last_idx_plus1)
+            c->bad_chunk = 1; /* indices must keep increasing across calls */
+        c->last_idx_plus1 = idx[i] + 1;
+        memcpy(G + i * c->dim, c->table + idx[i] * c->dim, c->dim * sizeof *G);
+    }
+    c->rows += n;
+    return FL_OK;
+}
+
+static int s_zero_grad(void *ctx, const size_t *idx, size_t n, float *G)
+{
+    size_t dim = *(const size_t *)ctx;
+    (void)idx;
+    memset(G, 0, n * dim * sizeof *G);
+    return FL_OK;
+}
+
+static int s_failing_grad(void *ctx, const size_t *idx, size_t n, float *G)
+{
+    (void)ctx, (void)idx, (void)n, (void)G;
+    return fl_error_set(FL_EIO, "toy gradient failure");
+}
+
+Test(dpsgd, q1_sigma0_equals_mean_of_hand_clipped_gradients)
+{
+    /* C = 1.  Rows and their clipped versions, by hand:
+     *   (3, 4)     norm 5   -> (0.6, 0.8)
+     *   (0.3, 0.4) norm 0.5 -> unchanged
+     *   (0, -2)    norm 2   -> (0, -1)
+     *   (1, 0)     norm 1   -> unchanged
+     *   (-6, 8)    norm 10  -> (-0.6, 0.8)
+     * sum = (1.3, 1.0); q = 1, N = 5 -> mean (0.26, 0.2). */
+    const float table[] = {3, 4, 0.3f, 0.4f, 0, -2, 1, 0, -6, 8};
+    table_ctx c = {table, 2, 2, 0, 0, 0, 0};
+    fl_dpsgd *s = NULL;
+    float out[2];
+    size_t b = 0;
+    cr_assert_eq(fl_dpsgd_new(&s, 2, 5, 1.0, 1.0, 0.0, 2), FL_OK);
+    cr_assert_eq(fl_dpsgd_step(s, s_table_grad, &c, out, &b), FL_OK);
+    cr_expect_eq(b, 5);
+    cr_expect_float_eq(out[0], 0.26f, 1e-5);
+    cr_expect_float_eq(out[1], 0.2f, 1e-5);
+    cr_expect_eq(c.calls, 3, "5 rows in chunks of 2 -> 3 calls");
+    cr_expect_eq(c.rows, 5);
+    cr_expect_not(c.bad_chunk);
+    fl_dpsgd_free(s);
+}
+
+Test(dpsgd, chunking_never_exceeds_chunk_rows)
+{
+    enum { N = 300, D = 4 };
+    float *table = calloc(N * D, sizeof *table);
+    cr_assert(table);
+    fl_dpsgd *s = NULL;
+    float out[D];
+    cr_assert_eq(fl_dpsgd_new(&s, D, N, 0.5, 1.0, 1.0, 7), FL_OK);
+    for (int r = 0; r < 20; r++) {
+        table_ctx c = {table, D, 7, 0, 0, 0, 0};
+        size_t b = 0;
+        cr_assert_eq(fl_dpsgd_step(s, s_table_grad, &c, out, &b), FL_OK);
+        cr_expect_eq(c.rows, b);
+        cr_expect_eq(c.calls, (b + 6) / 7);
+        cr_expect_not(c.bad_chunk);
+    }
+    fl_dpsgd_free(s);
+    free(table);
+}
+
+Test(dpsgd, zero_gradients_give_noise_with_std_sigma_c_over_qn)
+{
+    size_t dim = 50;
+    const size_t N = 100, steps = 4000;
+    const double q = 0.2, C = 2.0, sigma = 1.5;
+    const double sd = sigma * C / (q * N); /* = 0.15 */
+    fl_dpsgd *s = NULL;
+    float *out = malloc(dim * sizeof *out);
+    cr_assert(out);
+    cr_assert_eq(fl_dpsgd_new(&s, dim, N, q, C, sigma, 16), FL_OK);
+    double m = 0.0, ss = 0.0;
+    for (size_t t = 0; t < steps; t++) {
+        cr_assert_eq(fl_dpsgd_step(s, s_zero_grad, &dim, out, NULL), FL_OK);
+        for (size_t j = 0; j < dim; j++) {
+            m += out[j];
+            ss += (double)out[j] * out[j];
+        }
+    }
+    double n = (double)(steps * dim);
+    m /= n;
+    double var = ss / n - m * m;
+    /* Mean: SE sd/sqrt(n).  Variance of n normal samples: SE ~ sd^2 sqrt(2/n). */
+    cr_expect_lt(fabs(m), 5 * sd / sqrt(n), "mean %g", m);
+    cr_expect_lt(fabs(var - sd * sd), 5 * sd * sd * sqrt(2.0 / n), "std %g vs %g", sqrt(var),
+                 sd);
+    fl_dpsgd_free(s);
+    free(out);
+}
+
+Test(dpsgd, divides_by_expected_not_realised_batch_size)
+{
+    /* Every row is (0.5, 0) (below C = 1), sigma = 0: the output must be
+     * b * 0.5 / (q N) for the realised size b, never 0.5 (the realised mean). */
+    enum { N = 200, D = 2 };
+    float *table = calloc(N * D, sizeof *table);
+    cr_assert(table);
+    for (size_t i = 0; i < N; i++)
+        table[i * D] = 0.5f;
+    const double q = 0.3;
+    fl_dpsgd *s = NULL;
+    float out[D];
+    int differs = 0;
+    cr_assert_eq(fl_dpsgd_new(&s, D, N, q, 1.0, 0.0, 64), FL_OK);
+    for (int r = 0; r < 50; r++) {
+        table_ctx c = {table, D, 64, 0, 0, 0, 0};
+        size_t b = 0;
+        cr_assert_eq(fl_dpsgd_step(s, s_table_grad, &c, out, &b), FL_OK);
+        double want = b * 0.5 / (q * N);
+        cr_expect_float_eq(out[0], want, 1e-5 * (1 + want), "b=%zu out=%g want=%g", b, out[0],
+                           want);
+        cr_expect_eq(out[1], 0.0f);
+        differs += b != 60;
+    }
+    cr_expect_gt(differs, 0, "realised batch sizes should vary around qN = 60");
+    fl_dpsgd_free(s);
+    free(table);
+}
+
+Test(dpsgd, empty_batch_still_returns_noise_over_qn)
+{
+    /* N = 1, q = 1e-6: the batch is empty except with probability 1e-6. */
+    size_t dim = 8, b = 99;
+    float out[8];
+    fl_dpsgd *s = NULL;
+    cr_assert_eq(fl_dpsgd_new(&s, dim, 1, 1e-6, 1.0, 0.0, 1), FL_OK);
+    cr_assert_eq(fl_dpsgd_step(s, s_failing_grad, NULL, out, &b), FL_OK,
+                 "grad_fn must not be called for an empty batch");
+    cr_expect_eq(b, 0);
+    for (size_t j = 0; j < dim; j++)
+        cr_expect_eq(out[j], 0.0f);
+    fl_dpsgd_free(s);
+
+    cr_assert_eq(fl_dpsgd_new(&s, dim, 1, 1e-6, 1.0, 1.0, 1), FL_OK);
+    cr_assert_eq(fl_dpsgd_step(s, s_failing_grad, NULL, out, &b), FL_OK);
+    cr_expect_eq(b, 0);
+    int nonzero = 0;
+    for (size_t j = 0; j < dim; j++) {
+        cr_expect(isfinite(out[j]));
+        nonzero += out[j] != 0.0f;
+        /* noise sd = sigma C / (qN) = 1e6; |z| <= 8.6 for Box-Muller. */
+        cr_expect_lt(fabs(out[j]), 1e7);
+    }
+    cr_expect_gt(nonzero, 0);
+    fl_dpsgd_free(s);
+}
+
+Test(dpsgd, grad_fn_error_is_returned_and_output_zeroed)
+{
+    float out[3] = {1, 2, 3};
+    size_t b = 7;
+    fl_dpsgd *s = NULL;
+    cr_assert_eq(fl_dpsgd_new(&s, 3, 10, 1.0, 1.0, 1.0, 4), FL_OK);
+    cr_expect_eq(fl_dpsgd_step(s, s_failing_grad, NULL, out, &b), FL_EIO);
+    cr_expect_eq(b, 0);
+    cr_expect(out[0] == 0 && out[1] == 0 && out[2] == 0);
+    fl_dpsgd_free(s);
+}
+
+Test(dpsgd, new_rejects_invalid_parameters)
+{
+    fl_dpsgd *s = (fl_dpsgd *)0x1;
+    cr_expect_eq(fl_dpsgd_new(&s, 0, 10, 0.1, 1, 1, 1), FL_EINVAL);
+    cr_expect_null(s);
+    cr_expect_eq(fl_dpsgd_new(&s, 3, 0, 0.1, 1, 1, 1), FL_EINVAL);
+    cr_expect_eq(fl_dpsgd_new(&s, 3, 10, 0.0, 1, 1, 1), FL_EINVAL);
+    cr_expect_eq(fl_dpsgd_new(&s, 3, 10, 1.1, 1, 1, 1), FL_EINVAL);
+    cr_expect_eq(fl_dpsgd_new(&s, 3, 10, 0.1, 0, 1, 1), FL_EINVAL);
+    cr_expect_eq(fl_dpsgd_new(&s, 3, 10, 0.1, INFINITY, 1, 1), FL_EINVAL);
+    cr_expect_eq(fl_dpsgd_new(&s, 3, 10, 0.1, 1, -1, 1), FL_EINVAL);
+    cr_expect_eq(fl_dpsgd_new(&s, 3, 10, 0.1, 1, NAN, 1), FL_EINVAL);
+    cr_expect_eq(fl_dpsgd_new(&s, 3, 10, 0.1, 1, 1, 0), FL_EINVAL);
+    cr_expect_eq(fl_dpsgd_new(NULL, 3, 10, 0.1, 1, 1, 1), FL_EINVAL);
+    cr_expect_null(s);
+}
+
+Test(dpsgd, free_null_is_noop)
+{
+    fl_dpsgd_free(NULL);
+}

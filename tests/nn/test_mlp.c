@@ -1,0 +1,382 @@
+/* Tests for fl_mlp: gradients against central finite differences and a
+ * closed form, per-example gradients against the batch gradient,
+ * deterministic initialisation, label validation, and an SGD sanity run
+ * on the WDBC data. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/fl_dataset.h"
+#include "nn/fl_metrics.h"
+#include "nn/fl_mlp.h"
+
+/* Test data generator (a fixed LCG; only needs to be reproducible). */
+static uint64_t g_state = 0x9E3779B97F4A7C15ull;
+static double s_uniform(void)
+{
+    g_state = g_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(g_state >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static fl_mlp *s_model(const uint32_t *sizes, size_t ns, fl_mlp_output kind, unsigned char tag)
+{
+    fl_mlp *m = NULL;
+    cr_assert_eq(fl_mlp_new(&m, sizes, ns, kind), FL_OK, "%s", fl_error_last());
+    unsigned char seed[32];
+    memset(seed, tag, sizeof seed);
+    fl_mlp_init(m, seed);
+    /* Non-zero biases so their gradients are exercised away from zero. */
+    float *p = fl_mlp_params(m);
+    size_t off = 0;
+    for (size_t l = 0; l + 1 < ns; l++) {
+        off += (size_t)sizes[l] * sizes[l + 1];
+        for (size_t j = 0; j < sizes[l + 1]; j++)
+            p[off + j] = (float)(0.2 * s_uniform() - 0.05);
+        off += sizes[l + 1];
+    }
+    return m;
+}
+
+static float *s_inputs(size_t n, size_t d)
+{
+    float *X = malloc(n * d * sizeof *X);
+    for (size_t i = 0; i < n * d; i++)
+        X[i] = (float)(2.0 * s_uniform() - 1.0);
+    return X;
+}
+
+static double s_loss(fl_mlp *m, const float *X, const int32_t *y, size_t n, float *scratch)
+{
+    double loss = 0;
+    cr_assert_eq(fl_mlp_gradient(m, X, y, n, scratch, &loss), FL_OK, "%s", fl_error_last());
+    return loss;
+}
+
+/* Every parameter: analytic summed gradient vs central differences. */
+static void s_check_fd(fl_mlp *m, const float *X, const int32_t *y, size_t n)
+{
+    size_t P = fl_mlp_num_params(m);
+    float *g = malloc(P * sizeof *g), *scratch = malloc(P * sizeof *scratch);
+    double loss;
+    cr_assert_eq(fl_mlp_gradient(m, X, y, n, g, &loss), FL_OK);
+    float *p = fl_mlp_params(m);
+    const float eps = 1e-3f;
+    for (size_t k = 0; k < P; k++) {
+        float orig = p[k];
+        p[k] = orig + eps;
+        double lp = s_loss(m, X, y, n, scratch);
+        p[k] = orig - eps;
+        double lm = s_loss(m, X, y, n, scratch);
+        p[k] = orig;
+        /* divide by the step actually taken in float */
+        double h = (double)(orig + eps) - (double)(orig - eps);
+        double fd = (lp - lm) / h;
+        double tol = 1e-2 * fmax(fabs(fd), fabs((double)g[k])) + 2e-3;
+        cr_assert(fabs(fd - (double)g[k]) <= tol,
+                  "param %zu: analytic %.6g vs finite difference %.6g", k, (double)g[k], fd);
+    }
+    free(g);
+    free(scratch);
+}
+
+Test(mlp, gradient_matches_finite_differences_sigmoid)
+{
+    const uint32_t sizes[] = {5, 7, 4, 1};
+    fl_mlp *m = s_model(sizes, 4, FL_MLP_OUT_SIGMOID_BCE, 1);
+    float *X = s_inputs(4, 5);
+    const int32_t y[] = {1, 0, 1, 0};
+    s_check_fd(m, X, y, 4);
+    free(X);
+    fl_mlp_free(m);
+}
+
+Test(mlp, gradient_matches_finite_differences_softmax)
+{
+    const uint32_t sizes[] = {5, 7, 4, 3};
+    fl_mlp *m = s_model(sizes, 4, FL_MLP_OUT_SOFTMAX_CE, 2);
+    float *X = s_inputs(4, 5);
+    const int32_t y[] = {2, 0, 1, 2};
+    s_check_fd(m, X, y, 4);
+    free(X);
+    fl_mlp_free(m);
+}
+
+static void s_check_examples(fl_mlp_output kind, const uint32_t *sizes, size_t ns, size_t n)
+{
+    fl_mlp *m = s_model(sizes, ns, kind, 3);
+    size_t P = fl_mlp_num_params(m), d = sizes[0];
+    uint32_t k = kind == FL_MLP_OUT_SIGMOID_BCE ? 2 : sizes[ns - 1];
+    float *X = s_inputs(n, d);
+    int32_t *y = malloc(n * sizeof *y);
+    for (size_t i = 0; i < n; i++)
+        y[i] = (int32_t)(i % k);
+    float *G = malloc(n * P * sizeof *G), *losses = malloc(n * sizeof *losses);
+    float *g = malloc(P * sizeof *g), *g1 = malloc(P * sizeof *g1);
+    double loss_sum, l1;
+    cr_assert_eq(fl_mlp_example_gradients(m, X, y, n, G, losses), FL_OK, "%s", fl_error_last());
+    cr_assert_eq(fl_mlp_gradient(m, X, y, n, g, &loss_sum), FL_OK);
+    double lsum = 0;
+    for (size_t i = 0; i < n; i++)
+        lsum += losses[i];
+    cr_assert(fabs(lsum - loss_sum) <= 1e-5 * fabs(loss_sum) + 1e-5);
+    for (size_t p = 0; p < P; p++) {
+        double s = 0, sa = 0;
+        for (size_t i = 0; i < n; i++) {
+            s += G[i * P + p];
+            sa += fabs(G[i * P + p]);
+        }
+        cr_assert(fabs(s - g[p]) <= 1e-4 * sa + 1e-5, "param %zu: rows sum %.7g, batch %.7g",
+                  p, s, (double)g[p]);
+    }
+    for (size_t i = 0; i < n; i += (n > 16 ? 37 : 1)) {
+        cr_assert_eq(fl_mlp_gradient(m, X + i * d, y + i, 1, g1, &l1), FL_OK);
+        cr_assert(fabs(l1 - losses[i]) <= 1e-5 * fabs(l1) + 1e-6);
+        for (size_t p = 0; p < P; p++)
+            cr_assert(fabs(G[i * P + p] - g1[p]) <= 1e-5 * fabs(g1[p]) + 1e-6,
+                      "example %zu param %zu: row %.7g, single %.7g", i, p,
+                      (double)G[i * P + p], (double)g1[p]);
+    }
+    free(X);
+    free(y);
+    free(G);
+    free(losses);
+    free(g);
+    free(g1);
+    fl_mlp_free(m);
+}
+
+Test(mlp, example_gradient_rows_sum_to_batch_gradient_and_match_single_examples_sigmoid)
+{
+    const uint32_t sizes[] = {6, 8, 5, 1};
+    s_check_examples(FL_MLP_OUT_SIGMOID_BCE, sizes, 4, 9);
+}
+
+Test(mlp, example_gradient_rows_sum_to_batch_gradient_and_match_single_examples_softmax)
+{
+    const uint32_t sizes[] = {6, 8, 5, 4};
+    s_check_examples(FL_MLP_OUT_SOFTMAX_CE, sizes, 4, 9);
+}
+
+Test(mlp, batches_larger_than_one_chunk_give_the_same_gradients)
+{
+    /* 600 rows span several internal chunks and grow the scratch. */
+    const uint32_t sizes[] = {4, 6, 3};
+    s_check_examples(FL_MLP_OUT_SOFTMAX_CE, sizes, 3, 600);
+}
+
+Test(mlp, logistic_regression_matches_closed_form)
+{
+    const uint32_t sizes[] = {3, 1};
+    fl_mlp *m = NULL;
+    cr_assert_eq(fl_mlp_new(&m, sizes, 2, FL_MLP_OUT_SIGMOID_BCE), FL_OK);
+    cr_assert_eq(fl_mlp_num_params(m), 4);
+    float *p = fl_mlp_params(m);
+    const double w[3] = {0.5, -1.0, 2.0}, b = 0.25;
+    p[0] = 0.5f; p[1] = -1.0f; p[2] = 2.0f; p[3] = 0.25f;
+    const float X[] = {1, 2, 3,  /* z = 4.75 */
+                       2, 1, -1}; /* z = -1.75 */
+    const int32_t y[] = {0, 1};
+    float g[4];
+    double loss;
+    cr_assert_eq(fl_mlp_gradient(m, X, y, 2, g, &loss), FL_OK);
+    double eg[4] = {0, 0, 0, 0}, el = 0;
+    for (int i = 0; i < 2; i++) {
+        double z = b;
+        for (int j = 0; j < 3; j++)
+            z += w[j] * X[i * 3 + j];
+        double s = 1.0 / (1.0 + exp(-z));
+        el += -(y[i] * log(s) + (1 - y[i]) * log(1 - s));
+        for (int j = 0; j < 3; j++)
+            eg[j] += (s - y[i]) * X[i * 3 + j];
+        eg[3] += s - y[i];
+    }
+    cr_assert_float_eq(loss, el, 1e-5);
+    for (int j = 0; j < 4; j++)
+        cr_assert_float_eq(g[j], eg[j], 1e-5, "coordinate %d", j);
+    float probs[2];
+    cr_assert_eq(fl_mlp_predict(m, X, 2, probs), FL_OK);
+    cr_assert_float_eq(probs[0], 1.0 / (1.0 + exp(-4.75)), 1e-6);
+    cr_assert_float_eq(probs[1], 1.0 / (1.0 + exp(1.75)), 1e-6);
+    fl_mlp_free(m);
+}
+
+Test(mlp, losses_are_finite_for_huge_logits)
+{
+    const uint32_t sizes[] = {1, 2};
+    fl_mlp *m = NULL;
+    cr_assert_eq(fl_mlp_new(&m, sizes, 2, FL_MLP_OUT_SOFTMAX_CE), FL_OK);
+    float *p = fl_mlp_params(m);
+    p[0] = 1000.0f; p[1] = -1000.0f; /* W */
+    const float X[] = {1.0f};
+    const int32_t y[] = {1};
+    float g[4];
+    double loss;
+    cr_assert_eq(fl_mlp_gradient(m, X, y, 1, g, &loss), FL_OK);
+    cr_assert_float_eq(loss, 2000.0, 1e-3); /* lse(1000,-1000) - (-1000) */
+    fl_mlp_free(m);
+
+    const uint32_t s1[] = {1, 1};
+    cr_assert_eq(fl_mlp_new(&m, s1, 2, FL_MLP_OUT_SIGMOID_BCE), FL_OK);
+    fl_mlp_params(m)[0] = -500.0f;
+    cr_assert_eq(fl_mlp_gradient(m, X, y, 1, g, &loss), FL_OK);
+    cr_assert_float_eq(loss, 500.0, 1e-3);
+    cr_assert_float_eq(g[0], -1.0, 1e-6);
+    fl_mlp_free(m);
+}
+
+Test(mlp, init_is_deterministic_and_within_he_and_glorot_limits)
+{
+    const uint32_t sizes[] = {10, 20, 3};
+    fl_mlp *a = NULL, *b = NULL;
+    cr_assert_eq(fl_mlp_new(&a, sizes, 3, FL_MLP_OUT_SOFTMAX_CE), FL_OK);
+    cr_assert_eq(fl_mlp_new(&b, sizes, 3, FL_MLP_OUT_SOFTMAX_CE), FL_OK);
+    unsigned char s1[32] = {1}, s2[32] = {2};
+    fl_mlp_init(a, s1);
+    fl_mlp_init(b, s1);
+    size_t P = fl_mlp_num_params(a);
+    cr_assert_eq(P, 10 * 20 + 20 + 20 * 3 + 3);
+    cr_assert_eq(memcmp(fl_mlp_params(a), fl_mlp_params(b), P * sizeof(float)), 0);
+    fl_mlp_init(b, s2);
+    cr_assert_neq(memcmp(fl_mlp_params(a), fl_mlp_params(b), P * sizeof(float)), 0);
+    const float *p = fl_mlp_params(a);
+    double he = sqrt(6.0 / 10), gl = sqrt(6.0 / 23), maxabs = 0;
+    for (size_t i = 0; i < 200; i++) {
+        cr_assert(fabs(p[i]) <= he);
+        maxabs = fmax(maxabs, fabs(p[i]));
+    }
+    cr_assert(maxabs > 0.8 * he, "weights should fill the He range");
+    for (size_t i = 200; i < 220; i++)
+        cr_assert_eq(p[i], 0.0f);
+    for (size_t i = 220; i < 280; i++)
+        cr_assert(fabs(p[i]) <= gl);
+    for (size_t i = 280; i < 283; i++)
+        cr_assert_eq(p[i], 0.0f);
+    fl_mlp_free(a);
+    fl_mlp_free(b);
+}
+
+Test(mlp, rejects_out_of_range_labels_with_index)
+{
+    const uint32_t sizes[] = {2, 1};
+    fl_mlp *m = NULL;
+    cr_assert_eq(fl_mlp_new(&m, sizes, 2, FL_MLP_OUT_SIGMOID_BCE), FL_OK);
+    const float X[] = {0, 0, 1, 1, 2, 2};
+    const int32_t y[] = {0, 1, 2};
+    float g[3], G[9];
+    double loss;
+    cr_assert_eq(fl_mlp_gradient(m, X, y, 3, g, &loss), FL_EINVAL);
+    cr_assert(strstr(fl_error_last(), "y[2] = 2"), "%s", fl_error_last());
+    cr_assert_eq(fl_mlp_example_gradients(m, X, y, 3, G, NULL), FL_EINVAL);
+    cr_assert_eq(fl_mlp_evaluate(m, X, y, 3, &loss, NULL), FL_EINVAL);
+    const int32_t yneg[] = {0, -1, 0};
+    cr_assert_eq(fl_mlp_gradient(m, X, yneg, 3, g, &loss), FL_EINVAL);
+    cr_assert(strstr(fl_error_last(), "y[1]"), "%s", fl_error_last());
+    fl_mlp_free(m);
+}
+
+Test(mlp, rejects_bad_shapes)
+{
+    fl_mlp *m = NULL;
+    const uint32_t one[] = {4};
+    const uint32_t sig3[] = {4, 3};
+    const uint32_t soft1[] = {4, 1};
+    const uint32_t zero[] = {4, 0, 1};
+    cr_assert_eq(fl_mlp_new(&m, one, 1, FL_MLP_OUT_SIGMOID_BCE), FL_EINVAL);
+    cr_assert_eq(fl_mlp_new(&m, sig3, 2, FL_MLP_OUT_SIGMOID_BCE), FL_EINVAL);
+    cr_assert_eq(fl_mlp_new(&m, soft1, 2, FL_MLP_OUT_SOFTMAX_CE), FL_EINVAL);
+    cr_assert_eq(fl_mlp_new(&m, zero, 3, FL_MLP_OUT_SIGMOID_BCE), FL_EINVAL);
+    cr_assert_null(m);
+    fl_mlp_free(NULL);
+}
+
+Test(mlp, empty_batch_gives_zero_gradient)
+{
+    const uint32_t sizes[] = {3, 4, 1};
+    fl_mlp *m = s_model(sizes, 3, FL_MLP_OUT_SIGMOID_BCE, 4);
+    size_t P = fl_mlp_num_params(m);
+    float *g = malloc(P * sizeof *g);
+    for (size_t i = 0; i < P; i++)
+        g[i] = 7.0f;
+    double loss = 3;
+    cr_assert_eq(fl_mlp_gradient(m, NULL, NULL, 0, g, &loss), FL_OK);
+    cr_assert_eq(loss, 0.0);
+    for (size_t i = 0; i < P; i++)
+        cr_assert_eq(g[i], 0.0f);
+    cr_assert_eq(fl_mlp_example_gradients(m, NULL, NULL, 0, NULL, NULL), FL_OK);
+    double ml;
+    cr_assert_eq(fl_mlp_evaluate(m, NULL, NULL, 0, &ml, NULL), FL_EINVAL);
+    free(g);
+    fl_mlp_free(m);
+}
+
+Test(mlp, evaluate_agrees_with_gradient_loss_and_softmax_rows_sum_to_one)
+{
+    const uint32_t sizes[] = {5, 6, 3};
+    fl_mlp *m = s_model(sizes, 3, FL_MLP_OUT_SOFTMAX_CE, 5);
+    size_t n = 700;
+    float *X = s_inputs(n, 5);
+    int32_t *y = malloc(n * sizeof *y);
+    for (size_t i = 0; i < n; i++)
+        y[i] = (int32_t)(i % 3);
+    float *probs = malloc(n * 3 * sizeof *probs), *probs2 = malloc(n * 3 * sizeof *probs2);
+    float *g = malloc(fl_mlp_num_params(m) * sizeof *g);
+    double mean, sum;
+    cr_assert_eq(fl_mlp_evaluate(m, X, y, n, &mean, probs), FL_OK);
+    cr_assert_eq(fl_mlp_gradient(m, X, y, n, g, &sum), FL_OK);
+    cr_assert_float_eq(mean, sum / n, 1e-9);
+    cr_assert_eq(fl_mlp_predict(m, X, n, probs2), FL_OK);
+    cr_assert_eq(memcmp(probs, probs2, n * 3 * sizeof(float)), 0);
+    double manual = 0;
+    for (size_t i = 0; i < n; i++) {
+        float s = probs[i * 3] + probs[i * 3 + 1] + probs[i * 3 + 2];
+        cr_assert_float_eq(s, 1.0f, 1e-5);
+        manual -= log(probs[i * 3 + y[i]]);
+    }
+    cr_assert_float_eq(mean, manual / n, 1e-4);
+    free(X);
+    free(y);
+    free(probs);
+    free(probs2);
+    free(g);
+    fl_mlp_free(m);
+}
+
+Test(mlp, sgd_on_wdbc_reaches_93_percent_training_accuracy, .timeout = 120)
+{
+    fl_schema *s = NULL;
+    fl_dataset *ds = NULL;
+    cr_assert_eq(fl_schema_load(&s, FL_SOURCE_DIR "/data/wdbc/schema.ini"), FL_OK, "%s",
+                 fl_error_last());
+    cr_assert_eq(fl_dataset_load_csv(&ds, FL_SOURCE_DIR "/data/wdbc/wdbc.csv", s), FL_OK, "%s",
+                 fl_error_last());
+    const uint32_t sizes[] = {30, 16, 8, 1};
+    fl_mlp *m = NULL;
+    cr_assert_eq(fl_mlp_new(&m, sizes, 4, FL_MLP_OUT_SIGMOID_BCE), FL_OK);
+    unsigned char seed[32] = {42};
+    fl_mlp_init(m, seed);
+    size_t P = fl_mlp_num_params(m), B = 32;
+    float *g = malloc(P * sizeof *g);
+    float *p = fl_mlp_params(m);
+    const float lr = 0.5f;
+    double loss;
+    for (size_t step = 0; step < 1500; step++) {
+        size_t start = (step * B) % (ds->n - B);
+        cr_assert_eq(fl_mlp_gradient(m, ds->X + start * ds->d, ds->y + start, B, g, &loss),
+                     FL_OK);
+        for (size_t k = 0; k < P; k++)
+            p[k] -= lr * g[k] / (float)B;
+    }
+    float *probs = malloc(ds->n * sizeof *probs);
+    double mean;
+    cr_assert_eq(fl_mlp_evaluate(m, ds->X, ds->y, ds->n, &mean, probs), FL_OK);
+    fl_confusion c;
+    fl_metrics_confusion(probs, ds->y, ds->n, 0.5f, &c);
+    double acc = fl_metrics_accuracy(&c);
+    cr_assert(acc >= 0.93, "training accuracy %.4f (mean loss %.4f)", acc, mean);
+    free(g);
+    free(probs);
+    fl_mlp_free(m);
+    fl_dataset_free(ds);
+    fl_schema_free(s);
+}
