@@ -403,12 +403,19 @@ done:
                     (unsigned long long)nd->steps_charged);
     if (nd->budget_spent && exit_code == 1)
         exit_code = S_EXIT_BUDGET;
-    if (nd->monitor)
+    /* Order matters: stop the monitor while our end of it is still open,
+     * or libzmq's I/O thread blocks for ever sending the next event to a
+     * PAIR socket that has no peer, and zmq_ctx_term never returns. */
+    if (nd->sock)
+        zmq_socket_monitor(nd->sock, NULL, 0);
+    if (nd->monitor) {
+        int zero = 0;
+        zmq_setsockopt(nd->monitor, ZMQ_LINGER, &zero, sizeof zero);
         zmq_close(nd->monitor);
+    }
     if (nd->sock) {
         int linger = 1000;
         zmq_setsockopt(nd->sock, ZMQ_LINGER, &linger, sizeof linger);
-        zmq_socket_monitor(nd->sock, NULL, 0);
         zmq_close(nd->sock);
     }
     if (nd->ctx)

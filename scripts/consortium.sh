@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Runs a whole local consortium: one coordinator and three hospital nodes on
+# loopback, each node with its own disjoint shard of the bundled
+# breast-cancer data (data/wdbc), 20% held out as the shared test set.
+# Trains with DP-SGD at a target of epsilon 3 (delta 1e-5), prints one line
+# per round and a final summary, and stops every process it started on exit
+# or Ctrl-C.
+#
+# usage: scripts/consortium.sh [--rounds N] [--epsilon E] [--nodes K]
+#                              [--workdir DIR] [--build DIR]
+#                              [--min-accuracy A] [--quiet]
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+build="$here/build"
+workdir="$here/run/consortium"
+rounds=12
+epsilon=3
+nodes=3
+min_accuracy=""
+quiet=0
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --epsilon) epsilon=$2; shift 2 ;;
+    --nodes) nodes=$2; shift 2 ;;
+    --workdir) workdir=$2; shift 2 ;;
+    --build) build=$2; shift 2 ;;
+    --min-accuracy) min_accuracy=$2; shift 2 ;;
+    --quiet) quiet=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "consortium.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
+flcoord="$build/coordinator/flcoord"
+flnode="$build/node/flnode"
+for b in "$flcoord" "$flnode"; do
+  [ -x "$b" ] || { echo "consortium.sh: $b is missing: build first with scripts/setup.sh" >&2; exit 1; }
+done
+
+pids=()
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for p in "${pids[@]:-}"; do
+    [ -n "$p" ] && kill "$p" 2>/dev/null || true
+  done
+  for p in "${pids[@]:-}"; do
+    [ -n "$p" ] && wait "$p" 2>/dev/null || true
+  done
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "consortium.sh: interrupted, stopping the consortium" >&2; exit 130' INT TERM
+
+rm -rf "$workdir"
+mkdir -p "$workdir"/{keys,data,logs,out}
+data="$here/data/wdbc"
+
+echo "== preparing a consortium of $nodes hospitals in $workdir"
+"$flnode" split --in "$data/wdbc.csv" --label malignant --test-fraction 0.2 \
+  --shards "$nodes" --seed 1 --out "$workdir/data" >/dev/null
+"$flcoord" init --dir "$workdir/keys" >/dev/null
+: > "$workdir/enrolled.txt"
+for i in $(seq 1 "$nodes"); do
+  name="hospital-$i"
+  "$flnode" init --dir "$workdir/keys" --name "$name" | tail -n 1 >> "$workdir/enrolled.txt"
+done
+
+cat > "$workdir/coordinator.ini" <<INI
+[coordinator]
+consortium = demo
+listen = tcp://127.0.0.1:*
+endpoint_file = out/endpoint
+key = keys/coordinator.key
+enrollment = enrolled.txt
+rounds = $rounds
+min_nodes = $nodes
+round_timeout_ms = 60000
+join_timeout_ms = 60000
+model_out = out/model.flm
+summary_json = out/summary.json
+
+[model]
+layers = 30 16 1
+output = sigmoid
+seed = 7
+
+[training]
+local_steps = 5
+learning_rate = 1.0
+clip_norm = 1.0
+sampling_rate = 0.25
+
+[data]
+schema = $data/schema.ini
+test_data = data/test.csv
+INI
+
+"$flcoord" run --config "$workdir/coordinator.ini" 2> "$workdir/logs/coordinator.log" &
+pids+=($!)
+coord_pid=$!
+
+# Wait (bounded) for the coordinator to publish the address it bound.
+for _ in $(seq 1 100); do
+  [ -s "$workdir/out/endpoint" ] && break
+  kill -0 "$coord_pid" 2>/dev/null || { cat "$workdir/logs/coordinator.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -s "$workdir/out/endpoint" ] || { echo "consortium.sh: coordinator did not start" >&2; exit 1; }
+endpoint=$(cat "$workdir/out/endpoint")
+echo "== coordinator listening on $endpoint (CURVE); starting $nodes nodes"
+
+for i in $(seq 1 "$nodes"); do
+  name="hospital-$i"
+  cat > "$workdir/$name.ini" <<INI
+[node]
+name = $name
+consortium = demo
+coordinator = $endpoint
+coordinator_key = keys/coordinator.pub
+key = keys/$name.key
+idle_timeout_ms = 120000
+
+[data]
+schema = $data/schema.ini
+train = data/shard-$i.csv
+
+[privacy]
+epsilon_max = $epsilon
+delta = 1e-5
+INI
+  if [ "$quiet" = 1 ]; then
+    "$flnode" run --config "$workdir/$name.ini" 2> "$workdir/logs/$name.log" &
+  else
+    "$flnode" run --config "$workdir/$name.ini" 2> >(tee "$workdir/logs/$name.log" | grep --line-buffered -E "privacy plan|WARN|ERROR" >&2) &
+  fi
+  pids+=($!)
+done
+
+set +e
+wait "$coord_pid"
+coord_rc=$?
+set -e
+if [ "$coord_rc" -ne 0 ]; then
+  echo "consortium.sh: the coordinator failed (exit $coord_rc); its log:" >&2
+  tail -n 20 "$workdir/logs/coordinator.log" >&2
+  exit 1
+fi
+node_fail=0
+for p in "${pids[@]:1}"; do
+  wait "$p" || node_fail=1
+done
+pids=()
+
+summary="$workdir/out/summary.json"
+num() { sed -n "s/.*\"$1\": \([0-9.eE+-]*\).*/\1/p" "$summary" | head -n 1; }
+acc=$(num accuracy); auc=$(num auc); eps=$(num epsilon_max); secs=$(num seconds)
+echo "== done in ${secs}s: test accuracy $acc, ROC AUC $auc, epsilon spent $eps (cap $epsilon, delta 1e-5) per hospital"
+echo "== model: $workdir/out/model.flm, summary: $summary, logs: $workdir/logs/"
+[ "$node_fail" = 0 ] || { echo "consortium.sh: a node exited with an error; see $workdir/logs" >&2; exit 1; }
+if [ -n "$min_accuracy" ]; then
+  if awk -v a="$acc" -v m="$min_accuracy" -v e="$eps" -v c="$epsilon" 'BEGIN{exit !(a >= m && e <= c)}'; then
+    echo "== check passed: accuracy $acc >= $min_accuracy and epsilon $eps <= $epsilon"
+  else
+    echo "consortium.sh: check FAILED: accuracy $acc (need >= $min_accuracy), epsilon $eps (need <= $epsilon)" >&2
+    exit 1
+  fi
+fi
