@@ -8,6 +8,7 @@
  * straight to the problem.
  */
 #include "nn/fl_dataset.h"
+#include "storage/fl_storage.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -614,58 +615,36 @@ static int s_cmp_row_ptr(const void *a, const void *b)
     return (x->index > y->index) - (x->index < y->index);
 }
 
-/* Writes header + the rows with dest == which to dir/name atomically. */
+/* Writes header + the rows with dest == which to dir/name atomically, mode
+ * 0600: the shards are patient records. */
 static int s_write_atomic(const char *dir, const char *name, const char *header,
                           size_t header_len, const s_row *rows, size_t n, unsigned which)
 {
-    int rc = FL_OK;
-    char path[4096], tmp[4096];
-    FILE *f = NULL;
-    int fd = -1;
+    char path[4096];
+    size_t len = header_len + 1, off = 0;
+    char *buf;
+    int rc;
 
-    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path ||
-        snprintf(tmp, sizeof tmp, "%s/.%s.tmp.XXXXXX", dir, name) >= (int)sizeof tmp)
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
         return fl_error_set(FL_EINVAL, "%s: output directory path too long", dir);
-    fd = mkstemp(tmp);
-    if (fd < 0) {
-        rc = fl_error_set(FL_EIO, "%s: cannot create temporary file: %s; check the "
-                          "directory's permissions", tmp, strerror(errno));
-        goto done;
-    }
-    f = fdopen(fd, "wb");
-    if (!f) {
-        rc = fl_error_set(FL_EIO, "%s: fdopen failed: %s", tmp, strerror(errno));
-        goto done;
-    }
-    fd = -1;
-    int bad = fwrite(header, 1, header_len, f) != header_len || putc('\n', f) == EOF;
-    for (size_t i = 0; i < n && !bad; i++)
+    for (size_t i = 0; i < n; i++)
         if (rows[i].dest == which)
-            bad = fwrite(rows[i].text, 1, rows[i].len, f) != rows[i].len ||
-                  putc('\n', f) == EOF;
-    if (bad || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        rc = fl_error_set(FL_EIO, "%s: write failed: %s; check free disk space", tmp,
-                          strerror(errno));
-        goto done;
+            len += rows[i].len + 1;
+    buf = malloc(len);
+    if (!buf)
+        return fl_error_set(FL_ENOMEM, "out of memory writing %s", path);
+    memcpy(buf, header, header_len);
+    off = header_len;
+    buf[off++] = '\n';
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i].dest != which)
+            continue;
+        memcpy(buf + off, rows[i].text, rows[i].len);
+        off += rows[i].len;
+        buf[off++] = '\n';
     }
-    int cl = fclose(f);
-    f = NULL;
-    if (cl != 0) {
-        rc = fl_error_set(FL_EIO, "%s: close failed: %s", tmp, strerror(errno));
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        rc = fl_error_set(FL_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        goto done;
-    }
-    tmp[0] = '\0';
-done:
-    if (f)
-        fclose(f);
-    if (fd >= 0)
-        close(fd);
-    if (rc < 0 && tmp[0])
-        unlink(tmp);
+    rc = fl_storage_write_atomic(path, buf, off, 0600);
+    free(buf);
     return rc;
 }
 
