@@ -30,10 +30,11 @@ int fl_model_file_save(const char *path, uint32_t output_kind, const uint32_t *s
     unsigned char *buf;
     int rc;
 
-    if (num_sizes < 2 || num_sizes > FL_MODEL_FILE_MAX_LAYERS ||
+    if ((output_kind != 1 && output_kind != 2) || num_sizes < 2 ||
+        num_sizes > FL_MODEL_FILE_MAX_LAYERS ||
         fl_wire_spec_num_params(sizes, num_sizes) != num_params)
-        return fl_error_set(FL_EINVAL, "model shape does not match its %zu parameters",
-                            num_params);
+        return fl_error_set(FL_EINVAL, "model shape (output kind %u, %u layer sizes) does not "
+                            "match its %zu parameters", output_kind, num_sizes, num_params);
     len = 8 + 4 + 4 + 4 * (size_t)num_sizes + 8 + 4 * num_params + 32;
     buf = malloc(len);
     if (!buf)
@@ -123,7 +124,7 @@ int fl_model_file_load(fl_model_file *m, const char *path)
 done:
     if (rc != FL_OK) {
         free(m->params);
-        m->params = NULL;
+        memset(m, 0, sizeof *m);
     }
     free(buf);
     return rc;

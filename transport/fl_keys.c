@@ -57,6 +57,10 @@ int fl_keys_save(const fl_keypair *kp, const char *label, const char *secret_pat
     const size_t cap = 512;
     int n, rc;
 
+    /* The label is one comment line: a line break would start a new line in
+     * the key file. */
+    if (strpbrk(label, "\r\n"))
+        return fl_error_set(FL_EINVAL, "key label must be one line (no line breaks)");
     text = sodium_malloc(cap);
     if (!text)
         return fl_error_set(FL_ENOMEM, "out of guarded memory");
@@ -64,13 +68,20 @@ int fl_keys_save(const fl_keypair *kp, const char *label, const char *secret_pat
                  "# CURVE key pair of %s. SECRET: keep this file private (mode 0600).\n"
                  "public-key = %s\nsecret-key = %s\n",
                  label, kp->public_z85, kp->secret_z85);
+    /* snprintf returns the length it wanted: never write past the buffer. */
+    if (n < 0 || (size_t)n >= cap) {
+        sodium_free(text);
+        return fl_error_set(FL_EINVAL, "key label is too long (%zu bytes)", strlen(label));
+    }
     rc = fl_storage_write_atomic(secret_path, text, (size_t)n, 0600);
     if (rc == FL_OK && public_path) {
         n = snprintf(text, cap,
                      "# CURVE public key of %s: give this file to the coordinator operator.\n"
                      "public-key = %s\n",
                      label, kp->public_z85);
-        rc = fl_storage_write_atomic(public_path, text, (size_t)n, 0644);
+        rc = (n < 0 || (size_t)n >= cap)
+                 ? fl_error_set(FL_EINVAL, "key label is too long (%zu bytes)", strlen(label))
+                 : fl_storage_write_atomic(public_path, text, (size_t)n, 0644);
     }
     sodium_free(text); /* sodium_free wipes before freeing */
     return rc;
@@ -107,7 +118,8 @@ static int s_parse(const char *path, char *pub, char *sec)
         while (*val == ' ' || *val == '\t')
             val++;
         end = val + strlen(val);
-        while (end > val && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' '))
+        while (end > val &&
+               (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
             end--;
         *end = '\0';
         if (strcmp(p, "public-key") == 0 || strcmp(p, "secret-key") == 0) {
