@@ -1,5 +1,6 @@
 /* Tests for fl_config: typed keys, ranges, unknown keys, paths. */
 #include <criterion/criterion.h>
+#include "tests/support/fl_test_dir.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +15,7 @@ static const char *s_write(const char *name, const char *text)
     static char path[128];
     FILE *f;
     if (!s_dir[0]) {
-        strcpy(s_dir, "/tmp/fl-config-XXXXXX");
-        cr_assert_not_null(mkdtemp(s_dir));
+        fl_test_dir_new(s_dir, sizeof s_dir, "config");
     }
     snprintf(path, sizeof path, "%s/%s", s_dir, name);
     f = fopen(path, "w");

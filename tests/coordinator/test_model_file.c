@@ -2,6 +2,7 @@
  * the documented format, bit-exact round trips, and rejection of damaged
  * files (bad magic, truncation, flipped bytes, counts that disagree). */
 #include <criterion/criterion.h>
+#include "tests/support/fl_test_dir.h"
 #include <math.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -15,17 +16,13 @@ static char s_dir[64];
 
 static void s_setup(void)
 {
-    strcpy(s_dir, "/tmp/fl-model-XXXXXX");
-    cr_assert_not_null(mkdtemp(s_dir));
+    fl_test_dir_new(s_dir, sizeof s_dir, "model");
     cr_assert_geq(sodium_init(), 0);
 }
 
 static void s_teardown(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", s_dir);
+    fl_test_dir_remove(s_dir);
 }
 
 TestSuite(model_file, .init = s_setup, .fini = s_teardown);

@@ -5,6 +5,7 @@
  * enrolled name, and an unenrolled flnode exits with its documented code.
  */
 #include <criterion/criterion.h>
+#include "tests/support/fl_test_dir.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -87,8 +88,7 @@ static void s_start_coordinator(void)
     char hospital_pub[FL_KEYS_Z85_LEN + 1], text[2048], cfg[256], epf[256];
     double t0;
 
-    strcpy(s_dir, "/tmp/fl-it-XXXXXX");
-    cr_assert_not_null(mkdtemp(s_dir));
+    fl_test_dir_new(s_dir, sizeof s_dir, "it");
     s_make_key("coordinator", s_coord_pub);
     s_make_key("hospital-a", hospital_pub);
     snprintf(text, sizeof text, "# test consortium\nhospital-a %s\n", hospital_pub);
@@ -122,15 +122,12 @@ static void s_start_coordinator(void)
 
 static void s_stop_coordinator(void)
 {
-    char cmd[256];
     if (s_coord > 0) {
         kill(s_coord, SIGTERM);
         waitpid(s_coord, NULL, 0);
         s_coord = 0;
     }
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
-    if (s_dir[0] == '/' && system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", s_dir);
+    fl_test_dir_remove(s_dir);
 }
 
 static int s_alive(pid_t pid)

@@ -2,6 +2,7 @@
  * kind of malformed input, with exact FILE:LINE:COL positions), the schema
  * digest, and the stratified splitter. */
 #include <criterion/criterion.h>
+#include "tests/support/fl_test_dir.h"
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,31 +19,10 @@ static char g_dir[64];
 
 static void s_setup(void)
 {
-    strcpy(g_dir, "/tmp/fl_nn_test_XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
+    fl_test_dir_new(g_dir, sizeof g_dir, "nn");
 }
 
-static void s_rmtree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (e->d_type == DT_DIR)
-            s_rmtree(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static void s_teardown(void) { s_rmtree(g_dir); }
+static void s_teardown(void) { fl_test_dir_remove(g_dir); }
 
 TestSuite(dataset, .init = s_setup, .fini = s_teardown);
 

@@ -1,6 +1,7 @@
 /* Tests for fl_enroll: the enrollment file format, its errors (with
  * file:line), lookup by raw key, add and remove. */
 #include <criterion/criterion.h>
+#include "tests/support/fl_test_dir.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,16 +19,12 @@ static char s_dir[64];
 
 static void s_setup(void)
 {
-    strcpy(s_dir, "/tmp/fl-enroll-XXXXXX");
-    cr_assert_not_null(mkdtemp(s_dir));
+    fl_test_dir_new(s_dir, sizeof s_dir, "enroll");
 }
 
 static void s_teardown(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", s_dir);
+    fl_test_dir_remove(s_dir);
 }
 
 TestSuite(enroll, .init = s_setup, .fini = s_teardown);

@@ -2,6 +2,7 @@
  * files, damaged files, and the public half checked against Curve25519
  * computed independently with libsodium. */
 #include <criterion/criterion.h>
+#include "tests/support/fl_test_dir.h"
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,17 +17,13 @@ static char s_dir[64];
 
 static void s_setup(void)
 {
-    strcpy(s_dir, "/tmp/fl-keys-XXXXXX");
-    cr_assert_not_null(mkdtemp(s_dir));
+    fl_test_dir_new(s_dir, sizeof s_dir, "keys");
     cr_assert_geq(sodium_init(), 0);
 }
 
 static void s_teardown(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", s_dir);
+    fl_test_dir_remove(s_dir);
 }
 
 TestSuite(keys, .init = s_setup, .fini = s_teardown);
