@@ -75,7 +75,7 @@ typedef struct {
     void *ctx, *router;
     fl_zap *zap;
     fl_enroll *enroll;
-    fl_keypair *kp;
+    fl_identity *id;
     fl_schema *schema;
     unsigned char schema_digest[32];
     fl_dataset *test;
@@ -480,6 +480,18 @@ static void s_on_join(s_coord *co, fl_transport_msg *m, const Fl__Join *j)
         fl_log_info("node %s joined (%zu of %lld needed)", n->name, s_count_joined(co) + 1,
                     (long long)co->cfg.min_nodes);
     n->joined = 1;
+    if (co->phase == S_IN_ROUND && n->participant && !n->answered) {
+        /* A participant that reconnected (a restarted node) has lost the
+         * round's start: send it again on the new connection. */
+        Fl__Envelope env;
+        Fl__RoundStart rs = FL__ROUND_START__INIT;
+        Fl__RoundSettings st = FL__ROUND_SETTINGS__INIT;
+        Fl__ModelSpec sp = FL__MODEL_SPEC__INIT;
+        s_fill_round_start(co, &env, &rs, &st, &sp);
+        if (fl_transport_send(co->router, n->rid, n->rid_len, &env) == FL_OK)
+            fl_log_info("round %u: node %s reconnected; round start sent again", co->round,
+                        n->name);
+    }
 }
 
 static s_node *s_round_sender(s_coord *co, fl_transport_msg *m, uint32_t round)
@@ -664,7 +676,7 @@ static int s_setup(s_coord *co, const char *config_path)
     fl_wire_model_digest(co->model, co->num_params, co->model_digest);
     if ((rc = fl_fedavg_new(&co->avg, co->num_params)) != FL_OK)
         return rc;
-    if ((rc = fl_keys_load(&co->kp, co->cfg.key)) != FL_OK)
+    if ((rc = fl_identity_load(&co->id, co->cfg.key)) != FL_OK)
         return rc;
     if ((rc = fl_enroll_load(&co->enroll, co->cfg.enrollment)) != FL_OK)
         return rc;
@@ -673,7 +685,7 @@ static int s_setup(s_coord *co, const char *config_path)
         return fl_error_set(FL_EIO, "cannot create a ZeroMQ context");
     if ((rc = fl_zap_new(&co->zap, co->ctx, co->enroll)) != FL_OK)
         return rc;
-    if ((rc = fl_transport_server(&co->router, co->ctx, co->kp, co->cfg.listen, bound,
+    if ((rc = fl_transport_server(&co->router, co->ctx, co->id, co->cfg.listen, bound,
                                   sizeof bound)) != FL_OK)
         return rc;
     if (co->cfg.endpoint_file[0]) {
@@ -700,7 +712,7 @@ static void s_teardown(s_coord *co)
     if (co->ctx)
         zmq_ctx_term(co->ctx);
     fl_enroll_free(co->enroll);
-    fl_keys_free(co->kp);
+    fl_identity_free(co->id);
     fl_fedavg_free(co->avg);
     fl_mlp_free(co->mlp);
     fl_dataset_free(co->test);
@@ -788,34 +800,13 @@ done:
 
 static int s_init(const char *dir, int force)
 {
-    char sec[4096], pub[4096];
-    fl_keypair *kp = NULL;
-    FILE *f;
-    int rc;
-
-    if (fl_storage_mkdir(dir, 0700) != FL_OK) {
-        fprintf(stderr, "flcoord: %s\n", fl_error_last());
+    fl_identity_public pub;
+    if (fl_identity_create_files(dir, "coordinator", "the coordinator", force, &pub) != FL_OK) {
+        fprintf(stderr, "flcoord init: %s\n", fl_error_last());
         return 1;
     }
-    snprintf(sec, sizeof sec, "%s/coordinator.key", dir);
-    snprintf(pub, sizeof pub, "%s/coordinator.pub", dir);
-    if (!force && (f = fopen(sec, "r")) != NULL) {
-        fclose(f);
-        fprintf(stderr, "flcoord: '%s' already exists; refusing to overwrite a key (use "
-                "--force to replace it, which disconnects every node)\n", sec);
-        return 1;
-    }
-    rc = fl_keys_generate(&kp);
-    if (rc == FL_OK)
-        rc = fl_keys_save(kp, "the coordinator", sec, pub);
-    if (rc != FL_OK) {
-        fprintf(stderr, "flcoord: %s\n", fl_error_last());
-        fl_keys_free(kp);
-        return 1;
-    }
-    printf("created %s (secret, mode 0600)\ncreated %s (public: give it to every node)\n", sec,
-           pub);
-    fl_keys_free(kp);
+    printf("created %s/coordinator.key (secret, mode 0600)\n"
+           "created %s/coordinator.pub (public: give it to every node)\n", dir, dir);
     return 0;
 }
 
@@ -826,7 +817,7 @@ static void s_usage(FILE *out)
             "       flcoord run --config FILE [--verbose]\n"
             "       flcoord --help | --version\n\n"
             "The coordinator of a federated-learning consortium.\n\n"
-            "  init   create the coordinator's CURVE key pair in DIR (coordinator.key,\n"
+            "  init   create the coordinator's identity in DIR (coordinator.key,\n"
             "         mode 0600, and coordinator.pub for the nodes)\n"
             "  run    run the training rounds described in the configuration file;\n"
             "         prints one progress line per round on stdout, logs on stderr\n\n"

@@ -12,7 +12,9 @@
 #include "dp/fl_accountant_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stddef.h>
+#include <string.h>
 
 /* Extra orders above 256 (the integer run 11..256 is generated). */
 static const double s_big_orders[] = {288, 320, 384, 448, 512, 640, 768, 896, 1024};
@@ -252,8 +254,133 @@ int fl_accountant_epsilon(double q, double sigma, uint64_t steps, double delta, 
     return FL_OK;
 }
 
-int fl_accountant_calibrate_sigma(double q, uint64_t steps, double target_eps, double delta,
-                                  double *sigma)
+/* log Phi(x) for the standard normal CDF: Phi(x) = erfc(-x/sqrt 2)/2, with
+ * s_log_erfc keeping full relative precision deep in the lower tail. */
+static double s_log_phi(double x)
+{
+    return log(0.5) + s_log_erfc(-x / S_SQRT2);
+}
+
+/* Balle & Wang 2018, Theorem 8: the Gaussian mechanism with sensitivity 1
+ * and noise s is (eps, delta)-DP iff
+ *   delta >= Phi(-eps s + 1/(2s)) - e^eps Phi(-eps s - 1/(2s)).
+ * Both terms are evaluated in log space (the second as eps + log Phi) and
+ * subtracted as a * (-expm1(log b - log a)), so the result keeps its
+ * relative precision when both terms are tiny (large eps). */
+static double s_gauss_delta(double s, double eps)
+{
+    double la = s_log_phi(-eps * s + 0.5 / s);
+    double lb = eps + s_log_phi(-eps * s - 0.5 / s);
+    if (lb >= la)
+        return 0.0;
+    return exp(la) * -expm1(lb - la);
+}
+
+int fl_accountant_epsilon_exact_gaussian(double sigma, uint64_t steps, double delta,
+                                         double *eps)
+{
+    if (!eps)
+        return fl_error_set(FL_EINVAL, "fl_accountant_epsilon_exact_gaussian: eps is NULL");
+    *eps = NAN;
+    if (!isfinite(sigma) || !(sigma > 0.0))
+        return fl_error_set(FL_EINVAL, "fl_accountant_epsilon_exact_gaussian: noise "
+                            "multiplier sigma=%g must be finite and > 0", sigma);
+    if (!(delta > 0.0 && delta < 1.0))
+        return fl_error_set(FL_EINVAL, "fl_accountant_epsilon_exact_gaussian: delta=%g "
+                            "must be in (0, 1)", delta);
+    if (steps == 0) {
+        *eps = 0.0;
+        return FL_OK;
+    }
+    /* T Gaussian mechanisms with multiplier sigma compose to one Gaussian
+     * mechanism with multiplier sigma/sqrt(T) (the privacy loss of each is
+     * N(1/(2 sigma^2), 1/sigma^2) and these add; Dong, Roth & Su 2019,
+     * Cor. 3.3 for the mu-GDP statement). */
+    double s = sigma / sqrt((double)steps);
+    if (s_gauss_delta(s, 0.0) <= delta) {
+        *eps = 0.0;
+        return FL_OK;
+    }
+    /* delta(eps) is decreasing in eps: bracket, then bisect. */
+    double lo = 0.0, hi = 1.0;
+    while (s_gauss_delta(s, hi) > delta) {
+        lo = hi;
+        hi *= 2.0;
+        if (hi > 1e12)
+            return fl_error_set(FL_ERANGE, "fl_accountant_epsilon_exact_gaussian: no "
+                                "finite epsilon for sigma=%g steps=%llu delta=%g", sigma,
+                                (unsigned long long)steps, delta);
+    }
+    for (int it = 0; it < 200 && hi - lo > 1e-13 * hi; it++) {
+        double mid = 0.5 * (lo + hi);
+        if (s_gauss_delta(s, mid) > delta)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    *eps = hi; /* upper end: delta(hi) <= delta always holds */
+    return FL_OK;
+}
+
+int fl_accountant_epsilon_with(fl_accountant_kind k, double q, double sigma, uint64_t steps,
+                               double delta, double *eps)
+{
+    switch (k) {
+    case FL_ACCOUNTANT_RDP:
+        return fl_accountant_epsilon(q, sigma, steps, delta, eps, NULL);
+    case FL_ACCOUNTANT_PLD:
+        return fl_accountant_epsilon_pld(q, sigma, steps, delta, eps);
+    }
+    if (eps)
+        *eps = NAN;
+    return fl_error_set(FL_EINVAL, "fl_accountant_epsilon_with: unknown accountant kind %d; "
+                        "use FL_ACCOUNTANT_RDP or FL_ACCOUNTANT_PLD", (int)k);
+}
+
+const char *fl_accountant_name(fl_accountant_kind k)
+{
+    switch (k) {
+    case FL_ACCOUNTANT_RDP:
+        return "rdp";
+    case FL_ACCOUNTANT_PLD:
+        return "pld";
+    }
+    return "unknown";
+}
+
+int fl_accountant_parse(const char *s, fl_accountant_kind *out)
+{
+    if (!out)
+        return fl_error_set(FL_EINVAL, "fl_accountant_parse: out is NULL");
+    if (s && strcmp(s, "rdp") == 0) {
+        *out = FL_ACCOUNTANT_RDP;
+        return FL_OK;
+    }
+    if (s && strcmp(s, "pld") == 0) {
+        *out = FL_ACCOUNTANT_PLD;
+        return FL_OK;
+    }
+    return fl_error_set(FL_EINVAL, "fl_accountant_parse: unknown accountant \"%s\"; "
+                        "accepted values are \"rdp\" and \"pld\"", s ? s : "(null)");
+}
+
+/* Epsilon for calibration: a PLD grid too wide to build (FL_ERANGE, which
+ * happens only at very small sigma) means "far above any target", so it
+ * counts as +infinity and the bisection moves to larger sigma. */
+static int s_calib_eps(fl_accountant_kind k, double q, double sigma, uint64_t steps,
+                       double delta, double *e)
+{
+    int rc = fl_accountant_epsilon_with(k, q, sigma, steps, delta, e);
+    if (rc == FL_ERANGE && k == FL_ACCOUNTANT_PLD) {
+        fl_error_clear();
+        *e = INFINITY;
+        rc = FL_OK;
+    }
+    return rc;
+}
+
+int fl_accountant_calibrate_sigma_with(fl_accountant_kind k, double q, uint64_t steps,
+                                       double target_eps, double delta, double *sigma)
 {
     int rc = FL_OK;
     double e = 0.0, lo = S_SIGMA_MIN, hi = S_SIGMA_MAX;
@@ -261,31 +388,33 @@ int fl_accountant_calibrate_sigma(double q, uint64_t steps, double target_eps, d
     if (!sigma)
         return fl_error_set(FL_EINVAL, "fl_accountant_calibrate_sigma: sigma is NULL");
     *sigma = NAN;
+    if (k != FL_ACCOUNTANT_RDP && k != FL_ACCOUNTANT_PLD)
+        return fl_error_set(FL_EINVAL, "fl_accountant_calibrate_sigma: unknown accountant "
+                            "kind %d; use FL_ACCOUNTANT_RDP or FL_ACCOUNTANT_PLD", (int)k);
     if (!isfinite(target_eps) || !(target_eps > 0.0))
         return fl_error_set(FL_EINVAL, "fl_accountant_calibrate_sigma: target epsilon=%g "
                             "must be finite and > 0", target_eps);
-    if ((rc = fl_accountant_epsilon(q, hi, steps, delta, &e, NULL)) != FL_OK)
+    if ((rc = s_calib_eps(k, q, hi, steps, delta, &e)) != FL_OK)
         goto done;
     if (e > target_eps) {
         rc = fl_error_set(FL_ERANGE, "fl_accountant_calibrate_sigma: epsilon=%g at the "
                           "largest noise multiplier sigma=%g still exceeds the target %g "
-                          "(q=%g, steps=%llu, delta=%g); lower q or the number of steps, "
-                          "or raise the target", e, hi, target_eps, q,
-                          (unsigned long long)steps, delta);
+                          "(q=%g, steps=%llu, delta=%g, accountant %s); lower q or the "
+                          "number of steps, or raise the target", e, hi, target_eps, q,
+                          (unsigned long long)steps, delta, fl_accountant_name(k));
         goto done;
     }
-    if ((rc = fl_accountant_epsilon(q, lo, steps, delta, &e, NULL)) != FL_OK)
+    if ((rc = s_calib_eps(k, q, lo, steps, delta, &e)) != FL_OK)
         goto done;
     if (e <= target_eps) {
         *sigma = lo;
         goto done;
     }
     /* Invariant: eps(lo) > target >= eps(hi); epsilon is non-increasing in
-     * sigma because every order's RDP is.  Returning hi never exceeds the
-     * target. */
+     * sigma for both accountants.  Returning hi never exceeds the target. */
     while (hi - lo > S_CALIB_RTOL * hi) {
         double mid = 0.5 * (lo + hi);
-        if ((rc = fl_accountant_epsilon(q, mid, steps, delta, &e, NULL)) != FL_OK)
+        if ((rc = s_calib_eps(k, q, mid, steps, delta, &e)) != FL_OK)
             goto done;
         if (e <= target_eps)
             hi = mid;
@@ -295,5 +424,102 @@ int fl_accountant_calibrate_sigma(double q, uint64_t steps, double target_eps, d
     *sigma = hi;
 
 done:
+    return rc;
+}
+
+int fl_accountant_calibrate_sigma(double q, uint64_t steps, double target_eps, double delta,
+                                  double *sigma)
+{
+    return fl_accountant_calibrate_sigma_with(FL_ACCOUNTANT_RDP, q, steps, target_eps, delta,
+                                              sigma);
+}
+
+/* ---------------------------------------------- heterogeneous charges */
+
+/* Merges charges with the same (q, sigma) so each distinct mechanism's RDP
+ * is evaluated once per order. Returns the number of distinct mechanisms. */
+static size_t s_merge(const fl_accountant_event *ev, size_t n, fl_accountant_event *out)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < m && !(out[j].q == ev[i].q && out[j].sigma == ev[i].sigma))
+            j++;
+        if (j == m)
+            out[m++] = ev[i];
+        else
+            out[j].steps += ev[i].steps;
+    }
+    return m;
+}
+
+static void s_consider_events(const fl_accountant_event *ev, size_t m, double delta, double a,
+                              double *best)
+{
+    double total = 0.0;
+    for (size_t i = 0; i < m; i++) {
+        double r = fl_accountant_rdp(ev[i].q, ev[i].sigma, a);
+        if (isnan(r))
+            return;
+        total += (double)ev[i].steps * r;
+    }
+    double e = s_eps_at(total, a, delta);
+    if (!isnan(e) && e < *best)
+        *best = e;
+}
+
+int fl_accountant_epsilon_events(fl_accountant_kind kind, const fl_accountant_event *ev,
+                                 size_t n, double delta, double *eps)
+{
+    fl_accountant_event *m_ev;
+    double best = INFINITY;
+    size_t m;
+    int rc = FL_OK;
+
+    if (!eps)
+        return fl_error_set(FL_EINVAL, "fl_accountant_epsilon_events: eps is NULL");
+    *eps = NAN;
+    if (!(delta > 0.0 && delta < 1.0))
+        return fl_error_set(FL_EINVAL, "fl_accountant_epsilon_events: delta=%g must be in "
+                            "(0, 1)", delta);
+    for (size_t i = 0; i < n; i++)
+        if (!(ev[i].q > 0.0 && ev[i].q <= 1.0) || !isfinite(ev[i].sigma) ||
+            !(ev[i].sigma > 0.0))
+            return fl_error_set(FL_EINVAL, "fl_accountant_epsilon_events: charge %zu has "
+                                "q=%g sigma=%g (need 0<q<=1, sigma>0)", i + 1, ev[i].q,
+                                ev[i].sigma);
+    m_ev = malloc((n ? n : 1) * sizeof *m_ev);
+    if (!m_ev)
+        return fl_error_set(FL_ENOMEM, "out of memory");
+    m = s_merge(ev, n, m_ev);
+    if (m == 0 || (m == 1 && m_ev[0].steps == 0)) {
+        *eps = 0.0;
+        goto done;
+    }
+    if (m == 1) {
+        /* One mechanism: exactly the homogeneous accountant. */
+        rc = fl_accountant_epsilon_with(kind, m_ev[0].q, m_ev[0].sigma, m_ev[0].steps, delta,
+                                        eps);
+        goto done;
+    }
+    if (kind != FL_ACCOUNTANT_RDP) {
+        rc = fl_error_set(FL_EINVAL, "the %s accountant composes only charges with one (q, "
+                          "sigma); this history has %zu different ones: use the rdp "
+                          "accountant", fl_accountant_name(kind), m);
+        goto done;
+    }
+    for (int x = 1; x <= 99; x++)
+        s_consider_events(m_ev, m, delta, 1.0 + x / 10.0, &best);
+    for (int a = 11; a <= 256; a++)
+        s_consider_events(m_ev, m, delta, (double)a, &best);
+    for (size_t k = 0; k < sizeof s_big_orders / sizeof s_big_orders[0]; k++)
+        s_consider_events(m_ev, m, delta, s_big_orders[k], &best);
+    if (isnan(best) || isinf(best)) {
+        rc = fl_error_set(FL_ERANGE, "no finite epsilon for this history of %zu charges", n);
+        goto done;
+    }
+    *eps = best < 0.0 ? 0.0 : best;
+done:
+    free(m_ev);
     return rc;
 }

@@ -1,11 +1,16 @@
 /*
- * fl_accountant: Renyi-DP accountant for DP-SGD with Poisson sampling
- * (the Poisson-subsampled Gaussian mechanism, Mironov, Talwar & Zhang
- * 2019), with the RDP -> (epsilon, delta) conversion of Balle et al. 2020.
+ * fl_accountant: privacy accountants for DP-SGD with Poisson sampling (the
+ * Poisson-subsampled Gaussian mechanism).  Two accountants behind one
+ * selector: Renyi DP (Mironov, Talwar & Zhang 2019, with the RDP ->
+ * (epsilon, delta) conversion of Balle et al. 2020) and privacy loss
+ * distributions (Koskela, Jalko & Honkela 2020; Doroshenko et al. 2022),
+ * plus the exact analytic Gaussian for the full-batch case (Balle & Wang
+ * 2018).  docs/privacy-accounting.md explains which to use and why.
  */
 #ifndef FL_ACCOUNTANT_H
 #define FL_ACCOUNTANT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "error/fl_error.h"
@@ -42,5 +47,75 @@ FL_NODISCARD int fl_accountant_epsilon(double q, double sigma, uint64_t steps, d
  *  cannot reach the target. */
 FL_NODISCARD int fl_accountant_calibrate_sigma(double q, uint64_t steps, double target_eps,
                                                double delta, double *sigma);
+
+/** Which accountant turns (q, sigma, steps, delta) into epsilon. */
+typedef enum {
+    FL_ACCOUNTANT_RDP = 1, /* Renyi DP, fl_accountant_epsilon */
+    FL_ACCOUNTANT_PLD = 2  /* privacy loss distribution, fl_accountant_epsilon_pld */
+} fl_accountant_kind;
+
+/** Exact epsilon of `steps` compositions of the Gaussian mechanism with L2
+ *  sensitivity 1 and noise multiplier sigma, i.e. DP-SGD with q = 1 (full
+ *  batch).  Balle & Wang 2018 ("Improving the Gaussian mechanism", Thm 8):
+ *  with s = sigma / sqrt(steps) (T Gaussians compose to one with that
+ *  multiplier), eps is the smallest value with
+ *  Phi(-eps s + 1/(2s)) - e^eps Phi(-eps s - 1/(2s)) <= delta,
+ *  found by bisection to ~1e-12 relative.  Validates sigma > 0 finite and
+ *  0 < delta < 1 (FL_EINVAL naming the value); steps == 0 gives 0. */
+FL_NODISCARD int fl_accountant_epsilon_exact_gaussian(double sigma, uint64_t steps,
+                                                      double delta, double *eps);
+
+/** Epsilon after `steps` compositions of the Poisson-subsampled Gaussian
+ *  (rate q in (0,1], noise multiplier sigma >= 0) at `delta`, from its
+ *  privacy loss distribution: each step's PLD is discretised on a grid of
+ *  width <= 1e-4 with the pessimistic "connect the dots" construction
+ *  (Doroshenko et al. 2022), composed by FFT, and delta(eps) evaluated
+ *  exactly on the result; the maximum over the add and remove neighbouring
+ *  relations is returned.  Never below the true epsilon up to
+ *  floating-point error (see docs/privacy-accounting.md).  Same argument
+ *  checks and special cases as fl_accountant_epsilon; FL_ENOMEM if the
+ *  grid cannot be allocated, FL_ERANGE if no grid of at most 2^21 points
+ *  covers the composed distribution. */
+FL_NODISCARD int fl_accountant_epsilon_pld(double q, double sigma, uint64_t steps,
+                                           double delta, double *eps);
+
+/** Epsilon by the accountant `k` (FL_ACCOUNTANT_RDP or FL_ACCOUNTANT_PLD);
+ *  FL_EINVAL for any other k, else as the chosen function. */
+FL_NODISCARD int fl_accountant_epsilon_with(fl_accountant_kind k, double q, double sigma,
+                                            uint64_t steps, double delta, double *eps);
+
+/** Like fl_accountant_calibrate_sigma but with the accountant `k`: the
+ *  smallest sigma (bisection on [0.1, 1000], rel. precision 1e-4, upper end
+ *  returned) whose epsilon under `k` is <= target_eps.  Errors as
+ *  fl_accountant_calibrate_sigma, plus FL_EINVAL for an unknown k. */
+FL_NODISCARD int fl_accountant_calibrate_sigma_with(fl_accountant_kind k, double q,
+                                                    uint64_t steps, double target_eps,
+                                                    double delta, double *sigma);
+
+/** Stable lower-case name of an accountant ("rdp", "pld"), or "unknown".
+ *  The string is static; the caller must not free it. */
+const char *fl_accountant_name(fl_accountant_kind k);
+
+/** Parses "rdp" or "pld" (exact, lower case) into *out.  FL_EINVAL naming
+ *  the input and the accepted values otherwise (also for NULL s). */
+FL_NODISCARD int fl_accountant_parse(const char *s, fl_accountant_kind *out);
+
+/** One DP-SGD charge for composition: `steps` steps of the Poisson-subsampled
+ *  Gaussian with rate q and noise multiplier sigma. */
+typedef struct {
+    double q;
+    double sigma;
+    uint64_t steps;
+} fl_accountant_event;
+
+/** Epsilon at delta of the composition of n charges that may differ in q and
+ *  sigma (a ledger's history). RDP: per-order RDP adds up over all charges
+ *  (Mironov 2017, Prop. 1), then the same order grid and conversion as
+ *  fl_accountant_epsilon; a single kind of charge gives exactly
+ *  fl_accountant_epsilon's result. PLD: only for charges that all share q and
+ *  sigma (FL_EINVAL otherwise: use RDP). n == 0 gives 0. */
+FL_NODISCARD int fl_accountant_epsilon_events(fl_accountant_kind kind,
+                                              const fl_accountant_event *ev, size_t n,
+                                              double delta, double *eps);
 
 #endif

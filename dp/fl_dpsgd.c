@@ -188,10 +188,13 @@ int fl_dpsgd_step(fl_dpsgd *s, fl_dpsgd_grad_fn fn, void *ctx, float *grad_out,
     /* Gaussian mechanism on the clipped sum (Abadi et al. 2016, Algorithm
      * 1): sensitivity C, so noise N(0, sigma^2 C^2) is added ONCE per
      * coordinate to the sum, never per example.  Noise is drawn even for
-     * an empty batch: whether anything was sampled must not be visible. */
-    for (size_t j = 0; j < s->dim; j++)
-        grad_out[j] = 0.0f;
-    if ((rc = fl_noise_add_gaussian(grad_out, s->dim, s->sigma * s->clip)) != FL_OK)
+     * an empty batch: whether anything was sampled must not be visible.
+     * The sum stays in double and fl_noise_add_gaussian_f64 rounds it to
+     * the noise grid (randomized rounding) before adding the discrete
+     * Gaussian (Canonne, Kamath & Steinke 2020), so what follows is
+     * post-processing of an exact grid value (docs/privacy-accounting.md
+     * gives the sensitivity argument). */
+    if ((rc = fl_noise_add_gaussian_f64(s->acc, s->dim, s->sigma * s->clip)) != FL_OK)
         goto done;
 
     /* Divide by the EXPECTED batch size q*N, a public constant (as in
@@ -201,7 +204,7 @@ int fl_dpsgd_step(fl_dpsgd *s, fl_dpsgd_grad_fn fn, void *ctx, float *grad_out,
     {
         double denom = s->q * (double)s->N;
         for (size_t j = 0; j < s->dim; j++)
-            grad_out[j] = (float)((s->acc[j] + (double)grad_out[j]) / denom);
+            grad_out[j] = (float)(s->acc[j] / denom);
     }
     if (batch_size)
         *batch_size = b;

@@ -2,6 +2,10 @@
  * fl_noise: Gaussian noise and uniform variates drawn from libsodium's
  * CSPRNG (randombytes_buf).  Never rand(): the noise is what makes DP-SGD
  * private, so an attacker must not be able to predict or reconstruct it.
+ * Gaussian noise is the discrete Gaussian of Canonne, Kamath & Steinke
+ * 2020 on the grid gamma*Z (gamma = fl_noise_grid(stddev)), with the input
+ * randomly rounded to the same grid first, so that no floating-point
+ * artefact of the sampler depends on the private value (Mironov 2012).
  */
 #ifndef FL_NOISE_H
 #define FL_NOISE_H
@@ -10,11 +14,27 @@
 
 #include "error/fl_error.h"
 
-/** Adds i.i.d. N(0, stddev^2) to each of out[0..n) using libsodium's CSPRNG.
- *  The caller owns `out`.  stddev must be finite and >= 0 (0 leaves `out`
- *  unchanged), else FL_EINVAL; FL_ECRYPTO if libsodium cannot initialise.
- *  `out` may be NULL only when n == 0. */
+/** Adds i.i.d. Gaussian noise of standard deviation stddev to each of
+ *  out[0..n) using libsodium's CSPRNG: each value x becomes
+ *  gamma * (R(x/gamma) + Z), R an unbiased randomized rounding to an
+ *  integer, Z ~ N_Z(0, (stddev/gamma)^2) the exact discrete Gaussian (CKS
+ *  2020), gamma = fl_noise_grid(stddev); then rounded to float (post-
+ *  processing).  The caller owns `out`.  stddev must be finite and >= 0
+ *  (0 leaves `out` unchanged), else FL_EINVAL; FL_ERANGE if some
+ *  |out[i]| >= 2^52 gamma (the grid value would not be exact);
+ *  FL_ECRYPTO if libsodium cannot initialise.  `out` may be NULL only
+ *  when n == 0. */
 FL_NODISCARD int fl_noise_add_gaussian(float *out, size_t n, double stddev);
+
+/** As fl_noise_add_gaussian on doubles: the results are exact multiples
+ *  of fl_noise_grid(stddev).  Use this on a clipped sum kept in double so
+ *  the released value is a function of the grid value only. */
+FL_NODISCARD int fl_noise_add_gaussian_f64(double *out, size_t n, double stddev);
+
+/** The grid step gamma used for noise of standard deviation stddev > 0 (a
+ *  power of two with stddev/gamma in [2^28, 2^29)); 0 for stddev <= 0 or
+ *  non-finite. */
+double fl_noise_grid(double stddev);
 
 /** Fills out[0..n) with CSPRNG uniforms in [0,1), each with 53 random bits
  *  (k * 2^-53 for a uniform integer k < 2^53).  The caller owns `out`.

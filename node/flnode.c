@@ -27,6 +27,7 @@
 
 #include "config/fl_config.h"
 #include "dp/fl_accountant.h"
+#include "dp/fl_ledger.h"
 #include "log/fl_log.h"
 #include "nn/fl_dataset.h"
 #include "nn/fl_mlp.h"
@@ -47,7 +48,10 @@ typedef struct {
     char key[FL_CONFIG_STR_MAX];
     char schema[FL_CONFIG_STR_MAX];
     char data[FL_CONFIG_STR_MAX];
+    char ledger[FL_CONFIG_STR_MAX];
+    char accountant[FL_CONFIG_STR_MAX];
     int64_t idle_timeout_ms;
+    int64_t reserve_rounds;
     double epsilon_max, delta;
 } s_config;
 
@@ -56,19 +60,20 @@ typedef struct {
     fl_schema *schema;
     unsigned char schema_digest[32];
     fl_dataset *ds;
-    fl_keypair *kp;
-    char server_key[FL_KEYS_Z85_LEN + 1];
+    fl_identity *id;
+    fl_identity_public server;
     void *ctx, *sock, *monitor;
     fl_mlp *mlp;
     uint32_t sizes[FL_WIRE_MAX_LAYERS + 1];
     size_t num_sizes;
     uint32_t output_kind;
     fl_trainer *trainer;
-    /* Privacy plan: fixed at the first round (see s_plan). */
+    /* Privacy: the ledger holds every charge; the plan is fixed at the
+     * first round of a session (see s_plan). */
+    fl_ledger *ledger;
+    fl_accountant_kind accountant;
     int planned;
     double q, sigma, clip;
-    uint64_t steps_charged;
-    double epsilon;
     uint32_t last_round;
     int budget_spent;
 } s_node;
@@ -92,6 +97,8 @@ static int s_load_config(s_config *c, const char *path)
     memset(c, 0, sizeof *c);
     c->idle_timeout_ms = 600000;
     c->epsilon_max = -1;
+    c->reserve_rounds = 1;
+    snprintf(c->accountant, sizeof c->accountant, "rdp");
     fl_config_field f[] = {
         {"node", "name", FL_CONFIG_STRING, c->name, 1, 0, 0, 0},
         {"node", "consortium", FL_CONFIG_STRING, c->consortium, 1, 0, 0, 0},
@@ -105,6 +112,9 @@ static int s_load_config(s_config *c, const char *path)
          * nothing the coordinator sends can change it. */
         {"privacy", "epsilon_max", FL_CONFIG_DOUBLE, &c->epsilon_max, 1, 1e-3, 100, 0},
         {"privacy", "delta", FL_CONFIG_DOUBLE, &c->delta, 1, 1e-15, 1e-2, 0},
+        {"privacy", "ledger", FL_CONFIG_PATH, c->ledger, 1, 0, 0, 0},
+        {"privacy", "accountant", FL_CONFIG_STRING, c->accountant, 0, 0, 0, 0},
+        {"privacy", "reserve_rounds", FL_CONFIG_INT, &c->reserve_rounds, 0, 0, 1000, 0},
     };
     int rc = fl_config_load(path, f, sizeof f / sizeof f[0]);
     if (rc != FL_OK)
@@ -177,17 +187,26 @@ static int s_prepare_model(s_node *nd, const Fl__ModelSpec *sp)
 }
 
 /*
- * The privacy plan.  At the first round the node fixes its DP-SGD noise so
- * that the whole announced training (total_rounds x local_steps steps at
- * sampling rate q) costs at most epsilon_max at delta under the RDP
- * accountant of the Poisson-subsampled Gaussian (Mironov, Talwar & Zhang
- * 2019): sigma = the smallest value whose epsilon after all planned steps is
- * within the cap.  The cap itself is never taken from the network.
+ * The privacy plan.  At the first round of a training session the node fixes
+ * its DP-SGD noise so that its ledger's charges plus the whole announced
+ * session (total_rounds x local_steps steps at sampling rate q) cost at most
+ * epsilon_max at delta under the configured accountant (RDP of the
+ * Poisson-subsampled Gaussian, Mironov, Talwar & Zhang 2019, composed
+ * additively over charges, Mironov 2017): sigma is the smallest such value.
+ * The plan keeps `reserve_rounds` (default 1) rounds in reserve: a round
+ * charged and then lost to a crash is run again, and must still fit.
+ * A node restarted in the middle of a session (its last charge is for this
+ * consortium with the same q and C) continues with the sigma it recorded.
+ * The cap itself is never taken from the network.
  */
 static int s_plan(s_node *nd, const Fl__RoundSettings *st)
 {
-    uint64_t total = (uint64_t)st->total_rounds * st->local_steps;
+    uint64_t total =
+        ((uint64_t)st->total_rounds + (uint64_t)nd->cfg.reserve_rounds) * st->local_steps;
+    size_t n = fl_ledger_num_charges(nd->ledger);
+    const fl_ledger_charge *last = n ? fl_ledger_charge_at(nd->ledger, n - 1) : NULL;
     int rc;
+
     if (nd->planned) {
         if (fabs(st->sampling_rate - nd->q) > 1e-7 || fabs(st->clip_norm - nd->clip) > 1e-7)
             return fl_error_set(FL_EINVAL, "round settings changed the sampling rate or clip "
@@ -198,16 +217,29 @@ static int s_plan(s_node *nd, const Fl__RoundSettings *st)
     }
     nd->q = st->sampling_rate;
     nd->clip = st->clip_norm;
-    rc = fl_accountant_calibrate_sigma(nd->q, total, nd->cfg.epsilon_max, nd->cfg.delta,
-                                       &nd->sigma);
+    if (last && strcmp(last->consortium, nd->cfg.consortium) == 0 && last->q == nd->q &&
+        last->clip == nd->clip) {
+        nd->sigma = last->sigma;
+        nd->planned = 1;
+        fl_log_info("privacy plan: continuing the session in the ledger (epsilon %.4f spent "
+                    "over %llu steps) with sigma = %.4f, q = %.4g, C = %g; cap %g at delta %g",
+                    last->epsilon, (unsigned long long)last->total_steps, nd->sigma, nd->q,
+                    nd->clip, nd->cfg.epsilon_max, nd->cfg.delta);
+        return FL_OK;
+    }
+    rc = fl_ledger_calibrate_sigma(nd->ledger, nd->accountant, nd->q, total, nd->cfg.epsilon_max,
+                                   nd->cfg.delta, &nd->sigma);
     if (rc != FL_OK)
         return fl_error_wrap(rc, "cannot plan %llu DP-SGD steps within epsilon %g",
                              (unsigned long long)total, nd->cfg.epsilon_max);
     nd->planned = 1;
-    fl_log_info("privacy plan: %llu steps (%u rounds x %u) at q = %.4g, clip C = %g -> noise "
-                "multiplier sigma = %.4f for epsilon <= %g at delta = %g",
-                (unsigned long long)total, st->total_rounds, st->local_steps, nd->q, nd->clip,
-                nd->sigma, nd->cfg.epsilon_max, nd->cfg.delta);
+    fl_log_info("privacy plan: %llu steps ((%u rounds + %lld in reserve) x %u) at q = %.4g, "
+                "clip C = %g -> noise multiplier sigma = %.4f for epsilon <= %g at delta = %g "
+                "(%s accountant%s)",
+                (unsigned long long)total, st->total_rounds, (long long)nd->cfg.reserve_rounds,
+                st->local_steps, nd->q, nd->clip,
+                nd->sigma, nd->cfg.epsilon_max, nd->cfg.delta, fl_accountant_name(nd->accountant),
+                n ? ", including the ledger's earlier charges" : "");
     return FL_OK;
 }
 
@@ -230,25 +262,54 @@ static void s_on_round_start(s_node *nd, const Fl__RoundStart *rs)
     if ((rc = s_prepare_model(nd, rs->spec)) != FL_OK || (rc = s_plan(nd, st)) != FL_OK) {
         fl_log_error("declining round %u: %s", rs->round, fl_error_last());
         s_send_decline(nd, rs->round, rc, fl_error_last());
+        if (rc == FL_EBUDGET)
+            nd->budget_spent = 1;
         return;
     }
-    /* Budget check BEFORE training: the epsilon we would reach after this
-     * round's steps must stay within our own cap. */
-    rc = fl_accountant_epsilon(nd->q, nd->sigma, nd->steps_charged + st->local_steps,
-                               nd->cfg.delta, &eps_after, NULL);
-    if (rc != FL_OK || eps_after > nd->cfg.epsilon_max * (1.0 + 1e-9)) {
+    /* Budget check BEFORE training: the epsilon the ledger would reach after
+     * this round's steps must stay within our own cap. */
+    rc = fl_ledger_epsilon_after(nd->ledger, nd->accountant, nd->q, nd->sigma, st->local_steps,
+                                 nd->cfg.delta, &eps_after);
+    if (rc != FL_OK || eps_after > nd->cfg.epsilon_max * (1.0 + 1e-12)) {
+        double spent = 0.0;
+        if (fl_ledger_epsilon_after(nd->ledger, nd->accountant, nd->q, nd->sigma, 0,
+                                    nd->cfg.delta, &spent) != FL_OK)
+            spent = NAN;
         snprintf(reason, sizeof reason, "round %u would raise this hospital's epsilon from %.4f "
                  "to %.4f, above its cap of %g (delta %g); declining and training no more",
-                 rs->round, nd->epsilon, eps_after, nd->cfg.epsilon_max, nd->cfg.delta);
+                 rs->round, spent, eps_after, nd->cfg.epsilon_max, nd->cfg.delta);
         fl_log_warn("%s", reason);
         nd->budget_spent = 1;
         s_send_decline(nd, rs->round, FL_EBUDGET, reason);
         return;
     }
-    /* Charge first: the cost counts even if training or sending fails.
-     * (The durable, signed ledger replaces this in-memory charge.) */
-    nd->steps_charged += st->local_steps;
-    nd->epsilon = eps_after;
+    /* Charge first, durably: the signed ledger line is fsynced before any
+     * training, so the cost counts even if training, sending or the whole
+     * node fails afterwards. No charge, no training. */
+    {
+        fl_ledger_charge c;
+        memset(&c, 0, sizeof c);
+        /* Both names were validated to at most 64 characters. */
+        snprintf(c.node, sizeof c.node, "%.64s", nd->cfg.name);
+        snprintf(c.consortium, sizeof c.consortium, "%.64s", nd->cfg.consortium);
+        c.round = rs->round;
+        c.accountant = nd->accountant;
+        c.q = nd->q;
+        c.sigma = nd->sigma;
+        c.clip = nd->clip;
+        c.steps = st->local_steps;
+        c.dataset_size = nd->ds->n;
+        c.delta = nd->cfg.delta;
+        c.epsilon_max = nd->cfg.epsilon_max;
+        if ((rc = fl_ledger_append_charge(nd->ledger, &c)) != FL_OK) {
+            fl_log_error("round %u: cannot record the privacy charge, not training: %s",
+                         rs->round, fl_error_last());
+            s_send_decline(nd, rs->round, rc, "the node could not record its privacy charge");
+            nd->budget_spent = rc == FL_EBUDGET;
+            return;
+        }
+        eps_after = c.epsilon;
+    }
     nd->last_round = rs->round;
 
     memcpy(fl_mlp_params(nd->mlp), rs->params, rs->n_params * sizeof(float));
@@ -274,14 +335,14 @@ static void s_on_round_start(s_node *nd, const Fl__RoundStart *rs)
         u.params = fl_mlp_params(nd->mlp);
         u.base_sha256 = rs->model_sha256;
         u.steps = st->local_steps;
-        u.epsilon = nd->epsilon;
+        u.epsilon = eps_after;
         u.delta = nd->cfg.delta;
         env.body_case = FL__ENVELOPE__BODY_UPDATE;
         env.update = &u;
         if (s_send(nd, &env) == FL_OK)
             fl_log_info("round %u: trained %u DP-SGD steps (mean batch %.1f), epsilon spent "
                         "%.4f of %g (delta %g)", rs->round, st->local_steps, mean_batch,
-                        nd->epsilon, nd->cfg.epsilon_max, nd->cfg.delta);
+                        eps_after, nd->cfg.epsilon_max, nd->cfg.delta);
     }
 }
 
@@ -331,19 +392,42 @@ static int s_run(const char *config_path)
     if ((rc = s_load_config(&nd->cfg, config_path)) != FL_OK ||
         (rc = fl_schema_load(&nd->schema, nd->cfg.schema)) != FL_OK ||
         (rc = fl_dataset_load_csv(&nd->ds, nd->cfg.data, nd->schema)) != FL_OK ||
-        (rc = fl_keys_load(&nd->kp, nd->cfg.key)) != FL_OK ||
-        (rc = fl_keys_load_public(nd->server_key, nd->cfg.coordinator_key)) != FL_OK) {
+        (rc = fl_identity_load(&nd->id, nd->cfg.key)) != FL_OK ||
+        (rc = fl_identity_load_public(&nd->server, nd->cfg.coordinator_key)) != FL_OK) {
         fl_log_error("%s", fl_error_last());
         goto done;
     }
     fl_log_init(nd->cfg.name, FL_LOG_INFO);
+    if (fl_accountant_parse(nd->cfg.accountant, &nd->accountant) != FL_OK) {
+        fl_log_error("%s: [privacy] accountant = '%s': use 'rdp' or 'pld'", config_path,
+                     nd->cfg.accountant);
+        goto done;
+    }
+    {
+        int recovered = 0;
+        double spent = 0.0;
+        if (fl_ledger_open(&nd->ledger, nd->cfg.ledger, nd->id, nd->cfg.name, &recovered) !=
+            FL_OK) {
+            fl_log_error("%s", fl_error_last());
+            goto done;
+        }
+        if (recovered)
+            fl_log_warn("ledger %s: line %d was torn by a crash during an append; it is kept "
+                        "and followed by a signed recovery record (no update left the node "
+                        "for it)", nd->cfg.ledger, recovered);
+        if (fl_ledger_epsilon_after(nd->ledger, nd->accountant, 1.0, 1.0, 0, nd->cfg.delta,
+                                    &spent) == FL_OK && fl_ledger_num_charges(nd->ledger))
+            fl_log_info("ledger %s: %zu charges, epsilon %.4f of %g spent at delta %g",
+                        nd->cfg.ledger, fl_ledger_num_charges(nd->ledger), spent,
+                        nd->cfg.epsilon_max, nd->cfg.delta);
+    }
     fl_schema_digest(nd->schema, nd->schema_digest);
     fl_log_info("loaded %zu local records with %zu features%s", nd->ds->n, nd->ds->d,
                 nd->ds->clamped ? " (some values clamped to the schema's public ranges)" : "");
     nd->ctx = zmq_ctx_new();
     snprintf(mon_ep, sizeof mon_ep, "inproc://flnode-monitor-%ld", (long)getpid());
     if (!nd->ctx ||
-        (rc = fl_transport_client(&nd->sock, nd->ctx, nd->kp, nd->server_key,
+        (rc = fl_transport_client(&nd->sock, nd->ctx, nd->id, nd->server.curve_z85,
                                   nd->cfg.coordinator, mon_ep)) != FL_OK) {
         fl_log_error("%s", fl_error_last());
         goto done;
@@ -366,9 +450,9 @@ static int s_run(const char *config_path)
                 s_send_join(nd);
                 last_heard = s_now();
             } else if (ev == FL_TRANSPORT_EV_REFUSED) {
-                fl_log_error("the coordinator refused this node's key (%s, public key %s): ask "
-                             "the coordinator's operator to enroll it", nd->cfg.key,
-                             fl_keys_public_z85(nd->kp));
+                fl_log_error("the coordinator refused this node's key (%s, identity key %s): "
+                             "ask the coordinator's operator to enroll it", nd->cfg.key,
+                             fl_identity_public_of(nd->id)->sign_z85);
                 exit_code = S_EXIT_REFUSED;
                 goto done;
             } else if (ev == FL_TRANSPORT_EV_DISCONNECTED) {
@@ -387,6 +471,11 @@ static int s_run(const char *config_path)
                 exit_code = 0;
                 goto done;
             }
+            if (nd->budget_spent) {
+                /* Declined for budget: train no more. */
+                exit_code = S_EXIT_BUDGET;
+                goto done;
+            }
         }
         if (s_now() - last_heard > (double)nd->cfg.idle_timeout_ms / 1000.0) {
             fl_log_error("no word from the coordinator at %s for %.0f s; giving up",
@@ -397,10 +486,13 @@ static int s_run(const char *config_path)
     if (s_stop)
         fl_log_warn("stopped by signal %d", (int)s_stop);
 done:
-    if (nd->planned)
-        fl_log_info("privacy spent: epsilon %.4f of %g at delta %g over %llu DP-SGD steps",
-                    nd->epsilon, nd->cfg.epsilon_max, nd->cfg.delta,
-                    (unsigned long long)nd->steps_charged);
+    if (nd->ledger && fl_ledger_num_charges(nd->ledger)) {
+        const fl_ledger_charge *c =
+            fl_ledger_charge_at(nd->ledger, fl_ledger_num_charges(nd->ledger) - 1);
+        fl_log_info("privacy spent: epsilon %.4f of %g at delta %g over %llu DP-SGD steps "
+                    "(ledger %s)", c->epsilon, nd->cfg.epsilon_max, nd->cfg.delta,
+                    (unsigned long long)c->total_steps, nd->cfg.ledger);
+    }
     if (nd->budget_spent && exit_code == 1)
         exit_code = S_EXIT_BUDGET;
     /* Order matters: stop the monitor while our end of it is still open,
@@ -421,8 +513,9 @@ done:
     if (nd->ctx)
         zmq_ctx_term(nd->ctx);
     fl_trainer_free(nd->trainer);
+    fl_ledger_free(nd->ledger);
     fl_mlp_free(nd->mlp);
-    fl_keys_free(nd->kp);
+    fl_identity_free(nd->id);
     fl_dataset_free(nd->ds);
     fl_schema_free(nd->schema);
     free(nd);
@@ -431,40 +524,23 @@ done:
 
 static int s_init(const char *dir, const char *name, int force)
 {
-    char sec[4096], pub[4096], label[128];
-    fl_keypair *kp = NULL;
-    FILE *f;
-    int rc;
+    fl_identity_public pub;
+    char label[128];
 
     if (!fl_wire_name_ok(name)) {
         fprintf(stderr, "flnode init: name '%s' must be 1..%u characters from [A-Za-z0-9._-]\n",
                 name, FL_WIRE_MAX_NAME);
         return S_EXIT_USAGE;
     }
-    if (fl_storage_mkdir(dir, 0700) != FL_OK) {
-        fprintf(stderr, "flnode: %s\n", fl_error_last());
-        return 1;
-    }
-    snprintf(sec, sizeof sec, "%s/%s.key", dir, name);
-    snprintf(pub, sizeof pub, "%s/%s.pub", dir, name);
     snprintf(label, sizeof label, "node '%s'", name);
-    if (!force && (f = fopen(sec, "r")) != NULL) {
-        fclose(f);
-        fprintf(stderr, "flnode: '%s' already exists; refusing to overwrite a key (use --force "
-                "to replace it; the coordinator must then enroll the new public key)\n", sec);
+    if (fl_identity_create_files(dir, name, label, force, &pub) != FL_OK) {
+        fprintf(stderr, "flnode init: %s\n", fl_error_last());
         return 1;
     }
-    rc = fl_keys_generate(&kp);
-    if (rc == FL_OK)
-        rc = fl_keys_save(kp, label, sec, pub);
-    if (rc != FL_OK) {
-        fprintf(stderr, "flnode: %s\n", fl_error_last());
-        fl_keys_free(kp);
-        return 1;
-    }
-    printf("created %s (secret, mode 0600)\ncreated %s (public: send it to the coordinator's "
-           "operator for enrollment)\n%s %s\n", sec, pub, name, fl_keys_public_z85(kp));
-    fl_keys_free(kp);
+    /* The last line is the node's enrollment line for the coordinator. */
+    printf("created %s/%s.key (secret, mode 0600)\n"
+           "created %s/%s.pub (public: send it to the coordinator's operator)\n%s %s\n",
+           dir, name, dir, name, name, pub.sign_z85);
     return 0;
 }
 
@@ -502,8 +578,9 @@ static void s_usage(FILE *out)
             "                    [--test-fraction F] [--seed S]\n"
             "       flnode --help | --version\n\n"
             "A hospital's node in a federated-learning consortium.\n\n"
-            "  init   create the node's CURVE key pair: DIR/NAME.key (mode 0600) and\n"
-            "         DIR/NAME.pub, which the coordinator's operator enrolls\n"
+            "  init   create the node's identity: DIR/NAME.key (secret, mode 0600) and\n"
+            "         DIR/NAME.pub; the last line printed is the enrollment line\n"
+            "         ('NAME IDENTITY_KEY') for the coordinator's operator\n"
             "  run    join the consortium in the configuration file and train each round\n"
             "         with DP-SGD within the configured [privacy] epsilon_max and delta\n"
             "  split  split a CSV into DIR/test.csv (default 20%%) and K stratified shards\n"

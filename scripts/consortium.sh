@@ -58,7 +58,7 @@ trap cleanup EXIT
 trap 'echo "consortium.sh: interrupted, stopping the consortium" >&2; exit 130' INT TERM
 
 rm -rf "$workdir"
-mkdir -p "$workdir"/{keys,data,logs,out}
+mkdir -p "$workdir"/{keys,data,logs,out,ledgers}
 data="$here/data/wdbc"
 
 echo "== preparing a consortium of $nodes hospitals in $workdir"
@@ -133,6 +133,7 @@ train = data/shard-$i.csv
 [privacy]
 epsilon_max = $epsilon
 delta = 1e-5
+ledger = ledgers/$name.ledger
 INI
   if [ "$quiet" = 1 ]; then
     "$flnode" run --config "$workdir/$name.ini" 2> "$workdir/logs/$name.log" &
@@ -162,6 +163,7 @@ num() { sed -n "s/.*\"$1\": \([0-9.eE+-]*\).*/\1/p" "$summary" | head -n 1; }
 acc=$(num accuracy); auc=$(num auc); eps=$(num epsilon_max); secs=$(num seconds)
 echo "== done in ${secs}s: test accuracy $acc, ROC AUC $auc, epsilon spent $eps (cap $epsilon, delta 1e-5) per hospital"
 echo "== model: $workdir/out/model.flm, summary: $summary, logs: $workdir/logs/"
+echo "== privacy ledgers (verify with flaudit verify LEDGER --key keys/NAME.pub): $workdir/ledgers/"
 [ "$node_fail" = 0 ] || { echo "consortium.sh: a node exited with an error; see $workdir/logs" >&2; exit 1; }
 if [ -n "$min_accuracy" ]; then
   if awk -v a="$acc" -v m="$min_accuracy" -v e="$eps" -v c="$epsilon" 'BEGIN{exit !(a >= m && e <= c)}'; then

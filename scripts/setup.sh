@@ -32,9 +32,13 @@ fi
 packages=(gcc libc6-dev make cmake pkg-config
           libzmq3-dev libsodium-dev libprotobuf-c-dev protobuf-c-compiler
           libopenblas-dev libinih-dev libcriterion-dev)
+# Test-only: headless Chromium renders flaudit's HTML report and ImageMagick
+# checks the chart in the screenshot (tests/audit/check_report_html.sh).
+# Installed by default, because that test fails without them.
+test_packages=(chromium imagemagick)
 
 missing=()
-for p in "${packages[@]}"; do
+for p in "${packages[@]}" "${test_packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$p")
   fi

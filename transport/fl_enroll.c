@@ -12,11 +12,12 @@
 #include <zmq.h>
 
 #include "proto/fl_wire.h"
-#include "transport/fl_keys.h"
+#include "identity/fl_identity.h"
 
 typedef struct {
     char name[FL_WIRE_MAX_NAME + 1];
-    uint8_t key[32];
+    uint8_t identity[32]; /* Ed25519 */
+    uint8_t key[32];      /* CURVE, derived from identity */
 } s_entry;
 
 struct fl_enroll {
@@ -30,16 +31,18 @@ int fl_enroll_new(fl_enroll **out)
     return *out ? FL_OK : fl_error_set(FL_ENOMEM, "out of memory");
 }
 
-int fl_enroll_add(fl_enroll *e, const char *name, const char *public_z85)
+int fl_enroll_add(fl_enroll *e, const char *name, const char *identity_z85)
 {
-    uint8_t key[32];
+    uint8_t key[32], identity[32];
     if (!fl_wire_name_ok(name))
         return fl_error_set(FL_EINVAL, "node name '%s' is invalid: use 1..%u characters from "
                             "[A-Za-z0-9._-]", name, FL_WIRE_MAX_NAME);
-    if (!fl_keys_z85_ok(public_z85))
-        return fl_error_set(FL_EINVAL, "public key for '%s' is not a 40-character Z85 key",
-                            name);
-    zmq_z85_decode(key, public_z85);
+    if (!fl_identity_z85_ok(identity_z85))
+        return fl_error_set(FL_EINVAL, "identity key for '%s' is not a 40-character Z85 key "
+                            "(copy the identity-key line of the node's .pub file)", name);
+    zmq_z85_decode(identity, identity_z85);
+    if (crypto_sign_ed25519_pk_to_curve25519(key, identity) != 0)
+        return fl_error_set(FL_EINVAL, "identity key for '%s' is not a valid Ed25519 key", name);
     for (size_t i = 0; i < e->n; i++) {
         if (strcmp(e->v[i].name, name) == 0)
             return fl_error_set(FL_EINVAL, "node '%s' is enrolled twice", name);
@@ -57,6 +60,7 @@ int fl_enroll_add(fl_enroll *e, const char *name, const char *public_z85)
     }
     snprintf(e->v[e->n].name, sizeof e->v[e->n].name, "%s", name);
     memcpy(e->v[e->n].key, key, 32);
+    memcpy(e->v[e->n].identity, identity, 32);
     e->n++;
     return FL_OK;
 }
@@ -97,7 +101,7 @@ int fl_enroll_load(fl_enroll **out, const char *path)
         if (k <= 0 || name[0] == '#')
             continue;
         if (k != 2 && !(k == 3 && extra[0] == '#')) {
-            rc = fl_error_set(FL_EPARSE, "%s:%d: expected 'NAME PUBLIC_KEY'", path, lineno);
+            rc = fl_error_set(FL_EPARSE, "%s:%d: expected 'NAME IDENTITY_KEY'", path, lineno);
             break;
         }
         if (fl_enroll_add(*out, name, key) != FL_OK)
@@ -116,6 +120,14 @@ const char *fl_enroll_lookup(const fl_enroll *e, const uint8_t key[32])
     for (size_t i = 0; i < e->n; i++)
         if (sodium_memcmp(e->v[i].key, key, 32) == 0)
             return e->v[i].name;
+    return NULL;
+}
+
+const uint8_t *fl_enroll_identity(const fl_enroll *e, const char *name)
+{
+    for (size_t i = 0; i < e->n; i++)
+        if (strcmp(e->v[i].name, name) == 0)
+            return e->v[i].identity;
     return NULL;
 }
 

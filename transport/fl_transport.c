@@ -100,10 +100,10 @@ static void s_zap_one(fl_zap *z)
                 text = "OK";
                 user = name;
             } else {
-                char z85[FL_KEYS_Z85_LEN + 1];
+                char z85[FL_IDENTITY_Z85_LEN + 1];
                 zmq_z85_encode(z85, zmq_msg_data(&part[6]), 32);
-                fl_log_warn("refused a connection from %s: public key %s is not enrolled",
-                            address, z85);
+                fl_log_warn("refused a connection from %s: its CURVE key %s belongs to no "
+                            "enrolled identity", address, z85);
                 z->refused++;
             }
         } else {
@@ -164,7 +164,7 @@ static int s_common_opts(void *s)
     return FL_OK;
 }
 
-int fl_transport_server(void **sock, void *ctx, const fl_keypair *kp, const char *endpoint,
+int fl_transport_server(void **sock, void *ctx, const fl_identity *id, const char *endpoint,
                         char *bound, size_t bound_len)
 {
     void *s;
@@ -179,7 +179,8 @@ int fl_transport_server(void **sock, void *ctx, const fl_keypair *kp, const char
     rc = s_common_opts(s);
     if (rc == FL_OK &&
         (zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
-         zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, fl_keys_secret_z85(kp), FL_KEYS_Z85_LEN) != 0 ||
+         zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, fl_identity_curve_secret_z85(id),
+                        FL_IDENTITY_Z85_LEN) != 0 ||
          zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, FL_TRANSPORT_ZAP_DOMAIN,
                         strlen(FL_TRANSPORT_ZAP_DOMAIN)) != 0 ||
          zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0))
@@ -200,7 +201,7 @@ int fl_transport_server(void **sock, void *ctx, const fl_keypair *kp, const char
     return FL_OK;
 }
 
-int fl_transport_client(void **sock, void *ctx, const fl_keypair *kp, const char *server_z85,
+int fl_transport_client(void **sock, void *ctx, const fl_identity *id, const char *server_z85,
                         const char *endpoint, const char *monitor_ep)
 {
     void *s;
@@ -216,9 +217,11 @@ int fl_transport_client(void **sock, void *ctx, const fl_keypair *kp, const char
     if (rc == FL_OK &&
         (zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) != 0 ||
          zmq_setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max) != 0 ||
-         zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server_z85, FL_KEYS_Z85_LEN) != 0 ||
-         zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, fl_keys_public_z85(kp), FL_KEYS_Z85_LEN) != 0 ||
-         zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, fl_keys_secret_z85(kp), FL_KEYS_Z85_LEN) != 0))
+         zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server_z85, FL_IDENTITY_Z85_LEN) != 0 ||
+         zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, fl_identity_public_of(id)->curve_z85,
+                        FL_IDENTITY_Z85_LEN) != 0 ||
+         zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, fl_identity_curve_secret_z85(id),
+                        FL_IDENTITY_Z85_LEN) != 0))
         rc = fl_error_set(FL_ECRYPTO, "cannot configure CURVE client: %s", zmq_strerror(errno));
     if (rc == FL_OK && monitor_ep &&
         zmq_socket_monitor(s, monitor_ep,

@@ -24,7 +24,7 @@
 #include "error/fl_error.h"
 #include "proto/fl_wire.h"
 #include "transport/fl_enroll.h"
-#include "transport/fl_keys.h"
+#include "identity/fl_identity.h"
 
 #define FL_TRANSPORT_ZAP_DOMAIN "flc"
 
@@ -55,16 +55,16 @@ void fl_zap_free(fl_zap *z);
 
 /* -------------------------------------------------------------- sockets */
 
-/** Creates a ROUTER socket as CURVE server with key pair `kp` and binds it to
+/** Creates a ROUTER socket as CURVE server with identity `id` and binds it to
  *  `endpoint` ("tcp://127.0.0.1:5555", or port "*" for any free port). The
  *  endpoint actually bound is written to `bound` (capacity `bound_len`). */
-FL_NODISCARD int fl_transport_server(void **sock, void *ctx, const fl_keypair *kp,
+FL_NODISCARD int fl_transport_server(void **sock, void *ctx, const fl_identity *id,
                                      const char *endpoint, char *bound, size_t bound_len);
 
-/** Creates a DEALER socket as CURVE client with key pair `kp`, trusting the
+/** Creates a DEALER socket as CURVE client with identity `id`, trusting the
  *  server key `server_z85`, and connects it to `endpoint`. If `monitor_ep` is
  *  not NULL, handshake events are published there (see fl_transport_event). */
-FL_NODISCARD int fl_transport_client(void **sock, void *ctx, const fl_keypair *kp,
+FL_NODISCARD int fl_transport_client(void **sock, void *ctx, const fl_identity *id,
                                      const char *server_z85, const char *endpoint,
                                      const char *monitor_ep);
 

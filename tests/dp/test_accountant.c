@@ -233,3 +233,78 @@ Test(accountant, rejects_invalid_arguments)
     cr_expect_eq(fl_accountant_calibrate_sigma(2.0, 10, 1.0, 1e-5, &sigma), FL_EINVAL);
     cr_expect_eq(fl_accountant_calibrate_sigma(0.1, 10, 1.0, 1e-5, NULL), FL_EINVAL);
 }
+
+/* Phi(x) = erfc(-x/sqrt 2)/2, written out here so the defining equation of
+ * the analytic Gaussian is checked by code independent of fl_accountant. */
+static double s_phi(double x)
+{
+    return 0.5 * erfc(-x / sqrt(2.0));
+}
+
+Test(accountant, analytic_gaussian_matches_balle_wang_reference)
+{
+    /* Reference: issue 3 of the project (Balle & Wang 2018 analytic
+     * Gaussian, sigma = 1, one step, delta = 1e-5 -> 4.3772, 4 decimals). */
+    double eps = 0;
+    cr_assert_eq(fl_accountant_epsilon_exact_gaussian(1.0, 1, 1e-5, &eps), FL_OK);
+    cr_expect_lt(fabs(eps - 4.3772), 5e-5, "eps %.6f", eps);
+}
+
+Test(accountant, analytic_gaussian_solves_its_defining_equation)
+{
+    /* Balle & Wang 2018 Thm 8: delta = Phi(-eps s + 1/(2s)) - e^eps
+     * Phi(-eps s - 1/(2s)) with s = sigma/sqrt(T); plugging the returned
+     * eps back in must give delta to 1e-9 relative. */
+    const double sig[] = {0.5, 1, 2, 5, 10};
+    const uint64_t st[] = {1, 10, 100};
+    const double dl[] = {1e-5, 1e-8};
+    for (size_t i = 0; i < 5; i++)
+        for (size_t j = 0; j < 3; j++)
+            for (size_t k = 0; k < 2; k++) {
+                double eps = -1;
+                cr_assert_eq(fl_accountant_epsilon_exact_gaussian(sig[i], st[j], dl[k], &eps),
+                             FL_OK);
+                double s = sig[i] / sqrt((double)st[j]);
+                double d = s_phi(-eps * s + 0.5 / s) - exp(eps) * s_phi(-eps * s - 0.5 / s);
+                cr_expect_lt(s_rel(d, dl[k]), 1e-9, "sigma=%g T=%llu delta=%g: eps %.12g "
+                             "gives delta %.12g", sig[i], (unsigned long long)st[j], dl[k],
+                             eps, d);
+            }
+}
+
+Test(accountant, rdp_with_q1_is_never_below_analytic_gaussian)
+{
+    /* The RDP conversion is an upper bound on the exact epsilon (Balle et
+     * al. 2020 Thm 21 is sound), so over this grid it can never be below
+     * Balle & Wang's exact value. */
+    const double sig[] = {0.5, 1, 2, 5, 10};
+    const uint64_t st[] = {1, 10, 100};
+    const double dl[] = {1e-5, 1e-8};
+    for (size_t i = 0; i < 5; i++)
+        for (size_t j = 0; j < 3; j++)
+            for (size_t k = 0; k < 2; k++) {
+                double ex = 0, rdp = 0;
+                cr_assert_eq(fl_accountant_epsilon_exact_gaussian(sig[i], st[j], dl[k], &ex),
+                             FL_OK);
+                cr_assert_eq(fl_accountant_epsilon(1.0, sig[i], st[j], dl[k], &rdp, NULL),
+                             FL_OK);
+                cr_expect_geq(rdp, ex, "sigma=%g T=%llu delta=%g: rdp %.6f exact %.6f",
+                              sig[i], (unsigned long long)st[j], dl[k], rdp, ex);
+            }
+}
+
+Test(accountant, analytic_gaussian_special_cases_and_errors)
+{
+    double eps = -1;
+    cr_assert_eq(fl_accountant_epsilon_exact_gaussian(1.0, 0, 1e-5, &eps), FL_OK);
+    cr_expect_eq(eps, 0.0);
+    /* sigma = 1000, one step: delta(0) = 1 - 2 Phi(-1/2000) ~ 4e-4 > 1e-5,
+     * so eps is positive but tiny; at delta = 0.5 it is exactly 0. */
+    cr_assert_eq(fl_accountant_epsilon_exact_gaussian(1000.0, 1, 0.5, &eps), FL_OK);
+    cr_expect_eq(eps, 0.0);
+    cr_expect_eq(fl_accountant_epsilon_exact_gaussian(0.0, 1, 1e-5, &eps), FL_EINVAL);
+    cr_expect_eq(fl_accountant_epsilon_exact_gaussian(NAN, 1, 1e-5, &eps), FL_EINVAL);
+    cr_expect_eq(fl_accountant_epsilon_exact_gaussian(1.0, 1, 0.0, &eps), FL_EINVAL);
+    cr_expect(strstr(fl_error_last(), "delta") != NULL, "message: %s", fl_error_last());
+    cr_expect_eq(fl_accountant_epsilon_exact_gaussian(1.0, 1, 1e-5, NULL), FL_EINVAL);
+}

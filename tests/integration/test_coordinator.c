@@ -20,11 +20,12 @@
 
 #include "nn/fl_dataset.h"
 #include "proto/fl_wire.h"
+#include "identity/fl_identity.h"
 #include "transport/fl_transport.h"
 
 static char s_dir[128];
 static char s_endpoint[256];
-static char s_coord_pub[FL_KEYS_Z85_LEN + 1];
+static fl_identity_public s_coord_pub;
 static pid_t s_coord;
 
 static double s_now(void)
@@ -50,18 +51,20 @@ static void s_write(const char *name, const char *text)
     fclose(f);
 }
 
-static void s_make_key(const char *name, char pub[FL_KEYS_Z85_LEN + 1])
+/* Writes DIR/NAME.key and DIR/NAME.pub for a fresh identity; *pub gets
+ * its public half (identity-key for enrollment, public-key for CURVE). */
+static void s_make_key(const char *name, fl_identity_public *pub)
 {
-    fl_keypair *kp = NULL;
+    fl_identity *id = NULL;
     char sec[256], pubf[256], file[64];
     snprintf(file, sizeof file, "%s.key", name);
     s_path(sec, sizeof sec, file);
     snprintf(file, sizeof file, "%s.pub", name);
     s_path(pubf, sizeof pubf, file);
-    cr_assert_eq(fl_keys_generate(&kp), FL_OK);
-    cr_assert_eq(fl_keys_save(kp, name, sec, pubf), FL_OK, "%s", fl_error_last());
-    strcpy(pub, fl_keys_public_z85(kp));
-    fl_keys_free(kp);
+    cr_assert_eq(fl_identity_generate(&id), FL_OK);
+    cr_assert_eq(fl_identity_save(id, name, sec, pubf), FL_OK, "%s", fl_error_last());
+    *pub = *fl_identity_public_of(id);
+    fl_identity_free(id);
 }
 
 static pid_t s_spawn(const char *prog, const char *cmd, const char *config, const char *log)
@@ -85,13 +88,15 @@ static pid_t s_spawn(const char *prog, const char *cmd, const char *config, cons
 
 static void s_start_coordinator(void)
 {
-    char hospital_pub[FL_KEYS_Z85_LEN + 1], text[2048], cfg[256], epf[256];
+    fl_identity_public hospital_pub;
+    char text[2048], cfg[256], epf[256];
     double t0;
 
     fl_test_dir_new(s_dir, sizeof s_dir, "it");
-    s_make_key("coordinator", s_coord_pub);
-    s_make_key("hospital-a", hospital_pub);
-    snprintf(text, sizeof text, "# test consortium\nhospital-a %s\n", hospital_pub);
+    s_make_key("coordinator", &s_coord_pub);
+    s_make_key("hospital-a", &hospital_pub);
+    snprintf(text, sizeof text, "# test consortium\nhospital-a %s\n",
+             hospital_pub.sign_z85);
     s_write("enrolled.txt", text);
     snprintf(text, sizeof text,
              "[coordinator]\nconsortium = it\nlisten = tcp://127.0.0.1:*\n"
@@ -138,17 +143,19 @@ static int s_alive(pid_t pid)
 /* Connects a client with key `name` (made fresh in the test dir). */
 static void *s_client(void *ctx, const char *name, const char *monitor_ep)
 {
-    char pub[FL_KEYS_Z85_LEN + 1], sec[256], file[64];
-    fl_keypair *kp = NULL;
+    fl_identity_public pub;
+    char sec[256], file[64];
+    fl_identity *id = NULL;
     void *sock = NULL;
     snprintf(file, sizeof file, "%s.key", name);
     s_path(sec, sizeof sec, file);
     if (access(sec, F_OK) != 0)
-        s_make_key(name, pub);
-    cr_assert_eq(fl_keys_load(&kp, sec), FL_OK, "%s", fl_error_last());
-    cr_assert_eq(fl_transport_client(&sock, ctx, kp, s_coord_pub, s_endpoint, monitor_ep), FL_OK,
-                 "%s", fl_error_last());
-    fl_keys_free(kp);
+        s_make_key(name, &pub);
+    cr_assert_eq(fl_identity_load(&id, sec), FL_OK, "%s", fl_error_last());
+    cr_assert_eq(fl_transport_client(&sock, ctx, id, s_coord_pub.curve_z85, s_endpoint,
+                                     monitor_ep),
+                 FL_OK, "%s", fl_error_last());
+    fl_identity_free(id);
     return sock;
 }
 
@@ -312,17 +319,18 @@ Test(coordinator_process, answers_malformed_frames_with_an_error_and_carries_on)
 
 Test(coordinator_process, unenrolled_flnode_exits_with_code_3)
 {
-    char text[2048], cfg[256], pub[FL_KEYS_Z85_LEN + 1];
+    fl_identity_public pub;
+    char text[2048], cfg[256];
     int status = 0;
     pid_t pid;
     double t0;
 
-    s_make_key("stranger", pub);
+    s_make_key("stranger", &pub);
     snprintf(text, sizeof text,
              "[node]\nname = stranger\nconsortium = it\ncoordinator = %s\n"
              "coordinator_key = coordinator.pub\nkey = stranger.key\nidle_timeout_ms = 20000\n"
              "[data]\nschema = %s/data/wdbc/schema.ini\ntrain = %s/data/wdbc/wdbc.csv\n"
-             "[privacy]\nepsilon_max = 3\ndelta = 1e-5\n",
+             "[privacy]\nepsilon_max = 3\ndelta = 1e-5\nledger = stranger.ledger\n",
              s_endpoint, FL_TEST_SOURCE_DIR, FL_TEST_SOURCE_DIR);
     s_write("stranger.ini", text);
     s_path(cfg, sizeof cfg, "stranger.ini");

@@ -8,9 +8,10 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "identity/fl_identity.h"
+
 #include "proto/fl_wire.h"
 #include "transport/fl_enroll.h"
-#include "transport/fl_keys.h"
 #include "transport/fl_transport.h"
 
 #define S_TRIES 100
@@ -21,7 +22,7 @@ typedef struct {
     void *ctx;
     fl_enroll *enroll;
     fl_zap *zap;
-    fl_keypair *server_kp, *a_kp;
+    fl_identity *server_id, *a_id;
     void *server;
     char bound[256];
     void *socks[16]; /* client sockets, closed by the teardown even on failure */
@@ -35,13 +36,14 @@ static void s_setup(void)
     memset(&W, 0, sizeof W);
     W.ctx = zmq_ctx_new();
     cr_assert_not_null(W.ctx);
-    cr_assert_eq(fl_keys_generate(&W.server_kp), FL_OK, "%s", fl_error_last());
-    cr_assert_eq(fl_keys_generate(&W.a_kp), FL_OK, "%s", fl_error_last());
+    cr_assert_eq(fl_identity_generate(&W.server_id), FL_OK, "%s", fl_error_last());
+    cr_assert_eq(fl_identity_generate(&W.a_id), FL_OK, "%s", fl_error_last());
     cr_assert_eq(fl_enroll_new(&W.enroll), FL_OK);
-    cr_assert_eq(fl_enroll_add(W.enroll, "hospital-a", fl_keys_public_z85(W.a_kp)), FL_OK,
+    cr_assert_eq(fl_enroll_add(W.enroll, "hospital-a",
+                               fl_identity_public_of(W.a_id)->sign_z85), FL_OK,
                  "%s", fl_error_last());
     cr_assert_eq(fl_zap_new(&W.zap, W.ctx, W.enroll), FL_OK, "%s", fl_error_last());
-    cr_assert_eq(fl_transport_server(&W.server, W.ctx, W.server_kp, "tcp://127.0.0.1:*", W.bound,
+    cr_assert_eq(fl_transport_server(&W.server, W.ctx, W.server_id, "tcp://127.0.0.1:*", W.bound,
                                      sizeof W.bound),
                  FL_OK, "%s", fl_error_last());
     cr_assert(strncmp(W.bound, "tcp://127.0.0.1:", 16) == 0, "bound '%s'", W.bound);
@@ -56,18 +58,19 @@ static void s_teardown(void)
     fl_zap_free(W.zap);
     zmq_ctx_term(W.ctx);
     fl_enroll_free(W.enroll);
-    fl_keys_free(W.server_kp);
-    fl_keys_free(W.a_kp);
+    fl_identity_free(W.server_id);
+    fl_identity_free(W.a_id);
 }
 
 TestSuite(transport, .init = s_setup, .fini = s_teardown, .timeout = 60);
 
-/* A client of key pair kp with a monitor PAIR connected to it. */
+/* A client of identity id with a monitor PAIR connected to it; it trusts
+ * the server's CURVE key (the public-key line of its .pub file). */
 /* Sockets are registered in W and closed by the teardown. */
-static void s_client(void **sock, void **mon, const fl_keypair *kp, const char *mon_ep)
+static void s_client(void **sock, void **mon, const fl_identity *id, const char *mon_ep)
 {
-    cr_assert_eq(fl_transport_client(sock, W.ctx, kp, fl_keys_public_z85(W.server_kp), W.bound,
-                                     mon_ep),
+    cr_assert_eq(fl_transport_client(sock, W.ctx, id, fl_identity_public_of(W.server_id)->curve_z85,
+                                     W.bound, mon_ep),
                  FL_OK, "%s", fl_error_last());
     *mon = zmq_socket(W.ctx, ZMQ_PAIR);
     cr_assert_not_null(*mon);
@@ -144,12 +147,16 @@ Test(transport, enrolled_client_is_admitted_and_tagged_with_its_enrolled_name)
     uint8_t digest[32];
     fl_transport_msg m;
 
-    s_client(&a, &mon, W.a_kp, "inproc://mon-a");
+    s_client(&a, &mon, W.a_id, "inproc://mon-a");
     /* The name written in the message is NOT what identifies the sender. */
     s_join(&env, &j, digest, "claims-to-be-b");
     cr_assert_eq(fl_transport_send(a, NULL, 0, &env), FL_OK, "%s", fl_error_last());
     cr_assert_eq(s_server_recv(&m, S_TRIES), FL_OK, "no message from the enrolled client");
     cr_assert_str_eq(m.user_id, "hospital-a");
+    /* The authenticated name leads to the sender's Ed25519 identity key. */
+    cr_assert_not_null(fl_enroll_identity(W.enroll, m.user_id));
+    cr_assert_arr_eq(fl_enroll_identity(W.enroll, m.user_id),
+                     fl_identity_public_of(W.a_id)->sign_pk, 32);
     cr_assert_eq(m.malformed, 0);
     cr_assert_gt(m.rid_len, 0u);
     cr_assert_eq(fl_wire_decode(&got, zmq_msg_data(&m.payload), zmq_msg_size(&m.payload),
@@ -194,21 +201,21 @@ Test(transport, enrolled_client_is_admitted_and_tagged_with_its_enrolled_name)
 Test(transport, client_with_an_unenrolled_key_is_refused_and_never_heard)
 {
     void *b, *mon;
-    fl_keypair *b_kp = NULL;
+    fl_identity *b_id = NULL;
     Fl__Envelope env;
     Fl__Join j;
     uint8_t digest[32];
     fl_transport_msg m;
 
-    cr_assert_eq(fl_keys_generate(&b_kp), FL_OK);
-    s_client(&b, &mon, b_kp, "inproc://mon-b");
+    cr_assert_eq(fl_identity_generate(&b_id), FL_OK);
+    s_client(&b, &mon, b_id, "inproc://mon-b");
     s_join(&env, &j, digest, "hospital-a"); /* even claiming an enrolled name */
     cr_assert_eq(fl_transport_send(b, NULL, 0, &env), FL_OK, "%s", fl_error_last());
     cr_assert(s_wait_event(mon, FL_TRANSPORT_EV_REFUSED), "B's monitor never reported refusal");
     cr_assert_geq(fl_zap_refused(W.zap), 1u);
     /* Give a wrongly admitted message time to arrive: none may. */
     cr_assert_eq(s_server_recv(&m, 10), FL_ETIMEOUT, "the server heard from an unenrolled key");
-    fl_keys_free(b_kp);
+    fl_identity_free(b_id);
 }
 
 Test(transport, revoked_key_is_refused_on_its_next_connection)
@@ -220,14 +227,14 @@ Test(transport, revoked_key_is_refused_on_its_next_connection)
     fl_transport_msg m;
 
     /* Admitted while enrolled. */
-    s_client(&a, &mon, W.a_kp, "inproc://mon-a");
+    s_client(&a, &mon, W.a_id, "inproc://mon-a");
     cr_assert(s_wait_event(mon, FL_TRANSPORT_EV_CONNECTED), "A was not admitted");
     cr_assert_eq(fl_zap_refused(W.zap), 0u);
 
     /* Revoke, then a new connection with the same key is refused. */
     cr_assert_eq(fl_enroll_remove(W.enroll, "hospital-a"), FL_OK);
     fl_zap_set_enroll(W.zap, W.enroll);
-    s_client(&a2, &mon2, W.a_kp, "inproc://mon-a2");
+    s_client(&a2, &mon2, W.a_id, "inproc://mon-a2");
     s_join(&env, &j, digest, "hospital-a");
     cr_assert_eq(fl_transport_send(a2, NULL, 0, &env), FL_OK, "%s", fl_error_last());
     cr_assert(s_wait_event(mon2, FL_TRANSPORT_EV_REFUSED), "the revoked key was not refused");
@@ -239,7 +246,7 @@ Test(transport, zap_with_no_enrollment_list_refuses_everyone)
 {
     void *a, *mon;
     fl_zap_set_enroll(W.zap, NULL);
-    s_client(&a, &mon, W.a_kp, "inproc://mon-a");
+    s_client(&a, &mon, W.a_id, "inproc://mon-a");
     cr_assert(s_wait_event(mon, FL_TRANSPORT_EV_REFUSED), "no list must mean no admission");
     cr_assert_geq(fl_zap_refused(W.zap), 1u);
 }
@@ -252,7 +259,7 @@ Test(transport, multi_frame_messages_are_flagged_malformed_and_drained)
     Fl__Join j;
     uint8_t digest[32];
 
-    s_client(&a, &mon, W.a_kp, "inproc://mon-a");
+    s_client(&a, &mon, W.a_id, "inproc://mon-a");
     cr_assert_eq(zmq_send(a, "one", 3, ZMQ_SNDMORE), 3);
     cr_assert_eq(zmq_send(a, "two", 3, ZMQ_SNDMORE), 3);
     cr_assert_eq(zmq_send(a, "three", 5, 0), 5);
@@ -281,7 +288,7 @@ Test(transport, multi_frame_messages_are_flagged_malformed_and_drained)
 Test(transport, server_refuses_a_second_bind_of_the_same_endpoint)
 {
     void *s2 = (void *)0x1;
-    cr_assert_eq(fl_transport_server(&s2, W.ctx, W.server_kp, W.bound, NULL, 0), FL_EIO);
+    cr_assert_eq(fl_transport_server(&s2, W.ctx, W.server_id, W.bound, NULL, 0), FL_EIO);
     cr_assert_null(s2);
     cr_assert_not_null(strstr(fl_error_last(), W.bound), "%s", fl_error_last());
 }
