@@ -367,10 +367,23 @@ int fl_accountant_parse(const char *s, fl_accountant_kind *out)
 /* Epsilon for calibration: a PLD grid too wide to build (FL_ERANGE, which
  * happens only at very small sigma) means "far above any target", so it
  * counts as +infinity and the bisection moves to larger sigma. */
-static int s_calib_eps(fl_accountant_kind k, double q, double sigma, uint64_t steps,
-                       double delta, double *e)
+/* Epsilon of the prior charges plus `steps` more at (q, sigma); a PLD grid
+ * too wide to build (FL_ERANGE) counts as +inf so the search moves on to
+ * more noise. */
+static int s_calib_eps(fl_accountant_kind k, const fl_accountant_event *prior, size_t n,
+                       double q, double sigma, uint64_t steps, double delta, double *e)
 {
-    int rc = fl_accountant_epsilon_with(k, q, sigma, steps, delta, e);
+    fl_accountant_event *ev = malloc((n + 1) * sizeof *ev);
+    int rc;
+    if (!ev)
+        return fl_error_set(FL_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        ev[i] = prior[i];
+    ev[n].q = q;
+    ev[n].sigma = sigma;
+    ev[n].steps = steps;
+    rc = fl_accountant_epsilon_events(k, ev, n + 1, delta, e);
+    free(ev);
     if (rc == FL_ERANGE && k == FL_ACCOUNTANT_PLD) {
         fl_error_clear();
         *e = INFINITY;
@@ -379,8 +392,9 @@ static int s_calib_eps(fl_accountant_kind k, double q, double sigma, uint64_t st
     return rc;
 }
 
-int fl_accountant_calibrate_sigma_with(fl_accountant_kind k, double q, uint64_t steps,
-                                       double target_eps, double delta, double *sigma)
+int fl_accountant_calibrate_sigma_events(fl_accountant_kind k, const fl_accountant_event *prior,
+                                         size_t n, double q, uint64_t steps, double target_eps,
+                                         double delta, double *sigma)
 {
     int rc = FL_OK;
     double e = 0.0, lo = S_SIGMA_MIN, hi = S_SIGMA_MAX;
@@ -394,17 +408,29 @@ int fl_accountant_calibrate_sigma_with(fl_accountant_kind k, double q, uint64_t 
     if (!isfinite(target_eps) || !(target_eps > 0.0))
         return fl_error_set(FL_EINVAL, "fl_accountant_calibrate_sigma: target epsilon=%g "
                             "must be finite and > 0", target_eps);
-    if ((rc = s_calib_eps(k, q, hi, steps, delta, &e)) != FL_OK)
+    if (n > 0) {
+        /* RDP composes additively (Mironov 2017, Prop. 1): what is already
+         * spent is a floor for any further plan. */
+        if ((rc = fl_accountant_epsilon_events(k, prior, n, delta, &e)) != FL_OK)
+            goto done;
+        if (e >= target_eps) {
+            rc = fl_error_set(FL_EBUDGET, "the earlier charges already spend epsilon %.4f, "
+                              "which leaves nothing of the target %g", e, target_eps);
+            goto done;
+        }
+    }
+    if ((rc = s_calib_eps(k, prior, n, q, hi, steps, delta, &e)) != FL_OK)
         goto done;
     if (e > target_eps) {
-        rc = fl_error_set(FL_ERANGE, "fl_accountant_calibrate_sigma: epsilon=%g at the "
+        rc = fl_error_set(n ? FL_EBUDGET : FL_ERANGE,
+                          "fl_accountant_calibrate_sigma: epsilon=%g at the "
                           "largest noise multiplier sigma=%g still exceeds the target %g "
                           "(q=%g, steps=%llu, delta=%g, accountant %s); lower q or the "
                           "number of steps, or raise the target", e, hi, target_eps, q,
                           (unsigned long long)steps, delta, fl_accountant_name(k));
         goto done;
     }
-    if ((rc = s_calib_eps(k, q, lo, steps, delta, &e)) != FL_OK)
+    if ((rc = s_calib_eps(k, prior, n, q, lo, steps, delta, &e)) != FL_OK)
         goto done;
     if (e <= target_eps) {
         *sigma = lo;
@@ -414,7 +440,7 @@ int fl_accountant_calibrate_sigma_with(fl_accountant_kind k, double q, uint64_t 
      * sigma for both accountants.  Returning hi never exceeds the target. */
     while (hi - lo > S_CALIB_RTOL * hi) {
         double mid = 0.5 * (lo + hi);
-        if ((rc = s_calib_eps(k, q, mid, steps, delta, &e)) != FL_OK)
+        if ((rc = s_calib_eps(k, prior, n, q, mid, steps, delta, &e)) != FL_OK)
             goto done;
         if (e <= target_eps)
             hi = mid;
@@ -425,6 +451,12 @@ int fl_accountant_calibrate_sigma_with(fl_accountant_kind k, double q, uint64_t 
 
 done:
     return rc;
+}
+
+int fl_accountant_calibrate_sigma_with(fl_accountant_kind k, double q, uint64_t steps,
+                                       double target_eps, double delta, double *sigma)
+{
+    return fl_accountant_calibrate_sigma_events(k, NULL, 0, q, steps, target_eps, delta, sigma);
 }
 
 int fl_accountant_calibrate_sigma(double q, uint64_t steps, double target_eps, double delta,

@@ -118,4 +118,14 @@ FL_NODISCARD int fl_accountant_epsilon_events(fl_accountant_kind kind,
                                               const fl_accountant_event *ev, size_t n,
                                               double delta, double *eps);
 
+/** Smallest sigma such that `n` prior charges plus `steps` more at rate q
+ *  stay within target_eps at delta (bisection; rounded up so the target is
+ *  never exceeded). FL_EBUDGET if the prior charges leave no room, FL_ERANGE
+ *  if no sigma up to the largest allowed reaches the target. */
+FL_NODISCARD int fl_accountant_calibrate_sigma_events(fl_accountant_kind kind,
+                                                      const fl_accountant_event *prior, size_t n,
+                                                      double q, uint64_t steps,
+                                                      double target_eps, double delta,
+                                                      double *sigma);
+
 #endif

@@ -675,42 +675,14 @@ int fl_ledger_epsilon_after(const fl_ledger *l, fl_accountant_kind kind, double 
 int fl_ledger_calibrate_sigma(const fl_ledger *l, fl_accountant_kind kind, double q,
                               uint64_t steps, double target_eps, double delta, double *sigma)
 {
-    double lo = 0.1, hi = 1000.0, eps;
+    fl_accountant_event *ev = malloc((l->n ? l->n : 1) * sizeof *ev);
     int rc;
-
-    /* Prior charges alone must leave room (Mironov 2017: RDP composes
-     * additively, so the prior spend is a floor for any further plan). */
-    if (l->n) {
-        if ((rc = s_epsilon(l->charges, l->n, NULL, kind, delta, &eps)) != FL_OK)
-            return rc;
-        if (eps >= target_eps)
-            return fl_error_set(FL_EBUDGET, "the ledger already records epsilon %.4f, which "
-                                "leaves nothing of the cap %g", eps, target_eps);
-    }
-    if ((rc = fl_ledger_epsilon_after(l, kind, q, hi, steps, delta, &eps)) != FL_OK)
-        return rc;
-    if (eps > target_eps)
-        return fl_error_set(FL_EBUDGET, "even noise multiplier %g cannot fit %llu more steps at "
-                            "q = %g within epsilon %g", hi, (unsigned long long)steps, q,
-                            target_eps);
-    if ((rc = fl_ledger_epsilon_after(l, kind, q, lo, steps, delta, &eps)) != FL_OK)
-        return rc;
-    if (eps <= target_eps) {
-        *sigma = lo;
-        return FL_OK;
-    }
-    /* Epsilon decreases in sigma: bisect, keeping hi feasible. */
-    while (hi - lo > 1e-4 * hi) {
-        double mid = 0.5 * (lo + hi);
-        if ((rc = fl_ledger_epsilon_after(l, kind, q, mid, steps, delta, &eps)) != FL_OK)
-            return rc;
-        if (eps <= target_eps)
-            hi = mid;
-        else
-            lo = mid;
-    }
-    *sigma = hi;
-    return FL_OK;
+    if (!ev)
+        return fl_error_set(FL_ENOMEM, "out of memory");
+    s_events(l->charges, l->n, ev);
+    rc = fl_accountant_calibrate_sigma_events(kind, ev, l->n, q, steps, target_eps, delta, sigma);
+    free(ev);
+    return rc;
 }
 
 int fl_ledger_append_charge(fl_ledger *l, fl_ledger_charge *c)

@@ -230,7 +230,10 @@ static int s_plan(s_node *nd, const Fl__RoundSettings *st)
     rc = fl_ledger_calibrate_sigma(nd->ledger, nd->accountant, nd->q, total, nd->cfg.epsilon_max,
                                    nd->cfg.delta, &nd->sigma);
     if (rc != FL_OK)
-        return fl_error_wrap(rc, "cannot plan %llu DP-SGD steps within epsilon %g",
+        /* No noise level fits the session in the cap: the budget is the
+         * limit, whether earlier charges or the cap itself make it so. */
+        return fl_error_wrap(rc == FL_ERANGE ? FL_EBUDGET : rc,
+                             "cannot plan %llu DP-SGD steps within epsilon %g",
                              (unsigned long long)total, nd->cfg.epsilon_max);
     nd->planned = 1;
     fl_log_info("privacy plan: %llu steps ((%u rounds + %lld in reserve) x %u) at q = %.4g, "
