@@ -463,10 +463,19 @@ int fl_ledger_verify(const char *path, const uint8_t *sign_pk, fl_ledger_status 
             uint8_t sig[FL_IDENTITY_SIG_BYTES];
             size_t bin_len = 0;
             const s_field *f = s_get(&o, "sig");
-            if (!f || !f->is_string || !mark || strlen(f->val) != 128 ||
+            /* Only the lower-case hex the node writes: hex digits a-f read
+             * as A-F decode to the same bytes, and the signature does not
+             * cover its own text, so any other spelling would let a byte of
+             * this line change unnoticed here. */
+            int lower = f && f->is_string;
+            for (const char *p = lower ? f->val : ""; *p; p++)
+                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+                    lower = 0;
+            if (!lower || !mark || strlen(f->val) != 128 ||
                 sodium_hex2bin(sig, sizeof sig, f->val, 128, NULL, &bin_len, NULL) != 0 ||
                 bin_len != sizeof sig) {
-                snprintf(why, sizeof why, "field \"sig\" is missing or not 128 hex digits");
+                snprintf(why, sizeof why, "field \"sig\" is missing or not 128 lower-case hex "
+                         "digits");
                 goto bad;
             }
             if (line + llen - mark != (ptrdiff_t)(sizeof S_SIG_MARK - 1 + 128 + 2)) {

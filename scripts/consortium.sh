@@ -38,7 +38,8 @@ done
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 flcoord="$build/coordinator/flcoord"
 flnode="$build/node/flnode"
-for b in "$flcoord" "$flnode"; do
+flaudit="$build/audit/flaudit"
+for b in "$flcoord" "$flnode" "$flaudit"; do
   [ -x "$b" ] || { echo "consortium.sh: $b is missing: build first with scripts/setup.sh" >&2; exit 1; }
 done
 
@@ -163,7 +164,16 @@ num() { sed -n "s/.*\"$1\": \([0-9.eE+-]*\).*/\1/p" "$summary" | head -n 1; }
 acc=$(num accuracy); auc=$(num auc); eps=$(num epsilon_max); secs=$(num seconds)
 echo "== done in ${secs}s: test accuracy $acc, ROC AUC $auc, epsilon spent $eps (cap $epsilon, delta 1e-5) per hospital"
 echo "== model: $workdir/out/model.flm, summary: $summary, logs: $workdir/logs/"
-echo "== privacy ledgers (verify with flaudit verify LEDGER --key keys/NAME.pub): $workdir/ledgers/"
+for i in $(seq 1 "$nodes"); do
+  name="hospital-$i"
+  if ! "$flaudit" verify "$workdir/ledgers/$name.ledger" --key "$workdir/keys/$name.pub" > "$workdir/logs/$name.verify" 2>&1; then
+    echo "consortium.sh: the privacy ledger of $name does not verify:" >&2
+    cat "$workdir/logs/$name.verify" >&2
+    exit 1
+  fi
+done
+echo "== privacy ledgers signed and verified (flaudit verify): $workdir/ledgers/"
+echo "   e.g. $flaudit report $workdir/ledgers/hospital-1.ledger --key $workdir/keys/hospital-1.pub"
 [ "$node_fail" = 0 ] || { echo "consortium.sh: a node exited with an error; see $workdir/logs" >&2; exit 1; }
 if [ -n "$min_accuracy" ]; then
   if awk -v a="$acc" -v m="$min_accuracy" -v e="$eps" -v c="$epsilon" 'BEGIN{exit !(a >= m && e <= c)}'; then
