@@ -25,7 +25,9 @@ struct fl_dpsgd {
     double sigma;
     size_t chunk;
     size_t *idx;  /* N: the sampled batch (private; wiped after each step) */
-    float *G;     /* chunk x dim per-example gradients (private; wiped) */
+    float *G;     /* chunk x dim per-example gradients (private; wiped);
+                     NULL for objects made by fl_dpsgd_new_clipped */
+    float *part;  /* dim: one chunk's clipped sum from a clipped-sum callback */
     double *acc;  /* dim: the clipped sum */
 };
 
@@ -79,8 +81,8 @@ int fl_dp_clip_rows(float *G, size_t n, size_t dim, double C, size_t *clipped)
     return FL_OK;
 }
 
-int fl_dpsgd_new(fl_dpsgd **out, size_t dim, size_t N, double q, double clip,
-                 double sigma, size_t chunk)
+static int s_new(fl_dpsgd **out, size_t dim, size_t N, double q, double clip, double sigma,
+                 size_t chunk, int per_example)
 {
     int rc = FL_OK;
     fl_dpsgd *s = NULL;
@@ -106,7 +108,7 @@ int fl_dpsgd_new(fl_dpsgd **out, size_t dim, size_t N, double q, double clip,
     if (chunk > N)
         chunk = N;
     if (N > SIZE_MAX / sizeof(size_t) || dim > SIZE_MAX / sizeof(double) ||
-        chunk > SIZE_MAX / sizeof(float) / dim)
+        (per_example && chunk > SIZE_MAX / sizeof(float) / dim))
         return fl_error_set(FL_ENOMEM, "fl_dpsgd_new: buffers for dim=%zu N=%zu "
                             "chunk=%zu overflow size_t", dim, N, chunk);
 
@@ -122,9 +124,11 @@ int fl_dpsgd_new(fl_dpsgd **out, size_t dim, size_t N, double q, double clip,
     s->sigma = sigma;
     s->chunk = chunk;
     s->idx = calloc(N, sizeof *s->idx);
-    s->G = calloc(chunk * dim, sizeof *s->G);
+    if (per_example)
+        s->G = calloc(chunk * dim, sizeof *s->G);
+    s->part = calloc(dim, sizeof *s->part);
     s->acc = calloc(dim, sizeof *s->acc);
-    if (!s->idx || !s->G || !s->acc) {
+    if (!s->idx || (per_example && !s->G) || !s->part || !s->acc) {
         rc = fl_error_set(FL_ENOMEM, "fl_dpsgd_new: out of memory for dim=%zu N=%zu "
                           "chunk=%zu; lower chunk", dim, N, chunk);
         goto done;
@@ -137,6 +141,18 @@ done:
     return rc;
 }
 
+int fl_dpsgd_new(fl_dpsgd **out, size_t dim, size_t N, double q, double clip, double sigma,
+                 size_t chunk)
+{
+    return s_new(out, dim, N, q, clip, sigma, chunk, 1);
+}
+
+int fl_dpsgd_new_clipped(fl_dpsgd **out, size_t dim, size_t N, double q, double clip,
+                         double sigma, size_t chunk)
+{
+    return s_new(out, dim, N, q, clip, sigma, chunk, 0);
+}
+
 void fl_dpsgd_free(fl_dpsgd *s)
 {
     if (!s)
@@ -145,12 +161,44 @@ void fl_dpsgd_free(fl_dpsgd *s)
         sodium_memzero(s->idx, s->N * sizeof *s->idx);
     if (s->G)
         sodium_memzero(s->G, s->chunk * s->dim * sizeof *s->G);
+    if (s->part)
+        sodium_memzero(s->part, s->dim * sizeof *s->part);
     if (s->acc)
         sodium_memzero(s->acc, s->dim * sizeof *s->acc);
     free(s->idx);
     free(s->G);
+    free(s->part);
     free(s->acc);
     free(s);
+}
+
+/* Noise and normalisation, shared by both step kinds: s->acc holds the
+ * clipped sum (double); grad_out receives (sum + noise) / (q N). */
+static int s_release(fl_dpsgd *s, float *grad_out)
+{
+    int rc;
+    /* Gaussian mechanism on the clipped sum (Abadi et al. 2016, Algorithm
+     * 1): sensitivity C, so noise N(0, sigma^2 C^2) is added ONCE per
+     * coordinate to the sum, never per example.  Noise is drawn even for
+     * an empty batch: whether anything was sampled must not be visible.
+     * The sum stays in double and fl_noise_add_gaussian_f64 rounds it to
+     * the noise grid (randomized rounding) before adding the discrete
+     * Gaussian (Canonne, Kamath & Steinke 2020), so what follows is
+     * post-processing of an exact grid value (docs/privacy-accounting.md
+     * gives the sensitivity argument). */
+    if ((rc = fl_noise_add_gaussian_f64(s->acc, s->dim, s->sigma * s->clip)) != FL_OK)
+        return rc;
+
+    /* Divide by the EXPECTED batch size q*N, a public constant (as in
+     * Opacus' expected_batch_size for Poisson sampling).  Dividing by the
+     * realised size b would make the output depend on b, which is itself a
+     * function of the private sample and is not covered by the accountant. */
+    {
+        double denom = s->q * (double)s->N;
+        for (size_t j = 0; j < s->dim; j++)
+            grad_out[j] = (float)(s->acc[j] / denom);
+    }
+    return FL_OK;
 }
 
 int fl_dpsgd_step(fl_dpsgd *s, fl_dpsgd_grad_fn fn, void *ctx, float *grad_out,
@@ -164,6 +212,13 @@ int fl_dpsgd_step(fl_dpsgd *s, fl_dpsgd_grad_fn fn, void *ctx, float *grad_out,
     if (!s || !fn || !grad_out)
         return fl_error_set(FL_EINVAL, "fl_dpsgd_step: NULL %s",
                             !s ? "state" : !fn ? "gradient function" : "grad_out");
+    if (!s->G) {
+        for (size_t j = 0; j < s->dim; j++)
+            grad_out[j] = 0.0f;
+        return fl_error_set(FL_EINVAL, "fl_dpsgd_step: this state was made by "
+                            "fl_dpsgd_new_clipped and has no per-example buffer; use "
+                            "fl_dpsgd_step_clipped or create it with fl_dpsgd_new");
+    }
 
     for (size_t j = 0; j < s->dim; j++)
         s->acc[j] = 0.0;
@@ -185,27 +240,8 @@ int fl_dpsgd_step(fl_dpsgd *s, fl_dpsgd_grad_fn fn, void *ctx, float *grad_out,
         }
     }
 
-    /* Gaussian mechanism on the clipped sum (Abadi et al. 2016, Algorithm
-     * 1): sensitivity C, so noise N(0, sigma^2 C^2) is added ONCE per
-     * coordinate to the sum, never per example.  Noise is drawn even for
-     * an empty batch: whether anything was sampled must not be visible.
-     * The sum stays in double and fl_noise_add_gaussian_f64 rounds it to
-     * the noise grid (randomized rounding) before adding the discrete
-     * Gaussian (Canonne, Kamath & Steinke 2020), so what follows is
-     * post-processing of an exact grid value (docs/privacy-accounting.md
-     * gives the sensitivity argument). */
-    if ((rc = fl_noise_add_gaussian_f64(s->acc, s->dim, s->sigma * s->clip)) != FL_OK)
+    if ((rc = s_release(s, grad_out)) != FL_OK)
         goto done;
-
-    /* Divide by the EXPECTED batch size q*N, a public constant (as in
-     * Opacus' expected_batch_size for Poisson sampling).  Dividing by the
-     * realised size b would make the output depend on b, which is itself a
-     * function of the private sample and is not covered by the accountant. */
-    {
-        double denom = s->q * (double)s->N;
-        for (size_t j = 0; j < s->dim; j++)
-            grad_out[j] = (float)(s->acc[j] / denom);
-    }
     if (batch_size)
         *batch_size = b;
 
@@ -215,6 +251,76 @@ done:
             grad_out[j] = 0.0f;
     sodium_memzero(s->idx, s->N * sizeof *s->idx);
     sodium_memzero(s->G, s->chunk * s->dim * sizeof *s->G);
+    sodium_memzero(s->acc, s->dim * sizeof *s->acc);
+    return rc;
+}
+
+int fl_dpsgd_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx, float *grad_out,
+                          size_t *batch_size)
+{
+    int rc = FL_OK;
+    size_t b = 0;
+
+    if (batch_size)
+        *batch_size = 0;
+    if (!s || !fn || !grad_out)
+        return fl_error_set(FL_EINVAL, "fl_dpsgd_step_clipped: NULL %s",
+                            !s ? "state" : !fn ? "clipped-sum function" : "grad_out");
+
+    for (size_t j = 0; j < s->dim; j++)
+        s->acc[j] = 0.0;
+
+    /* Poisson sampling exactly as in fl_dpsgd_step (Mironov, Talwar &
+     * Zhang 2019; Zhu & Wang 2019): the accountant assumes it. */
+    if ((rc = fl_sampler_poisson(s->N, s->q, s->idx, &b)) != FL_OK)
+        goto done;
+
+    for (size_t off = 0; off < b; off += s->chunk) {
+        size_t m = b - off < s->chunk ? b - off : s->chunk;
+        size_t clipped = 0;
+        if ((rc = fn(ctx, s->idx + off, m, s->clip, s->part, &clipped)) != FL_OK)
+            goto done;
+        /* The callback promises each example's contribution has L2 norm
+         * <= C (Abadi et al. 2016, Algorithm 1; clipped by ghost norms,
+         * Goodfellow 2015 / Li et al. 2021, in nn/fl_mlp).  That is what
+         * makes C the sensitivity of the sum; we cannot verify it per
+         * example here, but the triangle inequality gives a cheap check
+         * that catches a callback that does not clip at all.
+         * Floating point: unlike fl_dpsgd_step, whose rows are clipped
+         * separately and summed in double, a ghost-clipped chunk is summed
+         * in float inside sgemm, so its rounding error mixes examples.
+         * Its worst-case bound (gamma_m * m * C per chunk, Higham 2002,
+         * Sec. 3.1) is not charged by the accountant; typical error is
+         * ~sqrt(m) * 2^-24 * C.  Casacuberta et al. 2022 ("Widespread
+         * underestimation of sensitivity in differentially private
+         * libraries") discuss this class of gap; docs/performance.md
+         * ("DP-SGD cost") records it. */
+        double ss = 0.0;
+        for (size_t j = 0; j < s->dim; j++)
+            ss += (double)s->part[j] * (double)s->part[j];
+        double bound = (double)m * s->clip * (1.0 + 1e-3);
+        if (!isfinite(ss) || sqrt(ss) > bound) {
+            rc = fl_error_set(FL_EINVAL, "fl_dpsgd_step_clipped: a chunk of %zu examples "
+                              "returned a sum of norm %g > n*C = %g (or not finite); the "
+                              "callback must clip each example to C", m, sqrt(ss),
+                              (double)m * s->clip);
+            goto done;
+        }
+        for (size_t j = 0; j < s->dim; j++)
+            s->acc[j] += (double)s->part[j];
+    }
+
+    if ((rc = s_release(s, grad_out)) != FL_OK)
+        goto done;
+    if (batch_size)
+        *batch_size = b;
+
+done:
+    if (rc != FL_OK)
+        for (size_t j = 0; j < s->dim; j++)
+            grad_out[j] = 0.0f;
+    sodium_memzero(s->idx, s->N * sizeof *s->idx);
+    sodium_memzero(s->part, s->dim * sizeof *s->part);
     sodium_memzero(s->acc, s->dim * sizeof *s->acc);
     return rc;
 }

@@ -3,6 +3,10 @@
  * "Deep Learning with Differential Privacy"): Poisson-sample a batch,
  * clip each per-example gradient to L2 norm C, sum, add N(0, sigma^2 C^2)
  * per coordinate once, and divide by the expected batch size q*N.
+ * Two kinds of model callback: per-example gradients (fl_dpsgd_step clips
+ * them here), or a sum of already-clipped per-example gradients
+ * (fl_dpsgd_step_clipped; e.g. ghost clipping in nn/fl_mlp), which needs
+ * no chunk x dim buffer and costs about as much as plain SGD.
  */
 #ifndef FL_DPSGD_H
 #define FL_DPSGD_H
@@ -16,6 +20,16 @@
  *  aborts the step and is returned by fl_dpsgd_step unchanged. */
 typedef int (*fl_dpsgd_grad_fn)(void *ctx, const size_t *idx, size_t n, float *G);
 
+/** Writes into sum (dim floats, caller of the callback owns it) the SUM over
+ *  examples idx[0..n) (n <= chunk) of their per-example gradients, each
+ *  clipped to L2 norm <= clip before summing (a gradient with a non-finite
+ *  entry contributes zero); *clipped receives how many were scaled down or
+ *  zeroed.  Each example's contribution must depend on that example only
+ *  and have norm <= clip: that is the sensitivity bound the noise is
+ *  calibrated to.  Returns FL_OK or an fl_err (aborts the step). */
+typedef int (*fl_dpsgd_clipped_sum_fn)(void *ctx, const size_t *idx, size_t n, double clip,
+                                       float *sum, size_t *clipped);
+
 /** Opaque DP-SGD step state (parameters and preallocated buffers). */
 typedef struct fl_dpsgd fl_dpsgd;
 
@@ -28,6 +42,13 @@ typedef struct fl_dpsgd fl_dpsgd;
  *  FL_ENOMEM on allocation failure (or size overflow). */
 FL_NODISCARD int fl_dpsgd_new(fl_dpsgd **out, size_t dim, size_t N, double q,
                               double clip, double sigma, size_t chunk);
+
+/** As fl_dpsgd_new, for use with fl_dpsgd_step_clipped only: allocates N
+ *  indices, dim floats and dim doubles, and no chunk x dim buffer (so
+ *  `chunk` may be large; it is still lowered to N).  fl_dpsgd_step on the
+ *  result fails with FL_EINVAL.  Same errors as fl_dpsgd_new. */
+FL_NODISCARD int fl_dpsgd_new_clipped(fl_dpsgd **out, size_t dim, size_t N, double q,
+                                      double clip, double sigma, size_t chunk);
 
 /** Wipes and frees a step object; fl_dpsgd_free(NULL) is a no-op. */
 void fl_dpsgd_free(fl_dpsgd *s);
@@ -44,6 +65,19 @@ void fl_dpsgd_free(fl_dpsgd *s);
  *  membership and per-example gradients are wiped before returning. */
 FL_NODISCARD int fl_dpsgd_step(fl_dpsgd *s, fl_dpsgd_grad_fn fn, void *ctx,
                                float *grad_out, size_t *batch_size);
+
+/** As fl_dpsgd_step, but the model clips: fn returns, chunk by chunk (at
+ *  most `chunk` rows per call), the sum of clipped per-example gradients,
+ *  which is accumulated in double; then the same noise (N(0, sigma^2 C^2)
+ *  once per coordinate) and division by q*N.  As a guard against a
+ *  callback that does not clip, a chunk sum whose norm exceeds n*C (the
+ *  triangle-inequality bound, plus 1e-3 for rounding) or is not finite
+ *  fails the step with FL_EINVAL.  Works on objects from fl_dpsgd_new or
+ *  fl_dpsgd_new_clipped; nothing is allocated.  Returns FL_OK, FL_EINVAL,
+ *  the callback's error or FL_ECRYPTO; on error grad_out is zeroed.  Batch
+ *  membership and the sum are wiped before returning. */
+FL_NODISCARD int fl_dpsgd_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx,
+                                       float *grad_out, size_t *batch_size);
 
 /** Clips each of the n rows of G (n x dim, row-major) in place to L2 norm
  *  <= C (finite, > 0): a row with norm > C is scaled by C/||g|| (times a

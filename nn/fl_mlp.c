@@ -6,7 +6,17 @@
  * z[l] (rows x sizes[l+1]) holds the ReLU output of a hidden layer or the
  * logits of the output layer; d[l] (same shape) holds dLoss/dpre-activation.
  * Batches are processed in chunks of at most FL_MLP_CHUNK rows, so scratch
- * is bounded and allocated once (grown only when a larger chunk arrives).
+ * is bounded and allocated once (grown only when a larger chunk arrives);
+ * no call allocates once the scratch has reached FL_MLP_CHUNK rows.
+ *
+ * Ghost clipping (fl_mlp_clipped_gradient_sum): for a dense layer the
+ * per-example weight gradient is the outer product delta_i a_i^T, so its
+ * squared Frobenius norm is ||delta_i||^2 ||a_i||^2 (Goodfellow 2015,
+ * "Efficient per-example gradient computations"; Li, Tramer, Liang &
+ * Hashimoto 2021, "Large language models can be strong differentially
+ * private learners", Sec. 4).  The clipped sum sum_i c_i delta_i a_i^T is
+ * then (diag(c) delta)^T A: the same single sgemm per layer as the plain
+ * batch gradient, on delta rows scaled by c_i.
  */
 #include "nn/fl_mlp.h"
 
@@ -19,6 +29,11 @@
 
 #define FL_MLP_CHUNK 256
 
+/* Same safety margin as fl_dp_clip_rows (dp/fl_dpsgd.c): the clip factor
+ * is shrunk by 1e-6 so float rounding of the scaled delta cannot push an
+ * example's contribution above C. */
+#define S_CLIP_MARGIN (1.0 - 1e-6)
+
 struct fl_mlp {
     fl_mlp_output kind;
     size_t L;          /* number of layers (num_sizes - 1) */
@@ -30,6 +45,9 @@ struct fl_mlp {
     size_t cap;        /* rows the scratch can hold */
     float **z;         /* L buffers, cap x sizes[l+1] */
     float **d;         /* L buffers, cap x sizes[l+1] */
+    double *nrm;       /* cap: per-example squared gradient norms (ghost) */
+    float *xs;         /* cap x sizes[0]: input copy with non-finite rows zeroed */
+    unsigned char *bad; /* cap: 1 if an example's norm is not finite */
 };
 
 void fl_mlp_free(fl_mlp *m)
@@ -44,6 +62,9 @@ void fl_mlp_free(fl_mlp *m)
             free(m->d[l]);
     free(m->z);
     free(m->d);
+    free(m->nrm);
+    free(m->xs);
+    free(m->bad);
     free(m->params);
     free(m->sizes);
     free(m->w_off);
@@ -152,6 +173,23 @@ static int s_reserve(fl_mlp *m, size_t rows)
 {
     if (rows <= m->cap)
         return FL_OK;
+    if (m->sizes[0] > SIZE_MAX / sizeof(float) / rows)
+        return fl_error_set(FL_ENOMEM, "fl_mlp: scratch size overflows");
+    double *nrm = malloc(rows * sizeof *nrm);
+    float *xs = malloc(rows * m->sizes[0] * sizeof *xs);
+    unsigned char *bad = malloc(rows);
+    if (!nrm || !xs || !bad) {
+        free(nrm);
+        free(xs);
+        free(bad);
+        return fl_error_set(FL_ENOMEM, "fl_mlp: out of memory for %zu-row scratch", rows);
+    }
+    free(m->nrm);
+    free(m->xs);
+    free(m->bad);
+    m->nrm = nrm;
+    m->xs = xs;
+    m->bad = bad;
     for (size_t l = 0; l < m->L; l++) {
         size_t w = m->sizes[l + 1];
         if (w > SIZE_MAX / sizeof(float) / rows)
@@ -392,6 +430,180 @@ int fl_mlp_example_gradients(fl_mlp *m, const float *X, const int32_t *y, size_t
     }
 done:
     return rc;
+}
+
+/* Squared per-example gradient norms of the c rows in the scratch (after
+ * s_forward and s_backward on input Xc) into m->nrm:
+ *   ||g_i||^2 = sum_l ||delta_i^l||^2 (||a_i^l||^2 + 1)
+ * where a^l is layer l's input (Xc for l = 0) and the "+ 1" is the bias,
+ * whose gradient is delta_i^l itself.  Exact (up to rounding) for dense
+ * layers because the weight gradient delta_i a_i^T has Frobenius norm
+ * ||delta_i|| ||a_i|| (Goodfellow 2015; Li et al. 2021, Sec. 4).
+ * Accumulated in double; a non-finite entry anywhere gives a non-finite
+ * norm (inf * 0 is NaN), which the caller treats as "zero the example". */
+static void s_ghost_norms(fl_mlp *m, const float *Xc, size_t c)
+{
+    for (size_t i = 0; i < c; i++)
+        m->nrm[i] = 0.0;
+    for (size_t l = 0; l < m->L; l++) {
+        size_t in = m->sizes[l], o = m->sizes[l + 1];
+        const float *A = l == 0 ? Xc : m->z[l - 1];
+        const float *D = m->d[l];
+        for (size_t i = 0; i < c; i++) {
+            const float *a = A + i * in, *d = D + i * o;
+            double sa = 0.0, sd = 0.0;
+            for (size_t t = 0; t < in; t++)
+                sa += (double)a[t] * (double)a[t];
+            for (size_t j = 0; j < o; j++)
+                sd += (double)d[j] * (double)d[j];
+            m->nrm[i] += sd * (sa + 1.0);
+        }
+    }
+}
+
+int fl_mlp_example_norms(fl_mlp *m, const float *X, const int32_t *y, size_t n, double *norms)
+{
+    int rc = FL_OK;
+    if (n == 0)
+        return FL_OK;
+    if (!X || !y || !norms)
+        return fl_error_set(FL_EINVAL, "fl_mlp_example_norms: X, y and norms must not be NULL");
+    rc = s_check_labels(m, y, n);
+    if (rc < 0)
+        goto done;
+    rc = s_reserve(m, s_chunk(n));
+    if (rc < 0)
+        goto done;
+    size_t in0 = m->sizes[0];
+    for (size_t off = 0; off < n; off += FL_MLP_CHUNK) {
+        size_t c = s_chunk(n - off);
+        const float *Xc = X + off * in0;
+        s_forward(m, Xc, c);
+        s_output_delta(m, y + off, c, NULL);
+        s_backward(m, c);
+        s_ghost_norms(m, Xc, c);
+        for (size_t i = 0; i < c; i++)
+            norms[off + i] = sqrt(m->nrm[i]);
+    }
+done:
+    return rc;
+}
+
+int fl_mlp_clipped_gradient_sum(fl_mlp *m, const float *X, const int32_t *y, size_t n,
+                                double clip, float *grad_sum, size_t *clipped,
+                                double *loss_sum)
+{
+    int rc = FL_OK;
+    size_t count = 0;
+    double total = 0.0;
+
+    if (clipped)
+        *clipped = 0;
+    if (loss_sum)
+        *loss_sum = 0.0;
+    if (!isfinite(clip) || !(clip > 0.0))
+        return fl_error_set(FL_EINVAL, "fl_mlp_clipped_gradient_sum: clip norm C=%g must be "
+                            "finite and > 0", clip);
+    if (!grad_sum || (n > 0 && (!X || !y)))
+        return fl_error_set(FL_EINVAL, "fl_mlp_clipped_gradient_sum: X, y and grad_sum "
+                            "must not be NULL");
+    memset(grad_sum, 0, m->num_params * sizeof(float));
+    if (n == 0)
+        return FL_OK;
+    rc = s_check_labels(m, y, n);
+    if (rc < 0)
+        goto done;
+    rc = s_reserve(m, s_chunk(n));
+    if (rc < 0)
+        goto done;
+    size_t in0 = m->sizes[0];
+    for (size_t off = 0; off < n; off += FL_MLP_CHUNK) {
+        size_t c = s_chunk(n - off);
+        const float *Xc = X + off * in0;
+        /* (a) forward, (b) every layer's delta (each needs only W of the
+         * layer above, never a gradient), (c) per-example norms. */
+        s_forward(m, Xc, c);
+        total += s_output_delta(m, y + off, c, NULL);
+        s_backward(m, c);
+        s_ghost_norms(m, Xc, c);
+
+        /* (c) clip factors c_i = min(1, C/||g_i||) (Abadi et al. 2016,
+         * Algorithm 1, "clip gradient"), the same rule and margin as
+         * fl_dp_clip_rows, so each example's contribution to the sum has
+         * L2 norm <= C: the sensitivity of the Gaussian mechanism applied
+         * by dp/fl_dpsgd.  An example whose norm is not finite (NaN or
+         * infinity in its activations or deltas) contributes nothing: its
+         * delta rows AND its activation rows are zeroed, since 0 * inf in
+         * the sgemm below would be NaN. */
+        int any_bad = 0;
+        for (size_t i = 0; i < c; i++) {
+            double ss = m->nrm[i];
+            double norm = sqrt(ss);
+            float f = 1.0f;
+            m->bad[i] = 0;
+            if (!isfinite(ss)) {
+                m->bad[i] = 1;
+                any_bad = 1;
+                f = 0.0f;
+                count++;
+            } else if (norm > clip) {
+                f = (float)((clip / norm) * S_CLIP_MARGIN);
+                count++;
+            }
+            if (f != 1.0f)
+                for (size_t l = 0; l < m->L; l++) {
+                    size_t o = m->sizes[l + 1];
+                    float *d = m->d[l] + i * o;
+                    for (size_t j = 0; j < o; j++)
+                        d[j] = m->bad[i] ? 0.0f : d[j] * f;
+                }
+        }
+        const float *A0 = Xc;
+        if (any_bad) {
+            memcpy(m->xs, Xc, c * in0 * sizeof(float));
+            for (size_t i = 0; i < c; i++) {
+                if (!m->bad[i])
+                    continue;
+                memset(m->xs + i * in0, 0, in0 * sizeof(float));
+                for (size_t l = 0; l + 1 < m->L; l++)
+                    memset(m->z[l] + i * m->sizes[l + 1], 0, m->sizes[l + 1] * sizeof(float));
+            }
+            A0 = m->xs;
+        }
+
+        /* (d) one sgemm per layer over the clip-scaled deltas:
+         * G_W (o x in) += (diag(c) delta)^T (o x c) * A (c x in). */
+        for (size_t l = 0; l < m->L; l++) {
+            size_t in = m->sizes[l], o = m->sizes[l + 1];
+            const float *a = l == 0 ? A0 : m->z[l - 1];
+            const float *d = m->d[l];
+            float *gW = grad_sum + m->w_off[l];
+            float *gb = grad_sum + m->b_off[l];
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)o, (int)in, (int)c,
+                        1.0f, d, (int)o, a, (int)in, 1.0f, gW, (int)in);
+            for (size_t i = 0; i < c; i++)
+                for (size_t j = 0; j < o; j++)
+                    gb[j] += d[i * o + j];
+        }
+    }
+    if (clipped)
+        *clipped = count;
+    if (loss_sum)
+        *loss_sum = total;
+done:
+    if (rc != FL_OK)
+        memset(grad_sum, 0, m->num_params * sizeof(float));
+    return rc;
+}
+
+void fl_mlp_set_blas_threads(int n)
+{
+    openblas_set_num_threads(n < 1 ? 1 : n);
+}
+
+int fl_mlp_blas_threads(void)
+{
+    return openblas_get_num_threads();
 }
 
 int fl_mlp_evaluate(fl_mlp *m, const float *X, const int32_t *y, size_t n, double *mean_loss,

@@ -2,7 +2,10 @@
  * fl_mlp: a multilayer perceptron (ReLU hidden layers, sigmoid or softmax
  * output) whose forward and backward passes run over whole batches with
  * OpenBLAS sgemm.  Besides the summed batch gradient it produces
- * per-example gradients, which DP-SGD needs for per-example clipping.
+ * per-example gradients, and - for DP-SGD - the sum of per-example
+ * gradients each clipped to L2 norm C without materialising them ("ghost
+ * clipping", Goodfellow 2015; Li et al. 2021), at the cost of the plain
+ * batch gradient.
  *
  * The parameters are one flat float vector owned by the model: for each
  * layer in order, W (outputs x inputs, row-major) then b (outputs).
@@ -81,6 +84,43 @@ FL_NODISCARD int fl_mlp_gradient(fl_mlp *m, const float *X, const int32_t *y, si
  *  Errors: FL_EINVAL (NULL buffer, label out of range), FL_ENOMEM. */
 FL_NODISCARD int fl_mlp_example_gradients(fl_mlp *m, const float *X, const int32_t *y,
                                           size_t n, float *G, float *losses);
+
+/** Sum of per-example gradients each clipped to L2 norm <= clip (finite,
+ *  > 0), computed by ghost clipping at the cost of fl_mlp_gradient: one
+ *  forward pass, the backward deltas of every layer, per-example norms
+ *  ||g_i||^2 = sum over layers of ||delta_i||^2 (||a_i||^2 + 1) (exact for
+ *  dense layers), clip factors c_i = min(1, C/||g_i||), then ONE sgemm per
+ *  layer over the c_i-scaled deltas.  The clipping rule and its 1e-6
+ *  safety margin are those of fl_dp_clip_rows (dp/fl_dpsgd.h), and an
+ *  example whose gradient norm is not finite contributes zero, so the
+ *  result equals clipping the rows of fl_mlp_example_gradients with
+ *  fl_dp_clip_rows and summing them (up to float rounding of the sum).
+ *  grad_sum (num_params floats, caller-owned) is overwritten; *clipped
+ *  (may be NULL) receives how many examples were scaled down or zeroed;
+ *  *loss_sum (may be NULL) the summed loss.  n == 0 gives zeros.  No
+ *  allocation once the model's scratch has grown to the batch (or to its
+ *  256-row chunk).  Errors: FL_EINVAL (bad clip, NULL buffer, label out
+ *  of range), FL_ENOMEM; on error grad_sum is zeroed. */
+FL_NODISCARD int fl_mlp_clipped_gradient_sum(fl_mlp *m, const float *X, const int32_t *y,
+                                             size_t n, double clip, float *grad_sum,
+                                             size_t *clipped, double *loss_sum);
+
+/** Per-example gradient L2 norms (n doubles into norms, caller-owned) by the
+ *  ghost-norm identity above, without forming the gradients.  A NaN or
+ *  infinity in an example's activations or deltas gives a non-finite norm.
+ *  n == 0 is allowed.  Errors: FL_EINVAL (NULL buffer, label out of range),
+ *  FL_ENOMEM. */
+FL_NODISCARD int fl_mlp_example_norms(fl_mlp *m, const float *X, const int32_t *y, size_t n,
+                                      double *norms);
+
+/** Sets the number of OpenBLAS threads for the whole process (values < 1
+ *  mean 1).  Nodes run single-threaded (fl_trainer_new sets 1 unless the
+ *  operator set OPENBLAS_NUM_THREADS) because several node processes share
+ *  a machine; benchmarks choose.  See docs/performance.md. */
+void fl_mlp_set_blas_threads(int n);
+
+/** The number of threads OpenBLAS currently uses. */
+int fl_mlp_blas_threads(void);
 
 /** Evaluation: *mean_loss receives the mean loss over the n examples and
  *  probs (n x outputs, may be NULL) the predicted probabilities.  Works in

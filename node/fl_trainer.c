@@ -1,26 +1,39 @@
 /*
- * fl_trainer: local DP-SGD rounds (see fl_trainer.h).  The per-example
- * gradient callback gathers the sampled rows into a contiguous block and
- * asks the MLP for their per-example gradients; dp/fl_dpsgd does sampling,
- * clipping, noise and the division by the expected batch size.
+ * fl_trainer: local DP-SGD rounds (see fl_trainer.h).  The clipped-sum
+ * callback gathers the sampled rows into a contiguous block and asks the
+ * MLP for the sum of their clipped per-example gradients by ghost clipping
+ * (nn/fl_mlp: per-example norms from the backward deltas, then one sgemm
+ * per layer, the cost of plain SGD); dp/fl_dpsgd does Poisson sampling,
+ * the noise and the division by the expected batch size.
+ *
+ * Every buffer is allocated once, in fl_trainer_new: the gather block, the
+ * gradient, the DP-SGD state; the MLP's own scratch grows to S_CHUNK rows
+ * on the first step and is reused after that.  Steps do not allocate.
  */
 #include "node/fl_trainer.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define S_CHUNK 64 /* rows per gradient call: bounds memory whatever the batch */
+#include <sodium.h>
+
+/* Rows per clipped-sum call.  The ghost path needs only activations and
+ * deltas per row (no row of num_params floats), so this matches the MLP's
+ * internal 256-row chunk: the weight-gradient sgemm then runs over as many
+ * rows as plain SGD with a 256 batch. */
+#define S_CHUNK 256
 
 struct fl_trainer {
     fl_mlp *mlp;
     const fl_dataset *ds;
     fl_dpsgd *dp;
-    float *xb;   /* S_CHUNK x d gathered features */
-    int32_t *yb; /* S_CHUNK labels */
+    float *xb;   /* S_CHUNK x d gathered features (private; wiped) */
+    int32_t *yb; /* S_CHUNK labels (private; wiped) */
     float *grad; /* num_params */
 };
 
-static int s_grads(void *ctx, const size_t *idx, size_t n, float *G)
+static int s_clipped_sum(void *ctx, const size_t *idx, size_t n, double clip, float *sum,
+                         size_t *clipped)
 {
     fl_trainer *t = ctx;
     size_t d = t->ds->d;
@@ -28,19 +41,29 @@ static int s_grads(void *ctx, const size_t *idx, size_t n, float *G)
         memcpy(t->xb + i * d, t->ds->X + idx[i] * d, d * sizeof(float));
         t->yb[i] = t->ds->y[idx[i]];
     }
-    return fl_mlp_example_gradients(t->mlp, t->xb, t->yb, n, G, NULL);
+    return fl_mlp_clipped_gradient_sum(t->mlp, t->xb, t->yb, n, clip, sum, clipped, NULL);
 }
 
 int fl_trainer_new(fl_trainer **out, fl_mlp *mlp, const fl_dataset *ds, double q, double clip,
                    double sigma)
 {
-    fl_trainer *t = calloc(1, sizeof *t);
+    fl_trainer *t = NULL;
     size_t p = fl_mlp_num_params(mlp);
     int rc;
 
     *out = NULL;
+    if (ds->d != fl_mlp_num_inputs(mlp))
+        return fl_error_set(FL_EINVAL, "fl_trainer_new: dataset has %zu features but the "
+                            "model takes %zu inputs", ds->d, fl_mlp_num_inputs(mlp));
+    /* Several node processes share a machine, and at these sizes (batches
+     * of a few hundred rows, layers of a few hundred units) threading one
+     * sgemm gains little (docs/performance.md, "DP-SGD cost"): run OpenBLAS
+     * single-threaded unless the operator chose OPENBLAS_NUM_THREADS. */
+    if (!getenv("OPENBLAS_NUM_THREADS"))
+        fl_mlp_set_blas_threads(1);
+    t = calloc(1, sizeof *t);
     if (!t)
-        return fl_error_set(FL_ENOMEM, "out of memory");
+        return fl_error_set(FL_ENOMEM, "fl_trainer_new: out of memory");
     t->mlp = mlp;
     t->ds = ds;
     t->xb = malloc(S_CHUNK * ds->d * sizeof(float));
@@ -48,9 +71,10 @@ int fl_trainer_new(fl_trainer **out, fl_mlp *mlp, const fl_dataset *ds, double q
     t->grad = malloc(p * sizeof(float));
     if (!t->xb || !t->yb || !t->grad) {
         fl_trainer_free(t);
-        return fl_error_set(FL_ENOMEM, "out of memory for training buffers");
+        return fl_error_set(FL_ENOMEM, "fl_trainer_new: out of memory for training buffers "
+                            "(%zu features, %zu parameters)", ds->d, p);
     }
-    rc = fl_dpsgd_new(&t->dp, p, ds->n, q, clip, sigma, S_CHUNK);
+    rc = fl_dpsgd_new_clipped(&t->dp, p, ds->n, q, clip, sigma, S_CHUNK);
     if (rc != FL_OK) {
         fl_trainer_free(t);
         return rc;
@@ -63,15 +87,21 @@ int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch)
 {
     float *w = fl_mlp_params(t->mlp);
     size_t p = fl_mlp_num_params(t->mlp), total = 0;
+    int rc = FL_OK;
     for (size_t s = 0; s < steps; s++) {
         size_t b = 0;
-        int rc = fl_dpsgd_step(t->dp, s_grads, t, t->grad, &b);
+        rc = fl_dpsgd_step_clipped(t->dp, s_clipped_sum, t, t->grad, &b);
         if (rc != FL_OK)
-            return rc;
+            break;
         total += b;
         for (size_t i = 0; i < p; i++)
             w[i] -= (float)lr * t->grad[i];
     }
+    /* The gathered rows are the sampled batch: private. */
+    sodium_memzero(t->xb, S_CHUNK * t->ds->d * sizeof(float));
+    sodium_memzero(t->yb, S_CHUNK * sizeof(int32_t));
+    if (rc != FL_OK)
+        return rc;
     if (mean_batch)
         *mean_batch = steps ? (double)total / (double)steps : 0.0;
     return FL_OK;

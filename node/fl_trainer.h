@@ -16,13 +16,18 @@ typedef struct fl_trainer fl_trainer;
 
 /** Creates a trainer for `mlp` over `ds` (both borrowed; they must outlive
  *  the trainer) with DP-SGD settings q (Poisson rate), clip norm C and noise
- *  multiplier sigma. */
+ *  multiplier sigma.  Steps use ghost clipping (fl_mlp_clipped_gradient_sum
+ *  with fl_dpsgd_step_clipped); all buffers are allocated here.  Sets
+ *  OpenBLAS to one thread unless OPENBLAS_NUM_THREADS is set (several
+ *  nodes share a machine; see docs/performance.md).  Errors: FL_EINVAL
+ *  (dataset width differs from the model's inputs, bad DP settings),
+ *  FL_ENOMEM. */
 FL_NODISCARD int fl_trainer_new(fl_trainer **out, fl_mlp *mlp, const fl_dataset *ds, double q,
                                 double clip, double sigma);
 
 /** Runs `steps` DP-SGD steps with learning rate lr, updating the MLP's
  *  parameters in place. *mean_batch receives the mean realised batch size
- *  (a local diagnostic; it is never sent). */
+ *  (a local diagnostic; it is never sent).  No allocation per step. */
 FL_NODISCARD int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch);
 
 /** Frees. NULL is a no-op. */

@@ -288,3 +288,130 @@ Test(dpsgd, free_null_is_noop)
 {
     fl_dpsgd_free(NULL);
 }
+
+/* ---- fl_dpsgd_step_clipped: the model returns sums of clipped rows. */
+
+/* Clipped-sum callback over the same table: clips each row by hand
+ * (min(1, C/||g||), as Abadi et al. 2016 Algorithm 1) and sums. */
+static int s_table_clipped_sum(void *vctx, const size_t *idx, size_t n, double clip,
+                               float *sum, size_t *clipped)
+{
+    table_ctx *c = vctx;
+    c->calls++;
+    if (n == 0 || n > c->chunk)
+        c->bad_chunk = 1;
+    memset(sum, 0, c->dim * sizeof *sum);
+    *clipped = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float *r = c->table + idx[i] * c->dim;
+        double nr = s_norm(r, c->dim), f = nr > clip ? clip / nr : 1.0;
+        *clipped += nr > clip;
+        for (size_t j = 0; j < c->dim; j++)
+            sum[j] += (float)(f * r[j]);
+    }
+    c->rows += n;
+    return FL_OK;
+}
+
+/* A callback that forgets to clip: returns the raw sum. */
+static int s_table_raw_sum(void *vctx, const size_t *idx, size_t n, double clip, float *sum,
+                           size_t *clipped)
+{
+    table_ctx *c = vctx;
+    (void)clip;
+    memset(sum, 0, c->dim * sizeof *sum);
+    *clipped = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < c->dim; j++)
+            sum[j] += c->table[idx[i] * c->dim + j];
+    return FL_OK;
+}
+
+Test(dpsgd_clipped, q1_sigma0_equals_mean_of_hand_clipped_gradients)
+{
+    /* The table and hand-clipped mean (0.26, 0.2) of
+     * q1_sigma0_equals_mean_of_hand_clipped_gradients above. */
+    const float table[] = {3, 4, 0.3f, 0.4f, 0, -2, 1, 0, -6, 8};
+    table_ctx c = {table, 2, 2, 0, 0, 0, 0};
+    fl_dpsgd *s = NULL;
+    float out[2];
+    size_t b = 0;
+    cr_assert_eq(fl_dpsgd_new_clipped(&s, 2, 5, 1.0, 1.0, 0.0, 2), FL_OK);
+    cr_assert_eq(fl_dpsgd_step_clipped(s, s_table_clipped_sum, &c, out, &b), FL_OK, "%s",
+                 fl_error_last());
+    cr_expect_eq(b, 5);
+    cr_expect_float_eq(out[0], 0.26f, 1e-5);
+    cr_expect_float_eq(out[1], 0.2f, 1e-5);
+    cr_expect_eq(c.calls, 3, "5 rows in chunks of 2 -> 3 calls");
+    cr_expect_not(c.bad_chunk);
+    fl_dpsgd_free(s);
+}
+
+Test(dpsgd_clipped, same_noise_scale_sigma_c_over_qn)
+{
+    enum { N = 100, D = 50 };
+    const size_t steps = 4000;
+    const double q = 0.2, C = 2.0, sigma = 1.5, sd = sigma * C / (q * N);
+    float *table = calloc(N * D, sizeof *table);
+    float out[D];
+    fl_dpsgd *s = NULL;
+    cr_assert(table);
+    cr_assert_eq(fl_dpsgd_new_clipped(&s, D, N, q, C, sigma, 16), FL_OK);
+    double m = 0.0, ss = 0.0;
+    for (size_t t = 0; t < steps; t++) {
+        table_ctx c = {table, D, 16, 0, 0, 0, 0};
+        cr_assert_eq(fl_dpsgd_step_clipped(s, s_table_clipped_sum, &c, out, NULL), FL_OK);
+        for (size_t j = 0; j < D; j++) {
+            m += out[j];
+            ss += (double)out[j] * out[j];
+        }
+    }
+    double n = (double)(steps * D);
+    m /= n;
+    double var = ss / n - m * m;
+    cr_expect_lt(fabs(m), 5 * sd / sqrt(n), "mean %g", m);
+    cr_expect_lt(fabs(var - sd * sd), 5 * sd * sd * sqrt(2.0 / n), "std %g vs %g", sqrt(var),
+                 sd);
+    fl_dpsgd_free(s);
+    free(table);
+}
+
+Test(dpsgd_clipped, sum_above_n_times_c_is_rejected_and_output_zeroed)
+{
+    /* Two rows of norm 10 with C = 1: an unclipped sum has norm 20 > 2C. */
+    const float table[] = {6, 8, -6, 8};
+    table_ctx c = {table, 2, 2, 0, 0, 0, 0};
+    fl_dpsgd *s = NULL;
+    float out[2] = {5, 5};
+    cr_assert_eq(fl_dpsgd_new_clipped(&s, 2, 2, 1.0, 1.0, 1.0, 2), FL_OK);
+    cr_expect_eq(fl_dpsgd_step_clipped(s, s_table_raw_sum, &c, out, NULL), FL_EINVAL);
+    cr_expect(out[0] == 0.0f && out[1] == 0.0f);
+    fl_dpsgd_free(s);
+}
+
+Test(dpsgd_clipped, per_example_step_on_clipped_only_state_fails)
+{
+    const float table[] = {1, 0};
+    table_ctx c = {table, 2, 1, 0, 0, 0, 0};
+    fl_dpsgd *s = NULL;
+    float out[2] = {5, 5};
+    cr_assert_eq(fl_dpsgd_new_clipped(&s, 2, 1, 1.0, 1.0, 0.0, 1), FL_OK);
+    cr_expect_eq(fl_dpsgd_step(s, s_table_grad, &c, out, NULL), FL_EINVAL);
+    cr_expect(out[0] == 0.0f && out[1] == 0.0f);
+    cr_expect_eq(c.calls, 0);
+    fl_dpsgd_free(s);
+}
+
+Test(dpsgd_clipped, works_on_a_per_example_state_too)
+{
+    const float table[] = {3, 4, 0.3f, 0.4f, 0, -2, 1, 0, -6, 8};
+    table_ctx c1 = {table, 2, 2, 0, 0, 0, 0}, c2 = {table, 2, 2, 0, 0, 0, 0};
+    fl_dpsgd *s = NULL;
+    float a[2], b[2];
+    cr_assert_eq(fl_dpsgd_new(&s, 2, 5, 1.0, 1.0, 0.0, 2), FL_OK);
+    cr_assert_eq(fl_dpsgd_step(s, s_table_grad, &c1, a, NULL), FL_OK);
+    cr_assert_eq(fl_dpsgd_step_clipped(s, s_table_clipped_sum, &c2, b, NULL), FL_OK);
+    cr_expect_float_eq(a[0], b[0], 1e-6);
+    cr_expect_float_eq(a[1], b[1], 1e-6);
+    fl_dpsgd_free(s);
+}

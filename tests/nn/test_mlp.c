@@ -380,3 +380,192 @@ Test(mlp, sgd_on_wdbc_reaches_93_percent_training_accuracy, .timeout = 120)
     fl_dataset_free(ds);
     fl_schema_free(s);
 }
+
+/* ---- Ghost clipping (fl_mlp_clipped_gradient_sum, fl_mlp_example_norms).
+ * The reference is a second implementation: materialise per-example
+ * gradients (fl_mlp_example_gradients, itself checked against finite
+ * differences above), take their norms in double, clip them with
+ * fl_dp_clip_rows-equivalent arithmetic written out here (scale
+ * C/||g|| * (1 - 1e-6), non-finite rows zeroed), and sum in double. */
+
+static const double s_margin = 1.0 - 1e-6; /* documented in fl_dp_clip_rows */
+
+static void s_check_ghost(fl_mlp_output kind, const uint32_t *sizes, size_t ns, size_t n,
+                          size_t nan_row)
+{
+    fl_mlp *m = s_model(sizes, ns, kind, 5);
+    size_t P = fl_mlp_num_params(m), d = sizes[0];
+    uint32_t k = kind == FL_MLP_OUT_SIGMOID_BCE ? 2 : sizes[ns - 1];
+    float *X = s_inputs(n, d);
+    /* Spread the input scales so per-example norms differ a lot. */
+    for (size_t i = 0; i < n; i++)
+        for (size_t t = 0; t < d; t++)
+            X[i * d + t] *= (float)(0.2 + 3.0 * (double)(i % 7) / 6.0);
+    if (nan_row < n)
+        X[nan_row * d + 1] = NAN;
+    int32_t *y = malloc(n * sizeof *y);
+    for (size_t i = 0; i < n; i++)
+        y[i] = (int32_t)((i * 7 + 3) % k);
+    float *G = malloc(n * P * sizeof *G), *gs = malloc(P * sizeof *gs);
+    double *ref = calloc(P, sizeof *ref), *refabs = calloc(P, sizeof *refabs);
+    double *enorm = malloc(n * sizeof *enorm), *gnorm = malloc(n * sizeof *gnorm);
+    double *sorted = malloc(n * sizeof *sorted);
+    cr_assert(X && y && G && gs && ref && refabs && enorm && gnorm && sorted);
+    cr_assert_eq(fl_mlp_example_gradients(m, X, y, n, G, NULL), FL_OK, "%s", fl_error_last());
+
+    size_t finite = 0;
+    for (size_t i = 0; i < n; i++) {
+        double ss = 0;
+        for (size_t p = 0; p < P; p++)
+            ss += (double)G[i * P + p] * G[i * P + p];
+        enorm[i] = sqrt(ss);
+        if (isfinite(enorm[i]))
+            sorted[finite++] = enorm[i];
+    }
+    /* C = median finite norm: about half the rows clipped, half not. */
+    for (size_t i = 1; i < finite; i++)
+        for (size_t j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
+            double tmp = sorted[j];
+            sorted[j] = sorted[j - 1];
+            sorted[j - 1] = tmp;
+        }
+    double C = 0.5 * (sorted[finite / 2] + sorted[(finite - 1) / 2]);
+    size_t ref_clipped = 0;
+    for (size_t i = 0; i < n; i++) {
+        double f = 1.0;
+        if (!isfinite(enorm[i])) {
+            f = 0.0;
+            ref_clipped++;
+        } else if (enorm[i] > C) {
+            f = C / enorm[i] * s_margin;
+            ref_clipped++;
+        }
+        for (size_t p = 0; p < P; p++) {
+            double v = f == 0.0 ? 0.0 : f * (double)G[i * P + p];
+            ref[p] += v;
+            refabs[p] += fabs(v);
+        }
+    }
+    cr_assert_gt(ref_clipped, 1 + (nan_row < n));
+    cr_assert_lt(ref_clipped, n - 1, "some rows must stay unclipped");
+
+    /* Norms: ghost identity vs explicit rows. */
+    cr_assert_eq(fl_mlp_example_norms(m, X, y, n, gnorm), FL_OK, "%s", fl_error_last());
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(enorm[i])) {
+            cr_expect(!isfinite(gnorm[i]), "example %zu: NaN input must give a non-finite norm",
+                      i);
+            continue;
+        }
+        cr_expect(fabs(gnorm[i] - enorm[i]) <= 1e-5 * enorm[i] + 1e-12,
+                  "example %zu: ghost norm %.9g, explicit %.9g", i, gnorm[i], enorm[i]);
+    }
+
+    /* Clipped sum. */
+    size_t clipped = 0;
+    double loss = 0, loss_ref = 0;
+    cr_assert_eq(fl_mlp_clipped_gradient_sum(m, X, y, n, C, gs, &clipped, &loss), FL_OK, "%s",
+                 fl_error_last());
+    cr_expect_eq(clipped, ref_clipped);
+    for (size_t p = 0; p < P; p++)
+        cr_assert(isfinite(gs[p]) &&
+                  fabs((double)gs[p] - ref[p]) <= 1e-5 * refabs[p] + 1e-7,
+                  "param %zu: ghost %.9g, explicit clipped sum %.9g (scale %.3g)", p,
+                  (double)gs[p], ref[p], refabs[p]);
+    if (nan_row >= n) {
+        float *g = malloc(P * sizeof *g);
+        cr_assert_eq(fl_mlp_gradient(m, X, y, n, g, &loss_ref), FL_OK);
+        cr_expect(fabs(loss - loss_ref) <= 1e-9 * fabs(loss_ref), "loss %g vs %g", loss,
+                  loss_ref);
+        free(g);
+    }
+
+    free(X);
+    free(y);
+    free(G);
+    free(gs);
+    free(ref);
+    free(refabs);
+    free(enorm);
+    free(gnorm);
+    free(sorted);
+    fl_mlp_free(m);
+}
+
+Test(ghost, clipped_sum_equals_explicit_clipping_sigmoid_three_hidden_layers)
+{
+    const uint32_t sizes[] = {7, 9, 6, 5, 1};
+    s_check_ghost(FL_MLP_OUT_SIGMOID_BCE, sizes, 5, 40, SIZE_MAX);
+}
+
+Test(ghost, clipped_sum_equals_explicit_clipping_softmax_three_hidden_layers)
+{
+    const uint32_t sizes[] = {7, 9, 6, 5, 4};
+    s_check_ghost(FL_MLP_OUT_SOFTMAX_CE, sizes, 5, 40, SIZE_MAX);
+}
+
+Test(ghost, clipped_sum_equals_explicit_clipping_across_chunks)
+{
+    /* 300 rows: two internal 256-row chunks. */
+    const uint32_t sizes[] = {5, 12, 8, 3};
+    s_check_ghost(FL_MLP_OUT_SOFTMAX_CE, sizes, 4, 300, SIZE_MAX);
+}
+
+Test(ghost, example_with_nan_input_contributes_zero_and_is_counted)
+{
+    const uint32_t sizes[] = {7, 9, 6, 5, 4};
+    s_check_ghost(FL_MLP_OUT_SOFTMAX_CE, sizes, 5, 40, 13);
+}
+
+Test(ghost, huge_clip_gives_the_plain_batch_gradient)
+{
+    /* With C above every norm nothing is clipped and the sum is the batch
+     * gradient of fl_mlp_gradient (checked against finite differences). */
+    const uint32_t sizes[] = {6, 8, 5, 3};
+    fl_mlp *m = s_model(sizes, 4, FL_MLP_OUT_SOFTMAX_CE, 9);
+    size_t P = fl_mlp_num_params(m), n = 33;
+    float *X = s_inputs(n, 6), *g = malloc(P * sizeof *g), *gs = malloc(P * sizeof *gs);
+    int32_t *y = malloc(n * sizeof *y);
+    for (size_t i = 0; i < n; i++)
+        y[i] = (int32_t)(i % 3);
+    double l1, l2;
+    size_t clipped = 99;
+    cr_assert_eq(fl_mlp_gradient(m, X, y, n, g, &l1), FL_OK);
+    cr_assert_eq(fl_mlp_clipped_gradient_sum(m, X, y, n, 1e30, gs, &clipped, &l2), FL_OK);
+    cr_expect_eq(clipped, 0);
+    for (size_t p = 0; p < P; p++)
+        cr_assert(fabs(gs[p] - g[p]) <= 1e-6 * fabs(g[p]) + 1e-7, "param %zu", p);
+    free(X);
+    free(g);
+    free(gs);
+    free(y);
+    fl_mlp_free(m);
+}
+
+Test(ghost, rejects_bad_clip_and_empty_batch_gives_zero)
+{
+    const uint32_t sizes[] = {3, 4, 1};
+    fl_mlp *m = s_model(sizes, 3, FL_MLP_OUT_SIGMOID_BCE, 1);
+    size_t P = fl_mlp_num_params(m);
+    float *gs = malloc(P * sizeof *gs);
+    float x[3] = {1, 2, 3};
+    int32_t y = 1;
+    size_t clipped = 7;
+    double loss = 5;
+    cr_expect_eq(fl_mlp_clipped_gradient_sum(m, x, &y, 1, 0.0, gs, NULL, NULL), FL_EINVAL);
+    cr_expect_eq(fl_mlp_clipped_gradient_sum(m, x, &y, 1, NAN, gs, NULL, NULL), FL_EINVAL);
+    cr_expect_eq(fl_mlp_clipped_gradient_sum(m, x, &y, 1, INFINITY, gs, NULL, NULL),
+                 FL_EINVAL);
+    y = 2;
+    cr_expect_eq(fl_mlp_clipped_gradient_sum(m, x, &y, 1, 1.0, gs, NULL, NULL), FL_EINVAL);
+    for (size_t p = 0; p < P; p++)
+        gs[p] = 1.0f;
+    cr_assert_eq(fl_mlp_clipped_gradient_sum(m, NULL, NULL, 0, 1.0, gs, &clipped, &loss),
+                 FL_OK);
+    cr_expect_eq(clipped, 0);
+    cr_expect_eq(loss, 0.0);
+    for (size_t p = 0; p < P; p++)
+        cr_expect_eq(gs[p], 0.0f);
+    free(gs);
+    fl_mlp_free(m);
+}
