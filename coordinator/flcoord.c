@@ -33,6 +33,7 @@
 #include "nn/fl_metrics.h"
 #include "nn/fl_mlp.h"
 #include "proto/fl_wire.h"
+#include "secagg/fl_secagg.h"
 #include "storage/fl_storage.h"
 #include "transport/fl_transport.h"
 
@@ -55,6 +56,8 @@ typedef struct {
     double learning_rate, clip_norm, sampling_rate;
     char schema[FL_CONFIG_STR_MAX];
     char test_data[FL_CONFIG_STR_MAX];
+    int64_t secagg_enabled, secagg_threshold, secagg_max_weight, step_timeout_ms;
+    double secagg_clip_range;
 } s_config;
 
 typedef struct {
@@ -66,6 +69,7 @@ typedef struct {
     int answered;    /* sent an update or a decline this round */
     double epsilon;  /* last epsilon the node reported */
     double delta;
+    uint32_t party;  /* index in the round's secure-aggregation party list */
 } s_node;
 
 typedef enum { S_WAIT_NODES, S_IN_ROUND, S_DONE } s_phase;
@@ -100,6 +104,14 @@ typedef struct {
     int evaluated;
     uint32_t rounds_done;
     uint64_t bad_frames;
+    /* Secure aggregation of the current round (NULL when off). */
+    fl_secagg_server *sa;
+    uint32_t n_parties;
+    s_node *party[S_MAX_NODES];
+    char *party_names[S_MAX_NODES];
+    uint8_t (*party_pks)[32];
+    Fl__SecAggSettings sa_settings;
+    uint32_t sa_u3; /* parties whose masked input is in the sum */
 } s_coord;
 
 static volatile sig_atomic_t s_stop;
@@ -137,6 +149,10 @@ static int s_load_config(s_config *c, const char *path)
     c->clip_norm = 1.0;
     c->sampling_rate = 0.1;
     snprintf(c->output, sizeof c->output, "sigmoid");
+    c->secagg_enabled = 1;
+    c->secagg_clip_range = 10.0;
+    c->secagg_max_weight = 10000;
+    c->step_timeout_ms = 30000;
     fl_config_field f[] = {
         {"coordinator", "consortium", FL_CONFIG_STRING, c->consortium, 1, 0, 0, 0},
         {"coordinator", "listen", FL_CONFIG_STRING, c->listen, 1, 0, 0, 0},
@@ -159,6 +175,11 @@ static int s_load_config(s_config *c, const char *path)
         {"training", "sampling_rate", FL_CONFIG_DOUBLE, &c->sampling_rate, 0, 1e-6, 1, 0},
         {"data", "schema", FL_CONFIG_PATH, c->schema, 1, 0, 0, 0},
         {"data", "test_data", FL_CONFIG_PATH, c->test_data, 0, 0, 0, 0},
+        {"secagg", "enabled", FL_CONFIG_INT, &c->secagg_enabled, 0, 0, 1, 0},
+        {"secagg", "threshold", FL_CONFIG_INT, &c->secagg_threshold, 0, 0, S_MAX_NODES, 0},
+        {"secagg", "clip_range", FL_CONFIG_DOUBLE, &c->secagg_clip_range, 0, 1e-6, 1e6, 0},
+        {"secagg", "max_weight", FL_CONFIG_INT, &c->secagg_max_weight, 0, 1, 1e9, 0},
+        {"secagg", "step_timeout_ms", FL_CONFIG_INT, &c->step_timeout_ms, 0, 100, 86400000, 0},
     };
     int rc = fl_config_load(path, f, sizeof f / sizeof f[0]);
     if (rc != FL_OK)
@@ -265,8 +286,70 @@ static void s_fill_round_start(s_coord *co, Fl__Envelope *env, Fl__RoundStart *r
     rs->params = co->model;
     rs->model_sha256.len = 32;
     rs->model_sha256.data = co->model_digest;
+    if (co->sa)
+        rs->secagg = &co->sa_settings;
     env->body_case = FL__ENVELOPE__BODY_ROUND_START;
     env->round_start = rs;
+}
+
+/* Sets up secure aggregation for the round about to start: the party list is
+ * every joined node, the threshold more than two thirds of it (and at least
+ * min_nodes), each party's identity key taken from the enrollment file. */
+static int s_secagg_begin(s_coord *co)
+{
+    fl_secagg_params p;
+    Fl__Envelope env;
+    Fl__RoundStart rs = FL__ROUND_START__INIT;
+    Fl__RoundSettings st = FL__ROUND_SETTINGS__INIT;
+    Fl__ModelSpec sp = FL__MODEL_SPEC__INIT;
+    uint32_t n = 0, t;
+
+    fl_secagg_server_free(co->sa);
+    co->sa = NULL;
+    for (size_t i = 0; i < co->num_nodes; i++) {
+        s_node *nd = &co->nodes[i];
+        const uint8_t *pk;
+        if (!nd->joined)
+            continue;
+        pk = fl_enroll_identity(co->enroll, nd->name);
+        if (!pk)
+            continue; /* revoked since it joined */
+        nd->party = n;
+        co->party[n] = nd;
+        co->party_names[n] = nd->name;
+        memcpy(co->party_pks[n], pk, 32);
+        n++;
+    }
+    t = co->cfg.secagg_threshold > 0 ? (uint32_t)co->cfg.secagg_threshold : 2 * n / 3 + 1;
+    if (t < (uint32_t)co->cfg.min_nodes)
+        t = (uint32_t)co->cfg.min_nodes;
+    if (t < 2)
+        t = 2; /* a "sum" of one input is that input: aggregation needs two */
+    if (n < t)
+        return fl_error_set(FL_ESTATE, "%u nodes joined, secure aggregation needs at least %u",
+                            n, t);
+    co->n_parties = n;
+    fl__sec_agg_settings__init(&co->sa_settings);
+    co->sa_settings.enabled = 1;
+    co->sa_settings.threshold = t;
+    co->sa_settings.neighbours = 0;
+    co->sa_settings.clip_range = (float)co->cfg.secagg_clip_range;
+    co->sa_settings.max_weight = (uint32_t)co->cfg.secagg_max_weight;
+    co->sa_settings.n_participants = n;
+    co->sa_settings.participants = co->party_names;
+    s_fill_round_start(co, &env, &rs, &st, &sp);
+    rs.secagg = &co->sa_settings;
+    memset(&p, 0, sizeof p);
+    p.n = n;
+    p.t = t;
+    p.k = 0;
+    p.dim = (uint32_t)co->num_params;
+    p.clip_range = co->sa_settings.clip_range;
+    p.max_weight = co->sa_settings.max_weight;
+    p.identity_pks = (const uint8_t(*)[32])co->party_pks;
+    fl_wire_secagg_context(co->cfg.consortium, &rs, p.context);
+    co->sa_u3 = 0;
+    return fl_secagg_server_new(&co->sa, &p);
 }
 
 static void s_start_round(s_coord *co)
@@ -277,6 +360,12 @@ static void s_start_round(s_coord *co)
     Fl__ModelSpec sp = FL__MODEL_SPEC__INIT;
     size_t sent = 0;
 
+    if (co->cfg.secagg_enabled && s_secagg_begin(co) != FL_OK) {
+        fl_log_warn("round %u: %s; waiting for more nodes", co->round, fl_error_last());
+        co->phase = S_WAIT_NODES;
+        co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
+        return;
+    }
     s_fill_round_start(co, &env, &rs, &st, &sp);
     fl_fedavg_reset(co->avg);
     for (size_t i = 0; i < co->num_nodes; i++) {
@@ -301,8 +390,12 @@ static void s_start_round(s_coord *co)
         co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
         return;
     }
-    fl_log_info("round %u/%lld: started with %zu nodes", co->round, (long long)co->cfg.rounds,
-                sent);
+    if (co->sa)
+        fl_log_info("round %u/%lld: started with %zu nodes, secure aggregation threshold %u",
+                    co->round, (long long)co->cfg.rounds, sent, co->sa_settings.threshold);
+    else
+        fl_log_info("round %u/%lld: started with %zu nodes (secure aggregation OFF: updates "
+                    "are seen in the clear)", co->round, (long long)co->cfg.rounds, sent);
     co->phase = S_IN_ROUND;
     co->deadline = s_now() + (double)co->cfg.round_timeout_ms / 1000.0;
 }
@@ -360,36 +453,57 @@ static void s_print_progress(s_coord *co, size_t contributors)
     fflush(stdout);
 }
 
+/* A round that cannot complete: the same round number runs again when
+ * enough nodes are back, up to max_abandoned times in a row. Nodes that went
+ * silent stay joined: a dead connection is noticed when a send fails. */
+static void s_abandon_round(s_coord *co, const char *why)
+{
+    co->abandoned_in_row++;
+    fl_log_warn("round %u abandoned: %s (attempt %d of %lld)", co->round, why,
+                co->abandoned_in_row, (long long)co->cfg.max_abandoned + 1);
+    fl_secagg_server_free(co->sa);
+    co->sa = NULL;
+    if (co->abandoned_in_row > co->cfg.max_abandoned) {
+        fl_log_error("giving up after %d abandoned rounds in a row: check that the nodes "
+                     "are running and can reach this coordinator", co->abandoned_in_row);
+        s_stop = -1;
+    }
+    co->phase = S_WAIT_NODES;
+    co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
+}
+
+static void s_complete_round(s_coord *co, size_t contributors);
+
+/* Without secure aggregation: the FedAvg of the updates received. */
 static void s_finish_round(s_coord *co)
 {
     size_t contributors = fl_fedavg_count(co->avg);
-    Fl__Envelope env;
-    Fl__RoundResult rr = FL__ROUND_RESULT__INIT;
-    int final;
+    char why[128];
 
     if (contributors < (size_t)co->cfg.min_nodes) {
-        co->abandoned_in_row++;
-        fl_log_warn("round %u abandoned: %zu updates arrived, %lld needed (attempt %d of %lld)",
-                    co->round, contributors, (long long)co->cfg.min_nodes,
-                    co->abandoned_in_row, (long long)co->cfg.max_abandoned + 1);
-        for (size_t i = 0; i < co->num_nodes; i++)
-            if (co->nodes[i].participant && !co->nodes[i].answered)
-                co->nodes[i].joined = 0; /* silent: must join again */
-        if (co->abandoned_in_row > co->cfg.max_abandoned) {
-            fl_log_error("giving up after %d abandoned rounds in a row: check that the nodes "
-                         "are running and can reach this coordinator", co->abandoned_in_row);
-            s_stop = -1;
-        }
-        co->phase = S_WAIT_NODES;
-        co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
+        snprintf(why, sizeof why, "%zu updates arrived, %lld needed", contributors,
+                 (long long)co->cfg.min_nodes);
+        s_abandon_round(co, why);
         return;
     }
-    co->abandoned_in_row = 0;
     if (fl_fedavg_result(co->avg, co->model) != FL_OK) {
         fl_log_error("%s", fl_error_last());
         s_stop = -1;
         return;
     }
+    s_complete_round(co, contributors);
+}
+
+/* The new global model is in co->model: evaluate, save, announce. */
+static void s_complete_round(s_coord *co, size_t contributors)
+{
+    Fl__Envelope env;
+    Fl__RoundResult rr = FL__ROUND_RESULT__INIT;
+    int final;
+
+    co->abandoned_in_row = 0;
+    fl_secagg_server_free(co->sa);
+    co->sa = NULL;
     fl_wire_model_digest(co->model, co->num_params, co->model_digest);
     co->rounds_done++;
     s_evaluate(co);
@@ -428,6 +542,95 @@ static void s_finish_round(s_coord *co)
         co->phase = S_WAIT_NODES;
         co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
     }
+}
+
+/* Secure aggregation: how many messages the current step can still get. */
+static uint32_t s_secagg_expected(const s_coord *co)
+{
+    uint32_t k = 0;
+    if (fl_secagg_server_step(co->sa) == FL_SECAGG_ADVERTISE) {
+        for (uint32_t i = 0; i < co->n_parties; i++)
+            k += !co->party[i]->answered; /* a decline ends a party's round */
+    } else {
+        const uint8_t *alive = fl_secagg_server_alive(co->sa);
+        for (uint32_t i = 0; i < co->n_parties; i++)
+            k += alive[i] != 0;
+    }
+    return k;
+}
+
+/* Ends the current secure-aggregation step: relays each survivor its input
+ * for the next step, or, after the unmasking step, takes the sum. */
+static void s_secagg_advance(s_coord *co)
+{
+    fl_secagg_step step = fl_secagg_server_step(co->sa);
+    const uint32_t n = co->n_parties; /* completing the round may start the next */
+    uint8_t **out = calloc(n, sizeof *out);
+    size_t *lens = calloc(n, sizeof *lens);
+    char why[600];
+    int rc;
+
+    if (!out || !lens) {
+        free(out);
+        free(lens);
+        s_abandon_round(co, "out of memory");
+        return;
+    }
+    rc = fl_secagg_server_advance(co->sa, out, lens);
+    if (rc != FL_OK) {
+        snprintf(why, sizeof why, "secure aggregation stopped at step %d: %s", (int)step,
+                 fl_error_last());
+        s_abandon_round(co, why);
+        goto done;
+    }
+    if (step == FL_SECAGG_MASKED) {
+        const uint8_t *alive = fl_secagg_server_alive(co->sa);
+        co->sa_u3 = 0;
+        for (uint32_t i = 0; i < co->n_parties; i++)
+            co->sa_u3 += alive[i] != 0;
+    }
+    if (step == FL_SECAGG_UNMASK) {
+        double *sum = malloc(co->num_params * sizeof *sum);
+        uint64_t total = 0;
+        if (!sum || fl_secagg_server_result(co->sa, sum, &total) != FL_OK || total == 0) {
+            snprintf(why, sizeof why, "secure aggregation produced no sum: %s",
+                     sum ? fl_error_last() : "out of memory");
+            free(sum);
+            s_abandon_round(co, why);
+            goto done;
+        }
+        /* FedAvg from the sums alone: sum of w_u x_u over the total weight. */
+        for (size_t i = 0; i < co->num_params; i++)
+            co->model[i] = (float)(sum[i] / (double)total);
+        free(sum);
+        fl_log_info("round %u: secure aggregation complete, %u inputs in the sum", co->round,
+                    co->sa_u3);
+        s_complete_round(co, co->sa_u3);
+        goto done;
+    }
+    for (uint32_t i = 0; i < co->n_parties; i++) {
+        Fl__Envelope env;
+        Fl__SecAgg m = FL__SEC_AGG__INIT;
+        s_node *nd = co->party[i];
+        if (!out[i])
+            continue;
+        fl_wire_envelope_init(&env, co->cfg.consortium);
+        m.round = co->round;
+        m.step = (uint32_t)step + 1;
+        m.payload.data = out[i];
+        m.payload.len = lens[i];
+        env.body_case = FL__ENVELOPE__BODY_SECAGG;
+        env.secagg = &m;
+        if (fl_transport_send(co->router, nd->rid, nd->rid_len, &env) != FL_OK)
+            fl_log_warn("round %u: cannot relay step %d to %s: %s", co->round, (int)step + 1,
+                        nd->name, fl_error_last());
+    }
+    co->deadline = s_now() + (double)co->cfg.step_timeout_ms / 1000.0;
+done:
+    for (uint32_t i = 0; i < n; i++)
+        free(out[i]);
+    free(out);
+    free(lens);
 }
 
 static int s_all_answered(const s_coord *co)
@@ -518,7 +721,15 @@ static s_node *s_round_sender(s_coord *co, fl_transport_msg *m, uint32_t round)
 
 static void s_on_update(s_coord *co, fl_transport_msg *m, const Fl__Update *u)
 {
-    s_node *n = s_round_sender(co, m, u->round);
+    s_node *n;
+    if (co->sa) {
+        /* With secure aggregation on, an update in the clear is refused: the
+         * coordinator must never hold one. */
+        s_send_error(co, m->rid, m->rid_len, FL_EPROTO,
+                     "this round uses secure aggregation: send masked input, not an update");
+        return;
+    }
+    n = s_round_sender(co, m, u->round);
     if (!n)
         return;
     if (u->n_params != co->num_params) {
@@ -553,6 +764,42 @@ static void s_on_decline(s_coord *co, fl_transport_msg *m, const Fl__Decline *d)
     fl_log_warn("round %u: node %s declined: %s", co->round, n->name, d->reason);
 }
 
+static void s_on_secagg(s_coord *co, fl_transport_msg *m, const Fl__SecAgg *sm)
+{
+    s_node *n = s_node_by_name(co, m->user_id);
+    fl_secagg_step step;
+    char msg[700];
+
+    if (!n || !n->joined || co->phase != S_IN_ROUND || !co->sa || sm->round != co->round ||
+        !n->participant || n->party >= co->n_parties || co->party[n->party] != n) {
+        snprintf(msg, sizeof msg, "secure-aggregation message for round %u is not expected: "
+                 "the current round is %u%s", sm->round, co->round,
+                 co->sa ? "" : " (without secure aggregation)");
+        s_send_error(co, m->rid, m->rid_len, FL_ESTATE, msg);
+        return;
+    }
+    step = fl_secagg_server_step(co->sa);
+    if (sm->step != (uint32_t)step) {
+        snprintf(msg, sizeof msg, "secure-aggregation message for step %u, the round is at "
+                 "step %d", sm->step, (int)step);
+        s_send_error(co, m->rid, m->rid_len, FL_ESTATE, msg);
+        return;
+    }
+    if (fl_secagg_server_receive(co->sa, n->party, sm->payload.data, sm->payload.len) != FL_OK) {
+        fl_log_warn("round %u: secure-aggregation step %d from %s rejected: %s", co->round,
+                    (int)step, n->name, fl_error_last());
+        s_send_error(co, m->rid, m->rid_len, fl_error_code() ? fl_error_code() : FL_EPROTO,
+                     fl_error_last());
+        return;
+    }
+    if (step == FL_SECAGG_ADVERTISE) {
+        n->epsilon = sm->epsilon;
+        n->delta = sm->delta;
+        fl_log_info("round %u: %s trained and joined secure aggregation (epsilon %.3f at delta "
+                    "%.0e)", co->round, n->name, sm->epsilon, sm->delta);
+    }
+}
+
 static void s_on_message(s_coord *co, fl_transport_msg *m)
 {
     Fl__Envelope *env = NULL;
@@ -581,6 +828,7 @@ static void s_on_message(s_coord *co, fl_transport_msg *m)
     case FL__ENVELOPE__BODY_JOIN: s_on_join(co, m, env->join); break;
     case FL__ENVELOPE__BODY_UPDATE: s_on_update(co, m, env->update); break;
     case FL__ENVELOPE__BODY_DECLINE: s_on_decline(co, m, env->decline); break;
+    case FL__ENVELOPE__BODY_SECAGG: s_on_secagg(co, m, env->secagg); break;
     case FL__ENVELOPE__BODY_ERROR:
         fl_log_warn("node %s reports an error: %s", m->user_id, env->error->message);
         break;
@@ -676,6 +924,9 @@ static int s_setup(s_coord *co, const char *config_path)
     fl_wire_model_digest(co->model, co->num_params, co->model_digest);
     if ((rc = fl_fedavg_new(&co->avg, co->num_params)) != FL_OK)
         return rc;
+    co->party_pks = malloc(S_MAX_NODES * sizeof *co->party_pks);
+    if (!co->party_pks)
+        return fl_error_set(FL_ENOMEM, "out of memory");
     if ((rc = fl_identity_load(&co->id, co->cfg.key)) != FL_OK)
         return rc;
     if ((rc = fl_enroll_load(&co->enroll, co->cfg.enrollment)) != FL_OK)
@@ -714,6 +965,8 @@ static void s_teardown(s_coord *co)
     fl_enroll_free(co->enroll);
     fl_identity_free(co->id);
     fl_fedavg_free(co->avg);
+    fl_secagg_server_free(co->sa);
+    free(co->party_pks);
     fl_mlp_free(co->mlp);
     fl_dataset_free(co->test);
     fl_schema_free(co->schema);
@@ -772,6 +1025,16 @@ static int s_run(const char *config_path)
                              "to", s_count_joined(co), (long long)co->cfg.min_nodes,
                              (double)co->cfg.join_timeout_ms / 1000.0);
                 break;
+            }
+        } else if (co->phase == S_IN_ROUND && co->sa) {
+            if (fl_secagg_server_received(co->sa) >= s_secagg_expected(co) ||
+                s_now() > co->deadline) {
+                if (s_now() > co->deadline)
+                    fl_log_warn("round %u: secure-aggregation step %d timed out with %u "
+                                "messages; continuing without the silent nodes", co->round,
+                                (int)fl_secagg_server_step(co->sa),
+                                fl_secagg_server_received(co->sa));
+                s_secagg_advance(co);
             }
         } else if (co->phase == S_IN_ROUND) {
             if (s_all_answered(co) || s_now() > co->deadline) {

@@ -33,6 +33,8 @@
 #include "nn/fl_mlp.h"
 #include "node/fl_trainer.h"
 #include "proto/fl_wire.h"
+#include "secagg/fl_secagg.h"
+#include "transport/fl_enroll.h"
 #include "storage/fl_storage.h"
 #include "transport/fl_transport.h"
 
@@ -50,6 +52,7 @@ typedef struct {
     char data[FL_CONFIG_STR_MAX];
     char ledger[FL_CONFIG_STR_MAX];
     char accountant[FL_CONFIG_STR_MAX];
+    char peers[FL_CONFIG_STR_MAX];
     int64_t idle_timeout_ms;
     int64_t reserve_rounds;
     double epsilon_max, delta;
@@ -76,6 +79,11 @@ typedef struct {
     double q, sigma, clip;
     uint32_t last_round;
     int budget_spent;
+    /* Secure aggregation of the current round. */
+    fl_enroll *peers;
+    fl_secagg_client *sa;
+    uint32_t sa_round, sa_next_step, sa_weight;
+    uint8_t (*sa_pks)[32];
 } s_node;
 
 static volatile sig_atomic_t s_stop;
@@ -115,6 +123,10 @@ static int s_load_config(s_config *c, const char *path)
         {"privacy", "ledger", FL_CONFIG_PATH, c->ledger, 1, 0, 0, 0},
         {"privacy", "accountant", FL_CONFIG_STRING, c->accountant, 0, 0, 0, 0},
         {"privacy", "reserve_rounds", FL_CONFIG_INT, &c->reserve_rounds, 0, 0, 1000, 0},
+        /* The consortium's identity keys (enrollment-file format), from the
+         * consortium, not from the coordinator: secure aggregation checks
+         * every peer's signature against them. */
+        {"secagg", "peers", FL_CONFIG_PATH, c->peers, 0, 0, 0, 0},
     };
     int rc = fl_config_load(path, f, sizeof f / sizeof f[0]);
     if (rc != FL_OK)
@@ -246,6 +258,140 @@ static int s_plan(s_node *nd, const Fl__RoundSettings *st)
     return FL_OK;
 }
 
+/*
+ * Secure aggregation (secagg/fl_secagg.h, Bonawitz et al. 2017): the node
+ * finds itself in the round's participant list, takes every participant's
+ * identity key from its own peers file (never from the coordinator), and
+ * binds everything to the round context computed from the RoundStart.
+ */
+static int s_secagg_prepare(s_node *nd, const Fl__RoundStart *rs)
+{
+    const Fl__SecAggSettings *sa = rs->secagg;
+    fl_secagg_params p;
+    uint32_t me = UINT32_MAX;
+    int rc;
+
+    fl_secagg_client_free(nd->sa);
+    nd->sa = NULL;
+    if (!nd->peers)
+        return fl_error_set(FL_EINVAL, "the round uses secure aggregation but this node has no "
+                            "[secagg] peers file (the consortium's identity keys)");
+    free(nd->sa_pks);
+    nd->sa_pks = malloc(sa->n_participants * sizeof *nd->sa_pks);
+    if (!nd->sa_pks)
+        return fl_error_set(FL_ENOMEM, "out of memory");
+    for (size_t i = 0; i < sa->n_participants; i++) {
+        const uint8_t *pk = fl_enroll_identity(nd->peers, sa->participants[i]);
+        if (!pk)
+            return fl_error_set(FL_EAUTH, "participant '%s' is not in this node's peers file "
+                                "%s: refusing to aggregate with an unknown party",
+                                sa->participants[i], nd->cfg.peers);
+        memcpy(nd->sa_pks[i], pk, 32);
+        if (strcmp(sa->participants[i], nd->cfg.name) == 0)
+            me = (uint32_t)i;
+    }
+    if (me == UINT32_MAX)
+        return fl_error_set(FL_EPROTO, "this node is not in the round's participant list");
+    if (sodium_memcmp(nd->sa_pks[me], fl_identity_public_of(nd->id)->sign_pk, 32) != 0)
+        return fl_error_set(FL_EAUTH, "the peers file lists another identity key for this node "
+                            "('%s'): it is out of date", nd->cfg.name);
+    memset(&p, 0, sizeof p);
+    p.n = (uint32_t)sa->n_participants;
+    p.t = sa->threshold;
+    p.k = sa->neighbours;
+    p.dim = (uint32_t)rs->n_params;
+    p.clip_range = sa->clip_range;
+    p.max_weight = sa->max_weight;
+    p.identity_pks = (const uint8_t(*)[32])nd->sa_pks;
+    fl_wire_secagg_context(nd->cfg.consortium, rs, p.context);
+    if ((rc = fl_secagg_client_new(&nd->sa, &p, me, nd->id)) != FL_OK)
+        return rc;
+    /* The FedAvg weight travels inside the masked vector, bounded publicly. */
+    nd->sa_weight = nd->ds->n < sa->max_weight ? (uint32_t)nd->ds->n : sa->max_weight;
+    nd->sa_round = rs->round;
+    nd->sa_next_step = 1;
+    return FL_OK;
+}
+
+static void s_secagg_send(s_node *nd, uint32_t step, uint8_t *payload, size_t len, double eps)
+{
+    Fl__Envelope env;
+    Fl__SecAgg m = FL__SEC_AGG__INIT;
+    fl_wire_envelope_init(&env, nd->cfg.consortium);
+    m.round = nd->sa_round;
+    m.step = step;
+    m.payload.data = payload;
+    m.payload.len = len;
+    m.epsilon = eps;
+    m.delta = step == 0 ? nd->cfg.delta : 0.0;
+    env.body_case = FL__ENVELOPE__BODY_SECAGG;
+    env.secagg = &m;
+    (void)s_send(nd, &env);
+    free(payload);
+}
+
+static void s_secagg_abort(s_node *nd, const char *what)
+{
+    fl_log_warn("round %u: secure aggregation stopped at step %u: %s: %s", nd->sa_round,
+                nd->sa_next_step, what, fl_error_last());
+    fl_secagg_client_free(nd->sa);
+    nd->sa = NULL;
+}
+
+static void s_secagg_advertise(s_node *nd, uint32_t round, double eps)
+{
+    uint8_t *msg = NULL;
+    size_t len = 0;
+    (void)round;
+    if (fl_secagg_client_advertise(nd->sa, &msg, &len) != FL_OK) {
+        s_secagg_abort(nd, "cannot advertise keys");
+        return;
+    }
+    s_secagg_send(nd, 0, msg, len, eps);
+}
+
+static void s_on_secagg(s_node *nd, const Fl__SecAgg *m)
+{
+    uint8_t *msg = NULL;
+    size_t len = 0;
+    uint32_t clipped = 0;
+    int rc;
+
+    if (!nd->sa || m->round != nd->sa_round || m->step != nd->sa_next_step) {
+        fl_log_warn("ignoring a secure-aggregation message for round %u step %u (expected round "
+                    "%u step %u)", m->round, m->step, nd->sa_round, nd->sa_next_step);
+        return;
+    }
+    switch (m->step) {
+    case 1: rc = fl_secagg_client_share(nd->sa, m->payload.data, m->payload.len, &msg, &len); break;
+    case 2:
+        rc = fl_secagg_client_masked(nd->sa, m->payload.data, m->payload.len,
+                                     fl_mlp_params(nd->mlp), nd->sa_weight, &clipped, &msg, &len);
+        if (rc == FL_OK && clipped)
+            fl_log_warn("round %u: %u of %zu parameters were outside the secure-aggregation "
+                        "range [-R, R] and were clipped: consider a larger clip_range", m->round,
+                        clipped, fl_mlp_num_params(nd->mlp));
+        break;
+    case 3:
+        rc = fl_secagg_client_consist(nd->sa, m->payload.data, m->payload.len, &msg, &len);
+        break;
+    case 4:
+        rc = fl_secagg_client_unmask(nd->sa, m->payload.data, m->payload.len, &msg, &len);
+        break;
+    default: rc = fl_error_set(FL_EPROTO, "unknown step %u", m->step); break;
+    }
+    if (rc != FL_OK) {
+        s_secagg_abort(nd, "the coordinator's message was refused");
+        return;
+    }
+    s_secagg_send(nd, m->step, msg, len, 0.0);
+    nd->sa_next_step++;
+    if (m->step == 4) {
+        fl_secagg_client_free(nd->sa);
+        nd->sa = NULL;
+    }
+}
+
 static void s_on_round_start(s_node *nd, const Fl__RoundStart *rs)
 {
     const Fl__RoundSettings *st = rs->settings;
@@ -257,16 +403,25 @@ static void s_on_round_start(s_node *nd, const Fl__RoundStart *rs)
         s_send_decline(nd, rs->round, FL_EBUDGET, "this hospital's privacy budget is spent");
         return;
     }
-    if (rs->round <= nd->last_round) {
+    if (rs->round < nd->last_round) {
         fl_log_warn("ignoring a start for round %u: round %u was already trained", rs->round,
                     nd->last_round);
         return;
     }
+    if (rs->round == nd->last_round)
+        /* The coordinator abandoned the round and runs it again: it is new
+         * training with fresh noise, and is charged again. */
+        fl_log_info("round %u runs again (the previous attempt was abandoned)", rs->round);
     if ((rc = s_prepare_model(nd, rs->spec)) != FL_OK || (rc = s_plan(nd, st)) != FL_OK) {
         fl_log_error("declining round %u: %s", rs->round, fl_error_last());
         s_send_decline(nd, rs->round, rc, fl_error_last());
         if (rc == FL_EBUDGET)
             nd->budget_spent = 1;
+        return;
+    }
+    if (rs->secagg && rs->secagg->enabled && (rc = s_secagg_prepare(nd, rs)) != FL_OK) {
+        fl_log_error("declining round %u: %s", rs->round, fl_error_last());
+        s_send_decline(nd, rs->round, rc, fl_error_last());
         return;
     }
     /* Budget check BEFORE training: the epsilon the ledger would reach after
@@ -328,6 +483,13 @@ static void s_on_round_start(s_node *nd, const Fl__RoundStart *rs)
         s_send_decline(nd, rs->round, rc, "local training failed");
         return;
     }
+    if (nd->sa) {
+        s_secagg_advertise(nd, rs->round, eps_after);
+        fl_log_info("round %u: trained %u DP-SGD steps (mean batch %.1f), epsilon spent %.4f of "
+                    "%g (delta %g); update goes out only masked", rs->round, st->local_steps,
+                    mean_batch, eps_after, nd->cfg.epsilon_max, nd->cfg.delta);
+        return;
+    }
     {
         Fl__Envelope env;
         Fl__Update u = FL__UPDATE__INIT;
@@ -363,6 +525,7 @@ static int s_on_message(s_node *nd, fl_transport_msg *m)
     }
     switch (env->body_case) {
     case FL__ENVELOPE__BODY_ROUND_START: s_on_round_start(nd, env->round_start); break;
+    case FL__ENVELOPE__BODY_SECAGG: s_on_secagg(nd, env->secagg); break;
     case FL__ENVELOPE__BODY_ROUND_RESULT: {
         const Fl__RoundResult *r = env->round_result;
         fl_log_info("round %u complete: %u nodes contributed%s", r->round, r->participants,
@@ -423,6 +586,10 @@ static int s_run(const char *config_path)
             fl_log_info("ledger %s: %zu charges, epsilon %.4f of %g spent at delta %g",
                         nd->cfg.ledger, fl_ledger_num_charges(nd->ledger), spent,
                         nd->cfg.epsilon_max, nd->cfg.delta);
+    }
+    if (nd->cfg.peers[0] && fl_enroll_load(&nd->peers, nd->cfg.peers) != FL_OK) {
+        fl_log_error("%s", fl_error_last());
+        goto done;
     }
     fl_schema_digest(nd->schema, nd->schema_digest);
     fl_log_info("loaded %zu local records with %zu features%s", nd->ds->n, nd->ds->d,
@@ -516,6 +683,9 @@ done:
     if (nd->ctx)
         zmq_ctx_term(nd->ctx);
     fl_trainer_free(nd->trainer);
+    fl_secagg_client_free(nd->sa);
+    fl_enroll_free(nd->peers);
+    free(nd->sa_pks);
     fl_ledger_free(nd->ledger);
     fl_mlp_free(nd->mlp);
     fl_identity_free(nd->id);

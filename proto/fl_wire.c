@@ -157,6 +157,32 @@ static int s_check_round_start(const Fl__RoundStart *r)
                         sp->layer_sizes[sp->n_layer_sizes - 1]);
     if (sp->output_kind == 2 && sp->layer_sizes[sp->n_layer_sizes - 1] < 2)
         return S_REJECT("spec: a softmax output needs at least 2 output units");
+    if (r->secagg && r->secagg->enabled) {
+        const Fl__SecAggSettings *sa = r->secagg;
+        if (sa->n_participants < 1 || sa->n_participants > FL_WIRE_MAX_PARTIES)
+            return S_REJECT("secagg.participants must list 1..%u nodes, got %zu",
+                            FL_WIRE_MAX_PARTIES, sa->n_participants);
+        for (size_t i = 0; i < sa->n_participants; i++) {
+            if (!fl_wire_name_ok(sa->participants[i]))
+                return S_REJECT("secagg.participants[%zu] is not a valid node name", i);
+            for (size_t j = 0; j < i; j++)
+                if (strcmp(sa->participants[i], sa->participants[j]) == 0)
+                    return S_REJECT("secagg.participants lists '%s' twice",
+                                    sa->participants[i]);
+        }
+        if (sa->threshold < 1 || sa->threshold > sa->n_participants)
+            return S_REJECT("secagg.threshold must be in 1..%zu, got %u", sa->n_participants,
+                            sa->threshold);
+        if (sa->neighbours > sa->n_participants)
+            return S_REJECT("secagg.neighbours must be at most %zu, got %u",
+                            sa->n_participants, sa->neighbours);
+        if (!isfinite(sa->clip_range) || sa->clip_range <= 0.0f || sa->clip_range > 1e6f)
+            return S_REJECT("secagg.clip_range must be in (0, 1e6], got %g",
+                            (double)sa->clip_range);
+        if (sa->max_weight == 0 || sa->max_weight > FL_WIRE_MAX_SAMPLES)
+            return S_REJECT("secagg.max_weight must be in 1..%llu, got %u",
+                            (unsigned long long)FL_WIRE_MAX_SAMPLES, sa->max_weight);
+    }
     expect = fl_wire_spec_num_params(sp->layer_sizes, sp->n_layer_sizes);
     if (expect == 0)
         return S_REJECT("spec.layer_sizes: each size must be in 1..%u and the model at most "
@@ -209,6 +235,22 @@ static int s_check_result(const Fl__RoundResult *r)
     return s_check_model(r->params, r->n_params, &r->model_sha256, "round_result");
 }
 
+static int s_check_secagg(const Fl__SecAgg *m)
+{
+    if (m->round == 0 || m->round > FL_WIRE_MAX_ROUNDS)
+        return S_REJECT("secagg.round must be in 1..%u, got %u", FL_WIRE_MAX_ROUNDS, m->round);
+    if (m->step > 4)
+        return S_REJECT("secagg.step must be in 0..4, got %u", m->step);
+    if (m->payload.len == 0 || m->payload.len > FL_WIRE_MAX_FRAME - 1024)
+        return S_REJECT("secagg.payload must be 1..%u bytes, got %zu", FL_WIRE_MAX_FRAME - 1024,
+                        m->payload.len);
+    if (!isfinite(m->epsilon) || m->epsilon < 0.0)
+        return S_REJECT("secagg.epsilon must be a finite number >= 0");
+    if (!isfinite(m->delta) || m->delta < 0.0 || m->delta >= 1.0)
+        return S_REJECT("secagg.delta must be in [0, 1)");
+    return FL_OK;
+}
+
 static int s_check_error(const Fl__Error *e)
 {
     if (e->code >= 0)
@@ -253,6 +295,7 @@ int fl_wire_decode(Fl__Envelope **out, const uint8_t *buf, size_t len, const cha
     case FL__ENVELOPE__BODY_DECLINE: rc = s_check_decline(env->decline); break;
     case FL__ENVELOPE__BODY_ROUND_RESULT: rc = s_check_result(env->round_result); break;
     case FL__ENVELOPE__BODY_ERROR: rc = s_check_error(env->error); break;
+    case FL__ENVELOPE__BODY_SECAGG: rc = s_check_secagg(env->secagg); break;
     default: rc = S_REJECT("envelope has no message body"); break;
     }
     if (rc != FL_OK)
@@ -313,5 +356,42 @@ void fl_wire_model_digest(const float *params, size_t n, uint8_t out[FL_WIRE_DIG
         }
     }
     crypto_hash_sha256_update(&st, block, fill);
+    crypto_hash_sha256_final(&st, out);
+}
+
+static void s_hash_u32(crypto_hash_sha256_state *st, uint32_t v)
+{
+    unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 24)};
+    crypto_hash_sha256_update(st, b, 4);
+}
+
+static void s_hash_str(crypto_hash_sha256_state *st, const char *s)
+{
+    size_t n = strlen(s);
+    s_hash_u32(st, (uint32_t)n); /* length-prefixed: no two lists hash alike */
+    crypto_hash_sha256_update(st, (const unsigned char *)s, n);
+}
+
+void fl_wire_secagg_context(const char *consortium, const Fl__RoundStart *rs,
+                            uint8_t out[FL_WIRE_DIGEST_BYTES])
+{
+    crypto_hash_sha256_state st;
+    const Fl__SecAggSettings *sa = rs->secagg;
+    uint32_t bits;
+
+    crypto_hash_sha256_init(&st);
+    s_hash_str(&st, "flc secagg context v1");
+    s_hash_str(&st, consortium);
+    s_hash_u32(&st, rs->round);
+    crypto_hash_sha256_update(&st, rs->model_sha256.data, rs->model_sha256.len);
+    s_hash_u32(&st, sa->threshold);
+    s_hash_u32(&st, sa->neighbours);
+    memcpy(&bits, &sa->clip_range, 4);
+    s_hash_u32(&st, bits);
+    s_hash_u32(&st, sa->max_weight);
+    s_hash_u32(&st, (uint32_t)sa->n_participants);
+    for (size_t i = 0; i < sa->n_participants; i++)
+        s_hash_str(&st, sa->participants[i]);
     crypto_hash_sha256_final(&st, out);
 }

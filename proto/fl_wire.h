@@ -28,6 +28,7 @@
 #define FL_WIRE_MAX_STEPS 1000000u
 #define FL_WIRE_MAX_SAMPLES 1000000000ull
 #define FL_WIRE_DIGEST_BYTES 32u
+#define FL_WIRE_MAX_PARTIES 1024u
 
 /** Decodes one frame and validates it. On success *out owns the envelope;
  *  free it with fl_wire_free. `consortium` is the receiver's consortium id:
@@ -58,5 +59,14 @@ size_t fl_wire_spec_num_params(const uint32_t *sizes, size_t n);
 /** True if `s` is a valid node or consortium name: 1..64 characters from
  *  [A-Za-z0-9._-]. */
 int fl_wire_name_ok(const char *s);
+
+/** The secure-aggregation context of a round: SHA-256 over a domain tag,
+ *  the consortium, the round number, the model's SHA-256 and every public
+ *  secagg setting (threshold, neighbours, clip range, max weight, the
+ *  participant list in order). Node and coordinator compute it from the same
+ *  RoundStart; every secagg signature and encryption is bound to it, so a
+ *  message from another round, model or participant set is rejected. */
+void fl_wire_secagg_context(const char *consortium, const Fl__RoundStart *rs,
+                            uint8_t out[FL_WIRE_DIGEST_BYTES]);
 
 #endif

@@ -6,8 +6,11 @@
 # per round and a final summary, and stops every process it started on exit
 # or Ctrl-C.
 #
+# With secure aggregation (on by default; --no-secagg turns it off) the
+# coordinator sees only the sum of the hospitals' updates.
+#
 # usage: scripts/consortium.sh [--rounds N] [--epsilon E] [--nodes K]
-#                              [--workdir DIR] [--build DIR]
+#                              [--workdir DIR] [--build DIR] [--no-secagg]
 #                              [--min-accuracy A] [--quiet]
 set -euo pipefail
 
@@ -19,8 +22,9 @@ epsilon=3
 nodes=3
 min_accuracy=""
 quiet=0
+secagg=1
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -30,6 +34,7 @@ while [ $# -gt 0 ]; do
     --build) build=$2; shift 2 ;;
     --min-accuracy) min_accuracy=$2; shift 2 ;;
     --quiet) quiet=1; shift ;;
+    --no-secagg) secagg=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "consortium.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
@@ -100,6 +105,12 @@ sampling_rate = 0.25
 [data]
 schema = $data/schema.ini
 test_data = data/test.csv
+
+[secagg]
+enabled = $secagg
+; more than two thirds of the nodes must stay to the end of each round
+clip_range = 10
+max_weight = 1000
 INI
 
 "$flcoord" run --config "$workdir/coordinator.ini" 2> "$workdir/logs/coordinator.log" &
@@ -135,6 +146,11 @@ train = data/shard-$i.csv
 epsilon_max = $epsilon
 delta = 1e-5
 ledger = ledgers/$name.ledger
+
+[secagg]
+; the consortium's identity keys, distributed with the consortium's
+; configuration (here the same file the coordinator enrolls)
+peers = enrolled.txt
 INI
   if [ "$quiet" = 1 ]; then
     "$flnode" run --config "$workdir/$name.ini" 2> "$workdir/logs/$name.log" &

@@ -103,7 +103,8 @@ static void s_start_coordinator(void)
              "endpoint_file = endpoint\nkey = coordinator.key\nenrollment = enrolled.txt\n"
              "rounds = 1\nmin_nodes = 1\nround_timeout_ms = 20000\njoin_timeout_ms = 30000\n"
              "[model]\nlayers = 30 4 1\n"
-             "[data]\nschema = %s/data/wdbc/schema.ini\n",
+             "[data]\nschema = %s/data/wdbc/schema.ini\n"
+             "[secagg]\nenabled = 0\n",
              FL_TEST_SOURCE_DIR);
     s_write("coordinator.ini", text);
     s_path(cfg, sizeof cfg, "coordinator.ini");

@@ -48,14 +48,17 @@ static void s_prepare(const char *coord_extra, uint32_t local_steps, double epsi
              "min_nodes = 1\njoin_timeout_ms = 30000\n%s"
              "[model]\nlayers = 30 4 1\n"
              "[training]\nsampling_rate = 0.25\nclip_norm = 1\nlearning_rate = 0.5\nlocal_steps = %u\n"
-             "[data]\nschema = %s/data/wdbc/schema.ini\n",
+             "[data]\nschema = %s/data/wdbc/schema.ini\n"
+             /* One node: nothing to aggregate securely (it needs two). */
+             "[secagg]\nenabled = 0\n",
              coord_extra, local_steps, FL_TEST_SOURCE_DIR);
     fl_test_write(s_dir, "coordinator.ini", text);
     snprintf(text, sizeof text,
              "[node]\nname = hospital-a\nconsortium = it\ncoordinator = ENDPOINT\n"
              "coordinator_key = coordinator.pub\nkey = hospital-a.key\nidle_timeout_ms = 30000\n"
              "[data]\nschema = %s/data/wdbc/schema.ini\ntrain = %s/data/wdbc/wdbc.csv\n"
-             "[privacy]\nepsilon_max = %g\ndelta = 1e-5\nledger = hospital-a.ledger\n",
+             "[privacy]\nepsilon_max = %g\ndelta = 1e-5\nledger = hospital-a.ledger\n"
+             "[secagg]\npeers = enrolled.txt\n",
              FL_TEST_SOURCE_DIR, FL_TEST_SOURCE_DIR, epsilon_max);
     fl_test_write(s_dir, "node.ini.in", text);
 }
