@@ -28,6 +28,7 @@
 #include "config/fl_config.h"
 #include "coordinator/fl_fedavg.h"
 #include "coordinator/fl_model_file.h"
+#include "coordinator/fl_registry.h"
 #include "log/fl_log.h"
 #include "nn/fl_dataset.h"
 #include "nn/fl_metrics.h"
@@ -48,6 +49,7 @@ typedef struct {
     char endpoint_file[FL_CONFIG_STR_MAX];
     char model_out[FL_CONFIG_STR_MAX];
     char summary_json[FL_CONFIG_STR_MAX];
+    char state_dir[FL_CONFIG_STR_MAX];
     int64_t rounds, min_nodes, round_timeout_ms, join_timeout_ms, max_abandoned;
     char layers[FL_CONFIG_STR_MAX];
     char output[FL_CONFIG_STR_MAX];
@@ -112,6 +114,7 @@ typedef struct {
     uint8_t (*party_pks)[32];
     Fl__SecAggSettings sa_settings;
     uint32_t sa_u3; /* parties whose masked input is in the sum */
+    fl_registry *reg; /* durable state, when [coordinator] state_dir is set */
 } s_coord;
 
 static volatile sig_atomic_t s_stop;
@@ -161,6 +164,7 @@ static int s_load_config(s_config *c, const char *path)
         {"coordinator", "endpoint_file", FL_CONFIG_PATH, c->endpoint_file, 0, 0, 0, 0},
         {"coordinator", "model_out", FL_CONFIG_PATH, c->model_out, 0, 0, 0, 0},
         {"coordinator", "summary_json", FL_CONFIG_PATH, c->summary_json, 0, 0, 0, 0},
+        {"coordinator", "state_dir", FL_CONFIG_PATH, c->state_dir, 0, 0, 0, 0},
         {"coordinator", "rounds", FL_CONFIG_INT, &c->rounds, 0, 1, FL_WIRE_MAX_ROUNDS, 0},
         {"coordinator", "min_nodes", FL_CONFIG_INT, &c->min_nodes, 0, 1, S_MAX_NODES, 0},
         {"coordinator", "round_timeout_ms", FL_CONFIG_INT, &c->round_timeout_ms, 0, 100, 86400000, 0},
@@ -390,6 +394,8 @@ static void s_start_round(s_coord *co)
         co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
         return;
     }
+    if (co->reg && fl_registry_round_started(co->reg, co->round, (uint32_t)sent) != FL_OK)
+        fl_log_warn("%s", fl_error_last());
     if (co->sa)
         fl_log_info("round %u/%lld: started with %zu nodes, secure aggregation threshold %u",
                     co->round, (long long)co->cfg.rounds, sent, co->sa_settings.threshold);
@@ -461,6 +467,8 @@ static void s_abandon_round(s_coord *co, const char *why)
     co->abandoned_in_row++;
     fl_log_warn("round %u abandoned: %s (attempt %d of %lld)", co->round, why,
                 co->abandoned_in_row, (long long)co->cfg.max_abandoned + 1);
+    if (co->reg && fl_registry_round_abandoned(co->reg, co->round, why) != FL_OK)
+        fl_log_warn("%s", fl_error_last());
     fl_secagg_server_free(co->sa);
     co->sa = NULL;
     if (co->abandoned_in_row > co->cfg.max_abandoned) {
@@ -508,6 +516,28 @@ static void s_complete_round(s_coord *co, size_t contributors)
     co->rounds_done++;
     s_evaluate(co);
     s_print_progress(co, contributors);
+    if (co->reg) {
+        /* Durable before announced: the version file, then its record. */
+        char path[4096];
+        fl_registry_metrics m = {NAN, NAN, NAN, NAN, NAN, NAN};
+        if (co->evaluated) {
+            m.loss = co->last_loss;
+            m.accuracy = co->last_acc;
+            m.auc = co->last_auc;
+            m.precision = co->last_precision;
+            m.recall = co->last_recall;
+            m.f1 = co->last_f1;
+        }
+        fl_registry_model_path(co->reg, co->round, path, sizeof path);
+        if (fl_model_file_save(path, co->output_kind, co->sizes, (uint32_t)co->num_sizes,
+                               co->model, co->num_params) != FL_OK ||
+            fl_registry_round_completed(co->reg, co->round, (uint32_t)contributors, &m,
+                                        co->model_digest) != FL_OK) {
+            fl_log_error("cannot checkpoint round %u, stopping: %s", co->round, fl_error_last());
+            s_stop = -1;
+            return;
+        }
+    }
     if (co->cfg.model_out[0] &&
         fl_model_file_save(co->cfg.model_out, co->output_kind, co->sizes,
                            (uint32_t)co->num_sizes, co->model, co->num_params) != FL_OK)
@@ -922,6 +952,38 @@ static int s_setup(s_coord *co, const char *config_path)
         return fl_error_set(FL_ENOMEM, "out of memory");
     memcpy(co->model, fl_mlp_params(co->mlp), co->num_params * sizeof(float));
     fl_wire_model_digest(co->model, co->num_params, co->model_digest);
+    co->round = 1;
+    if (co->cfg.state_dir[0]) {
+        uint32_t version = 0;
+        char path[4096];
+        uint8_t sha[32];
+        if ((rc = fl_registry_open(&co->reg, co->cfg.state_dir)) != FL_OK ||
+            (rc = fl_registry_latest(co->reg, &version, path, sizeof path, sha)) != FL_OK)
+            return rc;
+        if (version > 0) {
+            /* Resume from the last completed round's model. */
+            fl_model_file mf;
+            if ((rc = fl_model_file_load(&mf, path)) != FL_OK)
+                return fl_error_wrap(rc, "cannot resume from model version %u", version);
+            if (mf.num_params != co->num_params || mf.num_sizes != co->num_sizes ||
+                memcmp(mf.sizes, co->sizes, co->num_sizes * sizeof(uint32_t)) != 0) {
+                free(mf.params);
+                return fl_error_set(FL_EINVAL, "model version %u in %s has another shape than "
+                                    "[model] layers: use a new state_dir for a new model",
+                                    version, co->cfg.state_dir);
+            }
+            memcpy(co->model, mf.params, co->num_params * sizeof(float));
+            free(mf.params);
+            fl_wire_model_digest(co->model, co->num_params, co->model_digest);
+            if (sodium_memcmp(co->model_digest, sha, 32) != 0)
+                return fl_error_set(FL_EPARSE, "model version %u (%s) does not match the SHA-256 "
+                                    "recorded for it: the file was changed", version, path);
+            co->round = version + 1;
+            co->rounds_done = version;
+            fl_log_info("resuming from %s: %u rounds completed, model version %u", 
+                        co->cfg.state_dir, version, version);
+        }
+    }
     if ((rc = fl_fedavg_new(&co->avg, co->num_params)) != FL_OK)
         return rc;
     co->party_pks = malloc(S_MAX_NODES * sizeof *co->party_pks);
@@ -965,6 +1027,7 @@ static void s_teardown(s_coord *co)
     fl_enroll_free(co->enroll);
     fl_identity_free(co->id);
     fl_fedavg_free(co->avg);
+    fl_registry_free(co->reg);
     fl_secagg_server_free(co->sa);
     free(co->party_pks);
     fl_mlp_free(co->mlp);
@@ -992,8 +1055,12 @@ static int s_run(const char *config_path)
         fl_log_error("%s", fl_error_last());
         goto done;
     }
-    co->round = 1;
     co->phase = S_WAIT_NODES;
+    if (co->round > (uint32_t)co->cfg.rounds) {
+        fl_log_info("all %lld rounds are already completed in %s", (long long)co->cfg.rounds,
+                    co->cfg.state_dir);
+        co->phase = S_DONE;
+    }
     co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
     fl_log_info("waiting for %lld nodes to join (timeout %.0f s)", (long long)co->cfg.min_nodes,
                 (double)co->cfg.join_timeout_ms / 1000.0);

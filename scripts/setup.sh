@@ -28,10 +28,10 @@ if [ -z "$build_dir" ]; then
 fi
 
 # Build: compiler, cmake, pkg-config.  Product: ZeroMQ (CURVE), libsodium,
-# protobuf-c, OpenBLAS, inih.  Tests: Criterion.
+# protobuf-c, OpenBLAS, inih, SQLite.  Tests: Criterion.
 packages=(gcc libc6-dev make cmake pkg-config
           libzmq3-dev libsodium-dev libprotobuf-c-dev protobuf-c-compiler
-          libopenblas-dev libinih-dev libcriterion-dev)
+          libopenblas-dev libinih-dev libsqlite3-dev libcriterion-dev)
 # Test-only: headless Chromium renders flaudit's HTML report and ImageMagick
 # checks the chart in the screenshot (tests/audit/check_report_html.sh).
 # Installed by default, because that test fails without them.
