@@ -148,8 +148,14 @@ Test(coordinator_restart, sigkill_mid_training_then_restart_completes_all_rounds
         usleep(1000);
     cr_assert_geq(s_model_files(), 3, "no progress within 60 s");
     cr_assert_lt(s_model_files(), S_ROUNDS, "training finished before the crash");
+    /* Freeze one hospital so that the round under way (or the next) waits
+     * for it: the coordinator is then certainly killed in the middle of a
+     * round. */
+    kill(nodes[2], SIGSTOP);
+    usleep(500000);
     kill(coord, SIGKILL);
     fl_test_wait(coord, 10.0);
+    kill(nodes[2], SIGCONT);
 
     coord = s_coordinator();
     rc = fl_test_wait(coord, 180.0);
