@@ -29,6 +29,7 @@
 #include "coordinator/fl_fedavg.h"
 #include "coordinator/fl_model_file.h"
 #include "coordinator/fl_registry.h"
+#include "coordinator/fl_server_opt.h"
 #include "log/fl_log.h"
 #include "nn/fl_dataset.h"
 #include "nn/fl_metrics.h"
@@ -60,6 +61,8 @@ typedef struct {
     char test_data[FL_CONFIG_STR_MAX];
     int64_t secagg_enabled, secagg_threshold, secagg_max_weight, step_timeout_ms;
     double secagg_clip_range;
+    char server_optimizer[FL_CONFIG_STR_MAX];
+    double server_lr, server_momentum, server_beta1, server_beta2, server_tau;
 } s_config;
 
 typedef struct {
@@ -115,6 +118,8 @@ typedef struct {
     Fl__SecAggSettings sa_settings;
     uint32_t sa_u3; /* parties whose masked input is in the sum */
     fl_registry *reg; /* durable state, when [coordinator] state_dir is set */
+    fl_server_opt *opt;
+    float *agg; /* this round's aggregate, before the server optimizer */
 } s_coord;
 
 static volatile sig_atomic_t s_stop;
@@ -156,6 +161,12 @@ static int s_load_config(s_config *c, const char *path)
     c->secagg_clip_range = 10.0;
     c->secagg_max_weight = 10000;
     c->step_timeout_ms = 30000;
+    snprintf(c->server_optimizer, sizeof c->server_optimizer, "fedavg");
+    c->server_lr = 1.0;
+    c->server_momentum = 0.9;
+    c->server_beta1 = 0.9;
+    c->server_beta2 = 0.99;
+    c->server_tau = 1e-3;
     fl_config_field f[] = {
         {"coordinator", "consortium", FL_CONFIG_STRING, c->consortium, 1, 0, 0, 0},
         {"coordinator", "listen", FL_CONFIG_STRING, c->listen, 1, 0, 0, 0},
@@ -184,6 +195,12 @@ static int s_load_config(s_config *c, const char *path)
         {"secagg", "clip_range", FL_CONFIG_DOUBLE, &c->secagg_clip_range, 0, 1e-6, 1e6, 0},
         {"secagg", "max_weight", FL_CONFIG_INT, &c->secagg_max_weight, 0, 1, 1e9, 0},
         {"secagg", "step_timeout_ms", FL_CONFIG_INT, &c->step_timeout_ms, 0, 100, 86400000, 0},
+        {"server", "optimizer", FL_CONFIG_STRING, c->server_optimizer, 0, 0, 0, 0},
+        {"server", "learning_rate", FL_CONFIG_DOUBLE, &c->server_lr, 0, 1e-6, 100, 0},
+        {"server", "momentum", FL_CONFIG_DOUBLE, &c->server_momentum, 0, 0, 0.999999, 0},
+        {"server", "beta1", FL_CONFIG_DOUBLE, &c->server_beta1, 0, 0, 0.999999, 0},
+        {"server", "beta2", FL_CONFIG_DOUBLE, &c->server_beta2, 0, 0, 0.999999, 0},
+        {"server", "tau", FL_CONFIG_DOUBLE, &c->server_tau, 0, 1e-12, 10, 0},
     };
     int rc = fl_config_load(path, f, sizeof f / sizeof f[0]);
     if (rc != FL_OK)
@@ -494,11 +511,12 @@ static void s_finish_round(s_coord *co)
         s_abandon_round(co, why);
         return;
     }
-    if (fl_fedavg_result(co->avg, co->model) != FL_OK) {
+    if (fl_fedavg_result(co->avg, co->agg) != FL_OK) {
         fl_log_error("%s", fl_error_last());
         s_stop = -1;
         return;
     }
+    fl_server_opt_step(co->opt, co->model, co->agg);
     s_complete_round(co, contributors);
 }
 
@@ -631,8 +649,9 @@ static void s_secagg_advance(s_coord *co)
         }
         /* FedAvg from the sums alone: sum of w_u x_u over the total weight. */
         for (size_t i = 0; i < co->num_params; i++)
-            co->model[i] = (float)(sum[i] / (double)total);
+            co->agg[i] = (float)(sum[i] / (double)total);
         free(sum);
+        fl_server_opt_step(co->opt, co->model, co->agg);
         fl_log_info("round %u: secure aggregation complete, %u inputs in the sum", co->round,
                     co->sa_u3);
         s_complete_round(co, co->sa_u3);
@@ -987,8 +1006,17 @@ static int s_setup(s_coord *co, const char *config_path)
     if ((rc = fl_fedavg_new(&co->avg, co->num_params)) != FL_OK)
         return rc;
     co->party_pks = malloc(S_MAX_NODES * sizeof *co->party_pks);
-    if (!co->party_pks)
+    co->agg = malloc(co->num_params * sizeof *co->agg);
+    if (!co->party_pks || !co->agg)
         return fl_error_set(FL_ENOMEM, "out of memory");
+    {
+        fl_server_opt_config oc = {FL_SERVER_FEDAVG, co->cfg.server_lr, co->cfg.server_momentum,
+                                   co->cfg.server_beta1, co->cfg.server_beta2,
+                                   co->cfg.server_tau};
+        if ((rc = fl_server_opt_parse(co->cfg.server_optimizer, &oc.kind)) != FL_OK ||
+            (rc = fl_server_opt_new(&co->opt, &oc, co->num_params)) != FL_OK)
+            return fl_error_wrap(rc, "%s: [server]", config_path);
+    }
     if ((rc = fl_identity_load(&co->id, co->cfg.key)) != FL_OK)
         return rc;
     if ((rc = fl_enroll_load(&co->enroll, co->cfg.enrollment)) != FL_OK)
@@ -1008,9 +1036,10 @@ static int s_setup(s_coord *co, const char *config_path)
             return rc;
     }
     fl_log_info("consortium %s: listening on %s (CURVE), %zu nodes enrolled, model %zu "
-                "parameters, %lld rounds, at least %lld nodes per round",
+                "parameters, %lld rounds, at least %lld nodes per round, server optimizer %s",
                 co->cfg.consortium, bound, fl_enroll_count(co->enroll), co->num_params,
-                (long long)co->cfg.rounds, (long long)co->cfg.min_nodes);
+                (long long)co->cfg.rounds, (long long)co->cfg.min_nodes,
+                co->cfg.server_optimizer);
     return FL_OK;
 }
 
@@ -1028,6 +1057,8 @@ static void s_teardown(s_coord *co)
     fl_identity_free(co->id);
     fl_fedavg_free(co->avg);
     fl_registry_free(co->reg);
+    fl_server_opt_free(co->opt);
+    free(co->agg);
     fl_secagg_server_free(co->sa);
     free(co->party_pks);
     fl_mlp_free(co->mlp);
