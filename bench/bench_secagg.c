@@ -5,7 +5,10 @@
  * quantization with stochastic rounding, self mask and n-1 pairwise masks)
  * and the server's unmasking (step 4: Shamir reconstruction, key
  * agreement, removing the remaining masks), with no dropout and with 3
- * parties dropping after the share exchange. Baseline: the time
+ * parties dropping after the share exchange; once with every pair masking
+ * (k = 0, plain Bonawitz) and once with the SecAgg+ graph, k = 4 (t = 3;
+ * the dropping parties are chosen from the round's graph so that every
+ * neighbourhood keeps t revealing holders). Baseline: the time
  * crypto_stream_chacha20_ietf takes to produce the same number of
  * keystream bytes (generated 16 KiB at a time, the way the masks are).
  * Prints times and ratios; never fails on timing.
@@ -21,6 +24,7 @@
 #include <sodium.h>
 
 #include "secagg/fl_secagg.h"
+#include "secagg/fl_secagg_internal.h"
 
 #define S_MAXN 64
 
@@ -53,12 +57,54 @@ typedef struct {
     double mask_mean, mask_max, unmask, recv;
 } s_times;
 
-static int s_round(uint32_t n, uint32_t t, uint32_t dim, uint32_t drops, fl_identity **ids,
-                   const uint8_t (*pks)[32], float *x, s_times *tm)
+/* Marks up to `want` parties in drop[] (after the share exchange) such
+ * that the round can still unmask: with k = 0 parties 0..want-1; with k > 0
+ * greedily, keeping t live neighbours for a dropped party and t - 1 for a
+ * survivor. Fills *unmask_streams with the server's mask count. */
+static uint32_t s_droppers(const fl_secagg_params *p, uint32_t want, int *drop,
+                           size_t *unmask_streams)
 {
-    fl_secagg_params p = {.n = n, .t = t, .k = 0, .dim = dim, .clip_range = 1.0,
+    uint32_t n = p->n, k = p->k, nd = 0;
+    static uint32_t nbr[S_MAXN * S_MAXN];
+    memset(drop, 0, sizeof *drop * n);
+    if (k == 0) {
+        for (nd = 0; nd < want; nd++)
+            drop[nd] = 1;
+        *unmask_streams = (size_t)(n - nd) + (size_t)nd * (n - nd);
+        return nd;
+    }
+    if (fl_secagg_graph(nbr, n, k, p->context) != 0)
+        return 0;
+    for (uint32_t v = 0; v < n && nd < want; v++) {
+        drop[v] = 1;
+        int ok = n - nd - 1 >= p->t;
+        for (uint32_t u = 0; u < n && ok; u++) {
+            uint32_t live = 0;
+            for (uint32_t j = 0; j < k; j++)
+                live += !drop[nbr[u * k + j]];
+            ok = drop[u] ? live >= p->t : live + 1 >= p->t;
+        }
+        if (ok)
+            nd++;
+        else
+            drop[v] = 0;
+    }
+    *unmask_streams = n - nd;
+    for (uint32_t v = 0; v < n; v++)
+        for (uint32_t j = 0; drop[v] && j < k; j++)
+            *unmask_streams += !drop[nbr[v * k + j]];
+    return nd;
+}
+
+static int s_round(uint32_t n, uint32_t t, uint32_t k, uint32_t dim, uint32_t drops,
+                   fl_identity **ids, const uint8_t (*pks)[32], float *x, s_times *tm,
+                   uint32_t *ndropped, size_t *unmask_streams)
+{
+    fl_secagg_params p = {.n = n, .t = t, .k = k, .dim = dim, .clip_range = 1.0,
                           .max_weight = 1000, .identity_pks = pks};
     randombytes_buf(p.context, sizeof p.context);
+    int drop[S_MAXN];
+    *ndropped = s_droppers(&p, drops, drop, unmask_streams);
     fl_secagg_server *sv = NULL;
     fl_secagg_client *cl[S_MAXN] = {0};
     uint8_t *in[S_MAXN] = {0}, *out[S_MAXN] = {0};
@@ -72,7 +118,7 @@ static int s_round(uint32_t n, uint32_t t, uint32_t dim, uint32_t drops, fl_iden
         for (uint32_t i = 0; rc == 0 && i < n; i++) {
             if (step > 0 && !in[i])
                 continue;
-            if (step >= 2 && i < drops) /* drop after the share exchange */
+            if (step >= 2 && drop[i]) /* drop after the share exchange */
                 continue;
             uint8_t *m = NULL;
             size_t l = 0;
@@ -135,7 +181,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_secagg: usage: bench_secagg [n 5..%d] [dim] [repeats]\n", S_MAXN);
         return 1;
     }
-    uint32_t t = n / 2 + 1;
     fl_identity *ids[S_MAXN];
     uint8_t pks[S_MAXN][32];
     float *x = malloc(sizeof *x * dim);
@@ -149,45 +194,53 @@ int main(int argc, char **argv)
     for (uint32_t j = 0; j < dim; j++)
         x[j] = (float)((double)(j % 2001) / 1000.0 - 1.0);
 
-    printf("bench_secagg: n = %u, t = %u, dim = %u, best of %d\n", n, t, dim, reps);
+    printf("bench_secagg: n = %u, dim = %u, best of %d\n", n, dim, reps);
     size_t vec = 4 * ((size_t)dim + 1);
-    for (int sc = 0; sc < 2; sc++) {
-        uint32_t drops = sc ? 3 : 0;
+    for (int sc = 0; sc < 4; sc++) {
+        uint32_t k = sc < 2 ? 0 : 4, t = k ? k / 2 + 1 : n / 2 + 1;
+        uint32_t drops = sc % 2 ? 3 : 0, nd = 0;
         s_times best = {1e30, 1e30, 1e30, 1e30};
         double best_mask_ks = 1e30, best_unmask_ks = 1e30;
-        uint32_t u3 = n - drops;
-        /* keystream bytes: client = self + (n-1) pairwise masks (U2 = all n),
-         * plus one stream of rounding randomness; server = |U3| self masks +
-         * drops x |U3| pairwise masks of the dropped parties */
-        size_t mask_bytes = (size_t)n * vec, round_bytes = (size_t)dim * 4;
-        size_t unmask_bytes = ((size_t)u3 + (size_t)drops * u3) * vec;
+        size_t streams = 0;
+        /* keystream bytes: client = self + one pairwise mask per neighbour
+         * in U2 (n - 1 for k = 0, k for SecAgg+), plus one stream of
+         * rounding randomness; server = |U3| self masks + one pairwise
+         * mask per (dropped party, surviving neighbour) */
+        uint32_t cmasks = k ? k + 1 : n;
+        size_t mask_bytes = (size_t)cmasks * vec, round_bytes = (size_t)dim * 4;
         for (int r = 0; r < reps; r++) {
             s_times tm;
-            if (s_round(n, t, dim, drops, ids, (const uint8_t(*)[32])pks, x, &tm) != 0)
+            if (s_round(n, t, k, dim, drops, ids, (const uint8_t(*)[32])pks, x, &tm, &nd,
+                        &streams) != 0)
                 return 1;
             best.mask_mean = tm.mask_mean < best.mask_mean ? tm.mask_mean : best.mask_mean;
             best.mask_max = tm.mask_max < best.mask_max ? tm.mask_max : best.mask_max;
             best.unmask = tm.unmask < best.unmask ? tm.unmask : best.unmask;
             best.recv = tm.recv < best.recv ? tm.recv : best.recv;
-            double a = s_chacha(mask_bytes), b = s_chacha(unmask_bytes);
+            /* the greedy dropper choice depends on the round's graph: use
+             * the last round's stream count (the same for k = 0) */
+            double a = s_chacha(mask_bytes), b = s_chacha(streams * vec);
             best_mask_ks = a < best_mask_ks ? a : best_mask_ks;
             best_unmask_ks = b < best_unmask_ks ? b : best_unmask_ks;
         }
+        size_t unmask_bytes = streams * vec;
+        uint32_t u3 = n - nd;
         double ks_rate = (double)mask_bytes / best_mask_ks / 1e9;
         double with_round = best_mask_ks * (double)(mask_bytes + round_bytes) / (double)mask_bytes;
-        printf("\n%s (|U2| = %u, |U3| = %u)\n", drops ? "3 dropouts after share exchange" :
-               "no dropout", n, u3);
+        printf("\nk = %u%s, t = %u, %s (|U2| = %u, |U3| = %u)\n", k,
+               k ? " (SecAgg+)" : " (all pairs)", t,
+               nd ? "dropouts after share exchange" : "no dropout", n, u3);
         printf("  ChaCha20 keystream rate (same run)      %8.2f GB/s\n", ks_rate);
         printf("  client masking (step 2), mean / max     %8.2f / %.2f ms\n",
                1e3 * best.mask_mean, 1e3 * best.mask_max);
-        printf("    ChaCha20 for its %u masks (%.1f MB)   %8.2f ms   ratio %.2f\n", n,
+        printf("    ChaCha20 for its %u masks (%.1f MB)   %8.2f ms   ratio %.2f\n", cmasks,
                (double)mask_bytes / 1e6, 1e3 * best_mask_ks, best.mask_mean / best_mask_ks);
         printf("    ... plus rounding stream (%.1f MB)     %8.2f ms   ratio %.2f\n",
                (double)(mask_bytes + round_bytes) / 1e6, 1e3 * with_round,
                best.mask_mean / with_round);
         printf("  server unmasking (step 4 advance)        %8.2f ms\n", 1e3 * best.unmask);
-        printf("    ChaCha20 for its %u masks (%.1f MB)  %8.2f ms   ratio %.2f\n",
-               u3 + drops * u3, (double)unmask_bytes / 1e6, 1e3 * best_unmask_ks,
+        printf("    ChaCha20 for its %zu masks (%.1f MB)  %8.2f ms   ratio %.2f\n", streams,
+               (double)unmask_bytes / 1e6, 1e3 * best_unmask_ks,
                best.unmask / best_unmask_ks);
         printf("  server receiving %u masked vectors       %8.2f ms (summed on arrival)\n", u3,
                1e3 * best.recv);

@@ -36,6 +36,13 @@
  *                     never both for one v.
  *                     server reconstructs and outputs the sum.
  * At any step, fewer than t survivors abort the round (FL_ESTATE), cleanly.
+ *
+ * k > 0 (SecAgg+): every party derives the same k-regular neighbour graph
+ * from the context; a party masks, shares (t of itself and its
+ * neighbours) and reveals only within its neighbourhood, so messages are
+ * O(k); t is then the per-neighbourhood threshold (2 <= t <= k; n * k
+ * even). Unmasking aborts (FL_ESTATE) when a party whose mask must be
+ * removed has fewer than t revealing holders. See docs/secure-aggregation.md.
  */
 #ifndef FL_SECAGG_H
 #define FL_SECAGG_H
@@ -63,7 +70,8 @@ typedef enum {
 typedef struct {
     uint32_t n;               /* participants */
     uint32_t t;               /* threshold: survivors needed at every step */
-    uint32_t k;               /* SecAgg+ neighbours per party, 0 = all (plain Bonawitz) */
+    uint32_t k;               /* SecAgg+ neighbours per party, 0 = all (plain Bonawitz);
+                                 k > 0 makes t per neighbourhood */
     uint32_t dim;             /* length of each party's vector (the weight is appended) */
     double clip_range;        /* R: each coordinate is clipped to [-R, R] */
     uint32_t max_weight;      /* public bound on any party's weight */

@@ -6,6 +6,11 @@
  * authenticated and addressed to this party, and shares are revealed only
  * after t signatures on one U3 — one kind per party, never both.
  *
+ * With SecAgg+ (k > 0, Bell et al. 2020) the client works only with its
+ * share holders H(me) = itself and its k neighbours in the round's public
+ * graph: it accepts adverts only from them, shares (t of H) and masks only
+ * with them, and reveals only their shares. k = 0 makes H(me) every party.
+ *
  * Any failure on input from the server aborts the client for the round:
  * its secrets are wiped and every later step is refused (FL_ESTATE).
  */
@@ -36,7 +41,9 @@ struct fl_secagg_client {
     uint8_t c_pk[32], s_pk[32];
     uint8_t (*c_pks)[32];
     uint8_t (*s_pks)[32];
-    uint8_t *u1, *u2, *u3; /* n-byte membership maps */
+    uint8_t *u1, *u2, *u3; /* n-byte membership maps (U3 is the global one) */
+    uint8_t *hold;         /* n: H(me), the parties holding shares of our secrets and
+                              whose shares we hold; all 1 for k = 0 */
     uint8_t *revealed;     /* n: 0, FL_SECAGG_KIND_B or FL_SECAGG_KIND_CSK */
 };
 
@@ -107,10 +114,25 @@ int fl_secagg_client_new(fl_secagg_client **out, const fl_secagg_params *p, uint
     c->u2 = calloc(n, 1);
     c->u3 = calloc(n, 1);
     c->revealed = calloc(n, 1);
+    c->hold = malloc(n);
+    uint32_t *nbr = p->k ? malloc(n * p->k * sizeof *nbr) : NULL;
     if (!c->sec || !c->shares || !c->c_pks || !c->s_pks || !c->u1 || !c->u2 || !c->u3 ||
-        !c->revealed) {
+        !c->revealed || !c->hold || (p->k && !nbr)) {
+        free(nbr);
         fl_secagg_client_free(c);
         return fl_error_set(FL_ENOMEM, "secagg client: out of memory for %u parties", p->n);
+    }
+    memset(c->hold, p->k ? 0 : 1, n);
+    if (p->k) {
+        if ((rc = fl_secagg_graph(nbr, p->n, p->k, p->context))) {
+            free(nbr);
+            fl_secagg_client_free(c);
+            return rc;
+        }
+        for (uint32_t j = 0; j < p->k; j++)
+            c->hold[nbr[(size_t)me * p->k + j]] = 1;
+        c->hold[me] = 1;
+        free(nbr);
     }
     sodium_memzero(c->sec, sizeof *c->sec);
     sodium_memzero(c->shares, n * 16 * sizeof *c->shares);
@@ -130,6 +152,7 @@ void fl_secagg_client_free(fl_secagg_client *c)
     free(c->u2);
     free(c->u3);
     free(c->revealed);
+    free(c->hold);
     free(c);
 }
 
@@ -219,6 +242,10 @@ static int s_parse_adverts(fl_secagg_client *c, const uint8_t *in, size_t len)
             return fl_error_set(FL_EPROTO, "secagg: adverts not in strictly ascending party "
                                            "order (party %u after %u)", u, prev);
         prev = u;
+        if (!c->hold[u])
+            return fl_error_set(FL_EPROTO, "secagg: the server relayed the advert of party %u, "
+                                           "which is not a neighbour of this party %u in the "
+                                           "round's SecAgg+ graph; rejected", u, c->me);
         if (u == c->me && (memcmp(a + 37, c->c_pk, 32) || memcmp(a + 69, c->s_pk, 32)))
             return fl_error_set(FL_EPROTO, "secagg: the server relayed an advert for this party "
                                            "%u that is not the one it sent", u);
@@ -229,8 +256,9 @@ static int s_parse_adverts(fl_secagg_client *c, const uint8_t *in, size_t len)
     if (!c->u1[c->me])
         return fl_error_set(FL_EPROTO, "secagg: adverts do not include this party %u", c->me);
     if (cnt < c->p.t)
-        return fl_error_set(FL_ESTATE, "secagg: only %u adverts, fewer than the threshold %u",
-                            cnt, c->p.t);
+        return fl_error_set(FL_ESTATE, "secagg: only %u adverts%s, fewer than the threshold %u",
+                            cnt, c->p.k ? " from this party's SecAgg+ neighbourhood" : "",
+                            c->p.t);
     return FL_OK;
 }
 
@@ -245,35 +273,42 @@ int fl_secagg_client_share(fl_secagg_client *c, const uint8_t *in, size_t in_len
     rc = s_parse_adverts(c, in, in_len);
     if (rc)
         return s_fail(c, rc);
+    /* U1 here is U1 ∩ H(me) (the parser refused anything else): the
+     * secrets are shared t-of-|U1 ∩ H(me)| at points x = party + 1. */
     uint32_t n = c->p.n, cnt = s_count(c->u1, n);
     size_t mlen = 9 + (size_t)(cnt - 1) * FL_SECAGG_SHARE_ENTRY;
     uint8_t *m = malloc(mlen);
-    uint64_t *sh = sodium_allocarray((size_t)n * 2 * FL_SECAGG_LIMBS, sizeof *sh);
+    uint64_t *sh = sodium_allocarray((size_t)cnt * 2 * FL_SECAGG_LIMBS, sizeof *sh);
     uint8_t *pt = sodium_malloc(FL_SECAGG_SHARE_PT + 32);
-    if (!m || !sh || !pt) {
+    uint64_t *xs = malloc((size_t)cnt * sizeof *xs);
+    if (!m || !sh || !pt || !xs) {
         rc = fl_error_set(FL_ENOMEM, "secagg share: out of memory");
         goto fail;
     }
     uint8_t *key = pt + FL_SECAGG_SHARE_PT;
-    uint64_t *sh_c = sh, *sh_b = sh + (size_t)n * FL_SECAGG_LIMBS;
-    if ((rc = fl_secagg_shamir_split(c->sec->c_sk, n, c->p.t, sh_c)) ||
-        (rc = fl_secagg_shamir_split(c->sec->b, n, c->p.t, sh_b)))
+    uint64_t *sh_c = sh, *sh_b = sh + (size_t)cnt * FL_SECAGG_LIMBS;
+    for (uint32_t v = 0, i = 0; v < n; v++)
+        if (c->u1[v])
+            xs[i++] = (uint64_t)v + 1;
+    if ((rc = fl_secagg_shamir_split_at(c->sec->c_sk, xs, cnt, c->p.t, sh_c)) ||
+        (rc = fl_secagg_shamir_split_at(c->sec->b, xs, cnt, c->p.t, sh_b)))
         goto fail;
     m[0] = FL_SECAGG_TAG_SHARES;
     fl_secagg_put32(m + 1, c->me);
     fl_secagg_put32(m + 5, cnt - 1);
     size_t o = 9;
-    for (uint32_t v = 0; v < n; v++) {
+    for (uint32_t v = 0, i = 0; v < n; v++) {
         if (!c->u1[v])
             continue;
+        size_t si = (size_t)i++ * FL_SECAGG_LIMBS;
         for (uint32_t j = 0; j < FL_SECAGG_LIMBS; j++) {
-            fl_secagg_put64(pt + 8 * j, sh_c[(size_t)v * FL_SECAGG_LIMBS + j]);
-            fl_secagg_put64(pt + 64 + 8 * j, sh_b[(size_t)v * FL_SECAGG_LIMBS + j]);
+            fl_secagg_put64(pt + 8 * j, sh_c[si + j]);
+            fl_secagg_put64(pt + 64 + 8 * j, sh_b[si + j]);
         }
         if (v == c->me) { /* our own share stays here, for step 4 */
             for (uint32_t j = 0; j < FL_SECAGG_LIMBS; j++) {
-                c->shares[(size_t)v * 16 + j] = sh_c[(size_t)v * FL_SECAGG_LIMBS + j];
-                c->shares[(size_t)v * 16 + 8 + j] = sh_b[(size_t)v * FL_SECAGG_LIMBS + j];
+                c->shares[(size_t)v * 16 + j] = sh_c[si + j];
+                c->shares[(size_t)v * 16 + 8 + j] = sh_b[si + j];
             }
             continue;
         }
@@ -291,12 +326,14 @@ int fl_secagg_client_share(fl_secagg_client *c, const uint8_t *in, size_t in_len
     }
     sodium_free(sh);
     sodium_free(pt);
+    free(xs);
     c->state = FL_SECAGG_MASKED;
     *msg = m;
     *len = mlen;
     return FL_OK;
 fail:
     free(m);
+    free(xs);
     sodium_free(sh);
     sodium_free(pt);
     return s_fail(c, rc);
@@ -310,7 +347,10 @@ static int s_parse_members(const fl_secagg_client *c, const uint8_t *in, uint32_
     uint32_t prev = 0;
     for (uint32_t i = 0; i < m; i++) {
         uint32_t v = fl_secagg_get32(in + 4 * (size_t)i);
-        if (v >= c->p.n || !within[v])
+        /* Membership of the previous set can only be checked for our
+         * holders: with k > 0 the global U3 also lists parties we never
+         * heard of. For k = 0 every party is a holder. */
+        if (v >= c->p.n || (c->hold[v] && !within[v]))
             return fl_error_set(FL_EPROTO, "secagg: %s lists party %u, which is not in the "
                                            "previous set", what, v);
         if (i > 0 && v <= prev)
@@ -327,6 +367,17 @@ static int s_parse_members(const fl_secagg_client *c, const uint8_t *in, uint32_
     return FL_OK;
 }
 
+/* The share box must list U2 ∩ H(me) only. */
+static int s_only_holders(const fl_secagg_client *c, const uint8_t *set, const char *what)
+{
+    for (uint32_t v = 0; v < c->p.n; v++)
+        if (set[v] && !c->hold[v])
+            return fl_error_set(FL_EPROTO, "secagg: %s lists party %u, which is not a neighbour "
+                                           "of this party %u in the SecAgg+ graph", what, v,
+                                c->me);
+    return FL_OK;
+}
+
 static int s_parse_sharebox(fl_secagg_client *c, const uint8_t *in, size_t len)
 {
     int rc = s_input_ok(in, len, 5, FL_SECAGG_TAG_SHAREBOX, "share box");
@@ -338,7 +389,8 @@ static int s_parse_sharebox(fl_secagg_client *c, const uint8_t *in, size_t len)
         return fl_error_set(FL_EPROTO, "secagg: share box of %zu bytes claims %u parties "
                                        "(n = %u)", len, m, c->p.n);
     memset(c->u2, 0, c->p.n);
-    if ((rc = s_parse_members(c, in + 5, m, c->u1, c->u2, "U2")))
+    if ((rc = s_parse_members(c, in + 5, m, c->u1, c->u2, "U2")) ||
+        (rc = s_only_holders(c, c->u2, "U2")))
         return rc;
     uint8_t *pt = sodium_malloc(FL_SECAGG_SHARE_PT + 32);
     if (!pt)
@@ -555,6 +607,11 @@ int fl_secagg_client_reveal(fl_secagg_client *c, uint32_t v, unsigned kind, uint
     return s_reveal(c, v, kind, share);
 }
 
+void fl_secagg_client_holders(const fl_secagg_client *c, uint8_t *map)
+{
+    memcpy(map, c->hold, c->p.n);
+}
+
 int fl_secagg_client_unmask(fl_secagg_client *c, const uint8_t *in, size_t in_len, uint8_t **msg,
                             size_t *len)
 {
@@ -582,6 +639,9 @@ int fl_secagg_client_unmask(fl_secagg_client *c, const uint8_t *in, size_t in_le
         if (v >= n || !c->u3[v])
             rc = fl_error_set(FL_EPROTO, "secagg: consistency signature from party %u, which is "
                                          "not in U3", v);
+        else if (!c->hold[v])
+            rc = fl_error_set(FL_EPROTO, "secagg: consistency signature from party %u, which is "
+                                         "not in this party's SecAgg+ neighbourhood", v);
         else if (i > 0 && v <= prev)
             rc = fl_error_set(FL_EPROTO, "secagg: consistency signatures not strictly ascending");
         else if (fl_identity_verify(c->p.identity_pks[v], sb, sl, e + 4) != FL_OK)
@@ -591,6 +651,18 @@ int fl_secagg_client_unmask(fl_secagg_client *c, const uint8_t *in, size_t in_le
         prev = v;
     }
     free(sb);
+    /* Consistency check (Bonawitz §4 round 3), SecAgg+ form: every survivor
+     * still signs the global U3, but a client counts only the signatures of
+     * its holders H(me), and needs t of them. Why that is enough: what this
+     * client reveals are shares of its holders' secrets, and the server can
+     * unmask a party v only by getting t self-mask shares and t mask-key
+     * shares of v — all from v's k + 1 holders, each honest holder giving
+     * one kind (the revealed[] guard). Non-neighbours' signatures bind no
+     * holder of v, and a global count of t << n signatures would not stop a
+     * split view either (two disjoint groups of t signers exist), so the
+     * global check buys nothing at a per-neighbourhood t; the protection is
+     * 2t > k + 1 + (corrupt holders), as documented. For k = 0, H(me) is
+     * everyone and this is exactly the Bonawitz check. */
     if (rc == FL_OK && m < c->p.t)
         rc = fl_error_set(FL_ESTATE, "secagg: only %u consistency signatures, fewer than the "
                                      "threshold %u; refusing to unmask", m, c->p.t);

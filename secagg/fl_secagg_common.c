@@ -25,10 +25,24 @@ int fl_secagg_params_check(const fl_secagg_params *p)
         return fl_error_set(FL_EINVAL,
                             "secagg: threshold t = %u; need 2 <= t <= n = %u (t = 1 would let "
                             "one share reveal a secret)", p->t, p->n);
-    if (p->k != 0)
-        return fl_error_set(FL_EINVAL,
-                            "secagg: k = %u neighbours requested, but SecAgg+ neighbour graphs "
-                            "are not implemented; set k = 0 (every pair masks)", p->k);
+    if (p->k != 0) {
+        /* SecAgg+ (Bell et al. 2020): t becomes the per-neighbourhood
+         * threshold. A dropped party's mask key can only come from its k
+         * neighbours (its own share is gone with it), hence t <= k. */
+        if (p->k >= p->n)
+            return fl_error_set(FL_EINVAL,
+                                "secagg: SecAgg+ k = %u neighbours with n = %u parties; need "
+                                "k <= n - 1 (or k = 0 for the complete graph)", p->k, p->n);
+        if ((p->k & 1u) && (p->n & 1u))
+            return fl_error_set(FL_EINVAL,
+                                "secagg: SecAgg+ k = %u is odd and n = %u is odd: no k-regular "
+                                "graph exists (n * k must be even); use an even k", p->k, p->n);
+        if (p->t > p->k)
+            return fl_error_set(FL_EINVAL,
+                                "secagg: SecAgg+ threshold t = %u exceeds k = %u neighbours; with "
+                                "k > 0, t is the per-neighbourhood threshold and needs "
+                                "2 <= t <= k", p->t, p->k);
+    }
     if (p->dim == 0 || p->dim > FL_SECAGG_MAX_DIM)
         return fl_error_set(FL_EINVAL, "secagg: dim = %u; need 1..%u", p->dim, FL_SECAGG_MAX_DIM);
     if (!(p->clip_range > 0.0) || !isfinite(p->clip_range))

@@ -5,35 +5,42 @@
  * coordinator/, which use fl_secagg.h only.
  *
  * Wire formats (all integers little-endian, fixed widths; every message
- * starts with a one-byte tag naming its step and direction):
+ * starts with a one-byte tag naming its step and direction). H(v) is the
+ * set of parties holding shares of v's secrets: with k = 0 every party,
+ * with k > 0 (SecAgg+) v itself and its k neighbours in the round's graph
+ * (fl_secagg_graph). N(v) = H(v) \ {v}. With k = 0 every message below is
+ * exactly what plain Bonawitz sends.
  *
  *   ADVERT   client->server  (165 bytes)
  *     u8 0xA0 | u32 party | context[32] | c_pk[32] | s_pk[32] | sig[64]
  *     sig = Ed25519(identity, "FLSA-adv" || first 101 bytes)
- *   ADVERTS  server->client  (5 + 165*count)
- *     u8 0xA1 | u32 count | count x ADVERT, parties strictly ascending
- *   SHARES   client->server  (9 + 172*count), count = |U1| - 1
+ *   ADVERTS  server->client v (5 + 165*count)
+ *     u8 0xA1 | u32 count | count x ADVERT of U1 ∩ H(v), parties strictly ascending
+ *   SHARES   client->server  (9 + 172*count), count = |U1 ∩ N(sender)|
  *     u8 0xB0 | u32 sender | u32 count |
- *       count x { u32 recipient | nonce[24] | ct[144] }, recipients = U1 \ {sender} ascending
+ *       count x { u32 recipient | nonce[24] | ct[144] }, recipients = U1 ∩ N(sender) ascending
  *     ct = XChaCha20-Poly1305(key = KDF_enc(X25519(s_sk_u, s_pk_v), context, u, v),
  *                             ad  = "FLSA-shr" || context || u32 u || u32 v,
  *                             pt  = 8 x u64 share of c_sk_u || 8 x u64 share of b_u)
- *   SHAREBOX server->client  (5 + 4*m + 176*(m-1)), m = |U2|
- *     u8 0xB1 | u32 m | m x u32 party (U2 ascending) |
- *       (m-1) x { u32 sender | u32 recipient | nonce[24] | ct[144] }, senders = U2 \ {me} ascending
+ *   SHAREBOX server->client v (5 + 4*m + 176*(m-1)), m = |U2 ∩ H(v)|
+ *     u8 0xB1 | u32 m | m x u32 party (U2 ∩ H(v) ascending) |
+ *       (m-1) x { u32 sender | u32 recipient | nonce[24] | ct[144] }, senders = U2 ∩ N(v) ascending
  *   MASKED   client->server  (9 + 4*(dim+1))
  *     u8 0xC0 | u32 sender | u32 words (= dim + 1) | words x u32
- *   U3LIST   server->client  (5 + 4*m)
+ *   U3LIST   server->client  (5 + 4*m), the global U3 for every k
  *     u8 0xC1 | u32 m | m x u32 party (U3 ascending)
  *   CONSIST  client->server  (69 bytes)
  *     u8 0xD0 | u32 sender | sig[64]
  *     sig = Ed25519(identity, "FLSA-con" || context || u32 m || m x u32 party of U3)
- *   SIGS     server->client  (5 + 68*m)
- *     u8 0xD1 | u32 m | m x { u32 party | sig[64] }, parties strictly ascending (U4)
- *   UNMASK   client->server  (9 + 69*m), m = |U2|
+ *   SIGS     server->client v (5 + 68*m)
+ *     u8 0xD1 | u32 m | m x { u32 party | sig[64] }, parties of U4 ∩ H(v) strictly ascending
+ *   UNMASK   client->server  (9 + 69*m), m = |U2 ∩ H(sender)|
  *     u8 0xE0 | u32 sender | u32 m | m x { u32 party | u8 kind | 8 x u64 share },
- *     parties = U2 ascending, kind 1 = share of b_party (party in U3),
+ *     parties = U2 ∩ H(sender) ascending, kind 1 = share of b_party (party in U3),
  *     kind 2 = share of c_sk_party (party in U2 \ U3)
+ *
+ * Shamir points are x = party + 1 for every k; with k > 0 a secret of u is
+ * evaluated only at the points of H(u) ∩ U1 (cost O(k t), not O(n t)).
  *
  * Field elements (u64) are always < FL_SECAGG_P; parsers check it.
  */
@@ -143,6 +150,7 @@ typedef struct {
 #define FL_SECAGG_NONCE_PAIR 0u
 #define FL_SECAGG_NONCE_SELF 1u
 #define FL_SECAGG_NONCE_ROUND 2u /* stochastic-rounding randomness */
+#define FL_SECAGG_NONCE_GRAPH 3u /* SecAgg+ graph permutation (public key) */
 
 /** Fills ks with `words` keystream words starting at word offset w0 (a
  *  multiple of 16) of the stream (key, kind). */
@@ -153,6 +161,20 @@ void fl_secagg_keystream(uint32_t *ks, size_t words, uint64_t w0, const uint8_t 
  *  ks is scratch of FL_SECAGG_BLOCK_WORDS words; words <= that. */
 void fl_secagg_apply_block(uint32_t *blk, size_t words, uint64_t w0,
                            const fl_secagg_stream *st, size_t nst, uint32_t *ks);
+
+/* ------------------------------------------------------------ SecAgg+ graph */
+
+/** The round's SecAgg+ neighbour graph, the same at every party: writes
+ *  n * k party indices, row u (nbr[u*k .. u*k+k)) = u's k neighbours in
+ *  ascending order. Harary graph H_{k,n} over a permutation of the parties
+ *  drawn from ChaCha20 keyed by SHA-256("flc secagg+ graph" || context).
+ *  FL_EINVAL unless 1 <= k <= n - 1 and n * k is even. */
+FL_NODISCARD int fl_secagg_graph(uint32_t *nbr, uint32_t n, uint32_t k,
+                                 const uint8_t context[32]);
+
+/** 1 if v is in the ascending row of k entries (its index to *slot, which
+ *  may be NULL), else 0. */
+int fl_secagg_graph_has(const uint32_t *row, uint32_t k, uint32_t v, uint32_t *slot);
 
 /* ------------------------------------------------------------ field, Shamir */
 
@@ -169,6 +191,11 @@ uint64_t fl_secagg_fp_inv(uint64_t a);
  *  degree t-1: shares[i*8 + j] is limb j's share for x = i + 1. */
 FL_NODISCARD int fl_secagg_shamir_split(const uint8_t secret[32], uint32_t n, uint32_t t,
                                         uint64_t *shares);
+
+/** As fl_secagg_shamir_split, at the m distinct non-zero points xs:
+ *  shares[i*8 + j] is limb j's share for x = xs[i]. */
+FL_NODISCARD int fl_secagg_shamir_split_at(const uint8_t secret[32], const uint64_t *xs,
+                                           uint32_t m, uint32_t t, uint64_t *shares);
 
 /** Lagrange coefficients at 0 for m distinct non-zero points xs (in F_p).
  *  FL_EINVAL for a repeated or zero point. */
@@ -192,5 +219,12 @@ FL_NODISCARD int fl_secagg_shamir_combine(uint8_t secret[32], const uint64_t *xs
  *  rule — and refuses anything before step 4 completed. */
 FL_NODISCARD int fl_secagg_client_reveal(fl_secagg_client *c, uint32_t v, unsigned kind,
                                          uint64_t share[8]);
+
+/** Test hook: the share holders H(me) this client works with (n bytes,
+ *  1 = holder; itself included). */
+void fl_secagg_client_holders(const fl_secagg_client *c, uint8_t *map);
+
+/** Test hook: the share holders H(u) the server uses for party u (n bytes). */
+void fl_secagg_server_holders(const fl_secagg_server *s, uint32_t u, uint8_t *map);
 
 #endif

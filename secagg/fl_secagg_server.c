@@ -6,6 +6,15 @@
  * t revealed shares to cancel every mask. Every message is validated
  * (size before anything else, then structure, indices, signatures,
  * addressing); a bad one drops its sender for the step.
+ *
+ * SecAgg+ (k > 0, Bell et al. 2020): the server computes the round's public
+ * neighbour graph and works per neighbourhood. H(v) = v and its k
+ * neighbours hold v's shares; v is sent only the adverts, share
+ * ciphertexts and consistency signatures of H(v), and v's secrets are
+ * reconstructed from the shares revealed by H(v) ∩ U5 — a round whose
+ * unmasking needs a party with fewer than t revealing holders aborts
+ * (FL_ESTATE). Shares and reveals are stored by slot (v's position in
+ * H(w)), so memory is O(n k), not O(n^2). k = 0: H(v) = all, slot = v.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +41,38 @@ struct fl_secagg_server {
     uint64_t *rev;   /* n senders x n parties x 8 limbs; wiped on free */
     uint8_t *cons;   /* bytes signed in CONSIST (on U3) */
     size_t cons_len;
+    uint32_t *nbr;   /* k > 0: n x k neighbours, rows ascending (fl_secagg_graph) */
+    uint32_t slots;  /* entries per party in box[] and rev[]: n, or k + 1 */
 };
+
+/* v in H(w)? (symmetric); *slot receives v's slot in w's tables. */
+static int s_holds(const fl_secagg_server *s, uint32_t w, uint32_t v, uint32_t *slot)
+{
+    uint32_t k = s->p.k, sl = v;
+    int in = 1;
+    if (k && v == w)
+        sl = k;
+    else if (k)
+        in = fl_secagg_graph_has(s->nbr + (size_t)w * k, k, v, &sl);
+    if (slot)
+        *slot = sl;
+    return in;
+}
+
+/* |set ∩ H(w)| */
+static uint32_t s_count_h(const fl_secagg_server *s, const uint8_t *set, uint32_t w)
+{
+    uint32_t m = 0;
+    if (!s->p.k) {
+        for (uint32_t i = 0; i < s->p.n; i++)
+            m += set[i] != 0;
+        return m;
+    }
+    m = set[w] != 0;
+    for (uint32_t j = 0; j < s->p.k; j++)
+        m += set[s->nbr[(size_t)w * s->p.k + j]] != 0;
+    return m;
+}
 
 #define S_BOX_ITEM (24u + FL_SECAGG_SHARE_CT)
 
@@ -72,6 +112,18 @@ int fl_secagg_server_new(fl_secagg_server **out, const fl_secagg_params *p)
                             p->n, p->dim);
     }
     memset(s->alive, 1, n);
+    s->slots = p->k ? p->k + 1 : p->n;
+    if (p->k) {
+        s->nbr = malloc(n * p->k * sizeof *s->nbr);
+        if (!s->nbr) {
+            fl_secagg_server_free(s);
+            return fl_error_set(FL_ENOMEM, "secagg server: out of memory for the SecAgg+ graph");
+        }
+        if ((rc = fl_secagg_graph(s->nbr, p->n, p->k, p->context))) {
+            fl_secagg_server_free(s);
+            return rc;
+        }
+    }
     *out = s;
     return FL_OK;
 }
@@ -94,10 +146,11 @@ void fl_secagg_server_free(fl_secagg_server *s)
     free(s->sum);
     free(s->sigs);
     if (s->rev) {
-        sodium_memzero(s->rev, (size_t)s->p.n * s->p.n * 8 * sizeof *s->rev);
+        sodium_memzero(s->rev, (size_t)s->p.n * s->slots * 8 * sizeof *s->rev);
         free(s->rev);
     }
     free(s->cons);
+    free(s->nbr);
     free(s);
 }
 
@@ -114,6 +167,12 @@ uint32_t fl_secagg_server_received(const fl_secagg_server *s)
 const uint8_t *fl_secagg_server_alive(const fl_secagg_server *s)
 {
     return s->alive;
+}
+
+void fl_secagg_server_holders(const fl_secagg_server *s, uint32_t u, uint8_t *map)
+{
+    for (uint32_t v = 0; v < s->p.n; v++)
+        map[v] = (uint8_t)s_holds(s, u, v, NULL);
 }
 
 /* ------------------------------------------------------------ receive */
@@ -136,10 +195,11 @@ static int s_recv_advert(fl_secagg_server *s, uint32_t from, const uint8_t *msg,
 
 static int s_recv_shares(fl_secagg_server *s, uint32_t from, const uint8_t *msg, size_t len)
 {
-    uint32_t m1 = s_count(s->u[1], s->p.n);
+    /* one entry per U1 ∩ N(from); from itself is in U1 */
+    uint32_t m1 = s_count_h(s, s->u[1], from);
     size_t want = 9 + (size_t)(m1 - 1) * FL_SECAGG_SHARE_ENTRY;
     if (len != want)
-        return fl_error_set(FL_EPROTO, "share bundle of %zu bytes (must be %zu for |U1| = %u)",
+        return fl_error_set(FL_EPROTO, "share bundle of %zu bytes (must be %zu for |U1 ∩ H| = %u)",
                             len, want, m1);
     if (msg[0] != FL_SECAGG_TAG_SHARES)
         return fl_error_set(FL_EPROTO, "share bundle has tag 0x%02x", msg[0]);
@@ -150,23 +210,24 @@ static int s_recv_shares(fl_secagg_server *s, uint32_t from, const uint8_t *msg,
                             fl_secagg_get32(msg + 5), m1 - 1);
     const uint8_t *e = msg + 9;
     for (uint32_t v = 0; v < s->p.n; v++) {
-        if (!s->u[1][v] || v == from)
+        if (!s->u[1][v] || v == from || !s_holds(s, from, v, NULL))
             continue;
         uint32_t r = fl_secagg_get32(e);
         if (r != v)
             return fl_error_set(FL_EPROTO, "share bundle entry addressed to party %u where "
-                                           "party %u was expected (one entry per U1 member but "
-                                           "the sender, ascending)", r, v);
+                                           "party %u was expected (one entry per U1 member of "
+                                           "the sender's neighbourhood, ascending)", r, v);
         e += FL_SECAGG_SHARE_ENTRY;
     }
-    uint8_t *b = malloc((size_t)s->p.n * S_BOX_ITEM);
+    uint8_t *b = malloc((size_t)s->slots * S_BOX_ITEM);
     if (!b)
         return fl_error_set(FL_ENOMEM, "out of memory for a share bundle");
     e = msg + 9;
     for (uint32_t v = 0; v < s->p.n; v++) {
-        if (!s->u[1][v] || v == from)
+        uint32_t sl;
+        if (!s->u[1][v] || v == from || !s_holds(s, from, v, &sl))
             continue;
-        memcpy(b + (size_t)v * S_BOX_ITEM, e + 4, S_BOX_ITEM);
+        memcpy(b + (size_t)sl * S_BOX_ITEM, e + 4, S_BOX_ITEM);
         e += FL_SECAGG_SHARE_ENTRY;
     }
     free(s->box[from]);
@@ -216,18 +277,18 @@ static int s_recv_consist(fl_secagg_server *s, uint32_t from, const uint8_t *msg
 
 static int s_recv_unmask(fl_secagg_server *s, uint32_t from, const uint8_t *msg, size_t len)
 {
-    uint32_t n = s->p.n, m2 = s_count(s->u[2], n);
+    uint32_t n = s->p.n, m2 = s_count_h(s, s->u[2], from);
     size_t want = 9 + (size_t)m2 * FL_SECAGG_UNMASK_ENTRY;
     if (len != want)
-        return fl_error_set(FL_EPROTO, "unmask message of %zu bytes (must be %zu for |U2| = %u)",
-                            len, want, m2);
+        return fl_error_set(FL_EPROTO, "unmask message of %zu bytes (must be %zu for "
+                                       "|U2 ∩ H| = %u)", len, want, m2);
     if (msg[0] != FL_SECAGG_TAG_UNMASK || fl_secagg_get32(msg + 1) != from ||
         fl_secagg_get32(msg + 5) != m2)
         return fl_error_set(FL_EPROTO, "unmask message has tag 0x%02x, sender %u, %u entries",
                             msg[0], fl_secagg_get32(msg + 1), fl_secagg_get32(msg + 5));
     const uint8_t *e = msg + 9;
     for (uint32_t v = 0; v < n; v++) {
-        if (!s->u[2][v])
+        if (!s->u[2][v] || !s_holds(s, from, v, NULL))
             continue;
         unsigned kind = s->u[3][v] ? FL_SECAGG_KIND_B : FL_SECAGG_KIND_CSK;
         if (fl_secagg_get32(e) != v || e[4] != kind)
@@ -241,16 +302,17 @@ static int s_recv_unmask(fl_secagg_server *s, uint32_t from, const uint8_t *msg,
         e += FL_SECAGG_UNMASK_ENTRY;
     }
     if (!s->rev) {
-        s->rev = calloc((size_t)n * n * 8, sizeof *s->rev);
+        s->rev = calloc((size_t)n * s->slots * 8, sizeof *s->rev);
         if (!s->rev)
             return fl_error_set(FL_ENOMEM, "out of memory for revealed shares");
     }
     e = msg + 9;
     for (uint32_t v = 0; v < n; v++) {
-        if (!s->u[2][v])
+        uint32_t sl;
+        if (!s->u[2][v] || !s_holds(s, from, v, &sl))
             continue;
         for (uint32_t j = 0; j < 8; j++)
-            s->rev[((size_t)from * n + v) * 8 + j] = fl_secagg_get64(e + 5 + 8 * j);
+            s->rev[((size_t)from * s->slots + sl) * 8 + j] = fl_secagg_get64(e + 5 + 8 * j);
         e += FL_SECAGG_UNMASK_ENTRY;
     }
     return FL_OK;
@@ -330,6 +392,64 @@ static uint8_t *s_members_msg(uint8_t tag, const uint8_t *set, uint32_t n, size_
     return b;
 }
 
+/* The ADVERTS (step 0) or SIGS (step 3) message for recipient v: the
+ * entries of set ∩ H(v) — everything for k = 0. */
+static uint8_t *s_list_msg(const fl_secagg_server *s, const uint8_t *set, uint32_t v, size_t *len)
+{
+    uint32_t n = s->p.n, m = s_count_h(s, set, v);
+    int adv = s->step == FL_SECAGG_ADVERTISE;
+    size_t ent = adv ? FL_SECAGG_ADVERT_LEN : FL_SECAGG_SIG_ENTRY;
+    size_t l = 5 + (size_t)m * ent;
+    uint8_t *b = malloc(l);
+    if (!b)
+        return NULL;
+    b[0] = adv ? FL_SECAGG_TAG_ADVERTS : FL_SECAGG_TAG_SIGS;
+    fl_secagg_put32(b + 1, m);
+    size_t o = 5;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!set[i] || !s_holds(s, v, i, NULL))
+            continue;
+        if (adv) {
+            memcpy(b + o, s->adverts[i], FL_SECAGG_ADVERT_LEN);
+        } else {
+            fl_secagg_put32(b + o, i);
+            memcpy(b + o + 4, s->sigs[i], 64);
+        }
+        o += ent;
+    }
+    *len = l;
+    return b;
+}
+
+/* SHAREBOX for v: the list U2 ∩ H(v) and the ciphertexts from U2 ∩ N(v). */
+static uint8_t *s_box_msg(const fl_secagg_server *s, const uint8_t *set, uint32_t v, size_t *len)
+{
+    uint32_t n = s->p.n, m = s_count_h(s, set, v);
+    size_t l = 5 + 4 * (size_t)m + (size_t)(m - 1) * FL_SECAGG_BOX_ENTRY;
+    uint8_t *b = malloc(l);
+    if (!b)
+        return NULL;
+    b[0] = FL_SECAGG_TAG_SHAREBOX;
+    fl_secagg_put32(b + 1, m);
+    size_t o = 5, e = 5 + 4 * (size_t)m;
+    for (uint32_t u = 0; u < n; u++) {
+        uint32_t sl;
+        if (!set[u] || !s_holds(s, v, u, NULL))
+            continue;
+        fl_secagg_put32(b + o, u);
+        o += 4;
+        if (u == v)
+            continue;
+        (void)s_holds(s, u, v, &sl); /* v's slot in u's bundle (symmetric graph) */
+        fl_secagg_put32(b + e, u);
+        fl_secagg_put32(b + e + 4, v);
+        memcpy(b + e + 8, s->box[u] + (size_t)sl * S_BOX_ITEM, S_BOX_ITEM);
+        e += FL_SECAGG_BOX_ENTRY;
+    }
+    *len = l;
+    return b;
+}
+
 static int s_build_out(fl_secagg_server *s, const uint8_t *set, uint8_t **out, size_t *lens)
 {
     uint32_t n = s->p.n;
@@ -339,55 +459,23 @@ static int s_build_out(fl_secagg_server *s, const uint8_t *set, uint8_t **out, s
     }
     size_t len = 0;
     uint8_t *common = NULL;
-    uint32_t m = s_count(set, n);
-    if (s->step == FL_SECAGG_ADVERTISE) {
-        len = 5 + (size_t)m * FL_SECAGG_ADVERT_LEN;
-        common = malloc(len);
-        if (common) {
-            common[0] = FL_SECAGG_TAG_ADVERTS;
-            fl_secagg_put32(common + 1, m);
-            size_t o = 5;
-            for (uint32_t i = 0; i < n; i++)
-                if (set[i]) {
-                    memcpy(common + o, s->adverts[i], FL_SECAGG_ADVERT_LEN);
-                    o += FL_SECAGG_ADVERT_LEN;
-                }
-        }
-    } else if (s->step == FL_SECAGG_MASKED) {
+    /* One message for everyone: the global U3 always; adverts and
+     * signatures too when k = 0. With k > 0 those are per neighbourhood. */
+    int per_party = s->step == FL_SECAGG_SHARE ||
+                    (s->p.k && (s->step == FL_SECAGG_ADVERTISE || s->step == FL_SECAGG_CONSIST));
+    if (s->step == FL_SECAGG_MASKED)
         common = s_members_msg(FL_SECAGG_TAG_U3LIST, set, n, 0, &len);
-    } else if (s->step == FL_SECAGG_CONSIST) {
-        len = 5 + (size_t)m * FL_SECAGG_SIG_ENTRY;
-        common = malloc(len);
-        if (common) {
-            common[0] = FL_SECAGG_TAG_SIGS;
-            fl_secagg_put32(common + 1, m);
-            size_t o = 5;
-            for (uint32_t i = 0; i < n; i++)
-                if (set[i]) {
-                    fl_secagg_put32(common + o, i);
-                    memcpy(common + o + 4, s->sigs[i], 64);
-                    o += FL_SECAGG_SIG_ENTRY;
-                }
-        }
-    }
+    else if (!per_party)
+        common = s_list_msg(s, set, 0, &len);
     for (uint32_t v = 0; v < n; v++) {
         if (!set[v])
             continue;
         if (s->step == FL_SECAGG_SHARE) {
-            uint8_t *b = s_members_msg(FL_SECAGG_TAG_SHAREBOX, set, n,
-                                       (size_t)(m - 1) * FL_SECAGG_BOX_ENTRY, &len);
-            if (!b)
+            if (!(out[v] = s_box_msg(s, set, v, &len)))
                 goto nomem;
-            size_t o = 5 + 4 * (size_t)m;
-            for (uint32_t u = 0; u < n; u++) {
-                if (!set[u] || u == v)
-                    continue;
-                fl_secagg_put32(b + o, u);
-                fl_secagg_put32(b + o + 4, v);
-                memcpy(b + o + 8, s->box[u] + (size_t)v * S_BOX_ITEM, S_BOX_ITEM);
-                o += FL_SECAGG_BOX_ENTRY;
-            }
-            out[v] = b;
+        } else if (per_party) {
+            if (!(out[v] = s_list_msg(s, set, v, &len)))
+                goto nomem;
         } else {
             if (!common || !(out[v] = malloc(len)))
                 goto nomem;
@@ -407,24 +495,31 @@ nomem:
     return fl_error_set(FL_ENOMEM, "secagg server: out of memory for step %d replies", s->step);
 }
 
-/* Final step: cancel every mask left in the sum (Bonawitz §4, round 4). */
+/* Final step: cancel every mask left in the sum (Bonawitz §4, round 4;
+ * with k > 0 per neighbourhood, Bell et al. 2020). */
 static int s_unmask(fl_secagg_server *s)
 {
-    uint32_t n = s->p.n, t = s->p.t, m2 = s_count(s->u[2], n), nst = 0;
-    uint32_t m3 = s_count(s->u[3], n);
+    uint32_t n = s->p.n, t = s->p.t, nst = 0;
     uint64_t xs[FL_SECAGG_MAX_PARTIES], lambda[FL_SECAGG_MAX_PARTIES];
-    uint32_t who[FL_SECAGG_MAX_PARTIES];
+    uint32_t who[FL_SECAGG_MAX_PARTIES], slot[FL_SECAGG_MAX_PARTIES];
+    int have_lambda = 0; /* lambda[] is for the points of who[0..t) */
     int rc = FL_OK;
-    /* Shares from the first t parties of U5 (any t determine the secret). */
-    uint32_t k = 0;
-    for (uint32_t w = 0; w < n && k < t; w++)
-        if (s->u[5][w]) {
-            who[k] = w;
-            xs[k++] = (uint64_t)w + 1;
-        }
-    if ((rc = fl_secagg_lagrange0(lambda, xs, t)))
-        return rc;
-    size_t nstreams = m3 + (size_t)(m2 - m3) * m3;
+    /* Before any work: every party whose mask must go (self mask of U3,
+     * pairwise masks of U2 \ U3) needs t revealing share holders. With
+     * k = 0 that is |U5| >= t, already checked by the caller. */
+    size_t nstreams = 0;
+    for (uint32_t v = 0; v < n; v++) {
+        if (!s->u[2][v])
+            continue;
+        uint32_t r = s_count_h(s, s->u[5], v);
+        if (r < t)
+            return fl_error_set(FL_ESTATE,
+                                "secagg server: the %s of party %u must be removed, but only %u "
+                                "of its share holders (itself and its SecAgg+ neighbours) revealed "
+                                "shares, fewer than the threshold t = %u; round aborted",
+                                s->u[3][v] ? "self mask" : "pairwise masks", v, r, t);
+        nstreams += s->u[3][v] ? 1 : s_count_h(s, s->u[3], v);
+    }
     uint8_t *keys = sodium_allocarray(nstreams + 1, 32);
     uint8_t *sec = sodium_malloc(32 + FL_SECAGG_BLOCK_WORDS * 4);
     uint64_t *ys = sodium_allocarray((size_t)t * 8, sizeof *ys); /* t x 8 shares of one party */
@@ -436,8 +531,27 @@ static int s_unmask(fl_secagg_server *s)
     for (uint32_t v = 0; v < n && rc == FL_OK; v++) {
         if (!s->u[2][v])
             continue;
+        /* Shares from the first t revealing holders of v (any t determine
+         * the secret); the Lagrange weights are recomputed only when that
+         * set changes — never for k = 0. */
+        uint32_t m = 0, same = 1;
+        for (uint32_t w = 0; w < n && m < t; w++) {
+            if (!s->u[5][w] || !s_holds(s, v, w, NULL))
+                continue;
+            (void)s_holds(s, w, v, &slot[m]);
+            same &= have_lambda && who[m] == w;
+            who[m++] = w;
+        }
+        if (!same || !have_lambda) {
+            for (uint32_t i = 0; i < t; i++)
+                xs[i] = (uint64_t)who[i] + 1;
+            if ((rc = fl_secagg_lagrange0(lambda, xs, t)))
+                break;
+            have_lambda = 1;
+        }
         for (uint32_t i = 0; i < t; i++)
-            memcpy(ys + 8 * i, s->rev + ((size_t)who[i] * n + v) * 8, 8 * sizeof *ys);
+            memcpy(ys + 8 * i, s->rev + ((size_t)who[i] * s->slots + slot[i]) * 8,
+                   8 * sizeof *ys);
         for (uint32_t j = 0; j < 8; j++) {
             uint64_t y = fl_secagg_interpolate0(lambda, ys + j, 8, t);
             if (y > UINT32_MAX) {
@@ -466,7 +580,8 @@ static int s_unmask(fl_secagg_server *s)
             break;
         }
         for (uint32_t u = 0; u < n; u++) {
-            if (!s->u[3][u])
+            /* v masked only with its neighbours (everyone for k = 0) */
+            if (!s->u[3][u] || !s_holds(s, v, u, NULL))
                 continue;
             uint8_t *sd = keys + 32 * (size_t)nst;
             if (fl_secagg_mask_seed(sd, sec, s->adverts[u] + 37, s->p.context, v, u) != FL_OK) {
@@ -478,7 +593,8 @@ static int s_unmask(fl_secagg_server *s)
             st[nst++] = (fl_secagg_stream){sd, v > u ? -1 : +1, FL_SECAGG_NONCE_PAIR};
         }
     }
-    sodium_memzero(sec, 32);
+    if (sec)
+        sodium_memzero(sec, 32);
     if (rc)
         goto done;
     uint32_t *ks = (uint32_t *)(void *)(sec + 32);

@@ -62,11 +62,12 @@ static uint64_t s_random_fp(void)
     }
 }
 
-int fl_secagg_shamir_split(const uint8_t secret[32], uint32_t n, uint32_t t, uint64_t *shares)
+int fl_secagg_shamir_split_at(const uint8_t secret[32], const uint64_t *xs, uint32_t m,
+                              uint32_t t, uint64_t *shares)
 {
-    if (!secret || !shares || t == 0 || t > n || n > FL_SECAGG_MAX_PARTIES)
-        return fl_error_set(FL_EINVAL, "shamir split: need 1 <= t <= n <= %u (t=%u, n=%u)",
-                            FL_SECAGG_MAX_PARTIES, t, n);
+    if (!secret || !xs || !shares || t == 0 || t > m || m > FL_SECAGG_MAX_PARTIES)
+        return fl_error_set(FL_EINVAL, "shamir split: need 1 <= t <= m <= %u (t=%u, m=%u)",
+                            FL_SECAGG_MAX_PARTIES, t, m);
     uint64_t *coef = sodium_allocarray(t, sizeof *coef);
     if (!coef)
         return fl_error_set(FL_ENOMEM, "shamir split: out of guarded memory for %u coefficients", t);
@@ -74,8 +75,8 @@ int fl_secagg_shamir_split(const uint8_t secret[32], uint32_t n, uint32_t t, uin
         coef[0] = fl_secagg_get32(secret + 4 * j);
         for (uint32_t k = 1; k < t; k++)
             coef[k] = s_random_fp();
-        for (uint32_t i = 0; i < n; i++) {
-            uint64_t x = (uint64_t)i + 1, y = 0;
+        for (uint32_t i = 0; i < m; i++) {
+            uint64_t x = xs[i], y = 0;
             for (uint32_t k = t; k-- > 0;) /* Horner */
                 y = fl_secagg_fp_add(fl_secagg_fp_mul(y, x), coef[k]);
             shares[(size_t)i * FL_SECAGG_LIMBS + j] = y;
@@ -83,6 +84,17 @@ int fl_secagg_shamir_split(const uint8_t secret[32], uint32_t n, uint32_t t, uin
     }
     sodium_free(coef); /* wipes */
     return FL_OK;
+}
+
+int fl_secagg_shamir_split(const uint8_t secret[32], uint32_t n, uint32_t t, uint64_t *shares)
+{
+    if (!secret || !shares || t == 0 || t > n || n > FL_SECAGG_MAX_PARTIES)
+        return fl_error_set(FL_EINVAL, "shamir split: need 1 <= t <= n <= %u (t=%u, n=%u)",
+                            FL_SECAGG_MAX_PARTIES, t, n);
+    uint64_t xs[FL_SECAGG_MAX_PARTIES];
+    for (uint32_t i = 0; i < n; i++)
+        xs[i] = (uint64_t)i + 1;
+    return fl_secagg_shamir_split_at(secret, xs, n, t, shares);
 }
 
 int fl_secagg_lagrange0(uint64_t *lambda, const uint64_t *xs, uint32_t m)

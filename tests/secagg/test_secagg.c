@@ -3,7 +3,10 @@
  * replayed adverts, misaddressed and tampered share ciphertexts, duplicate,
  * oversized and truncated messages, inconsistent U3 signatures); the
  * never-both reveal rule; uniformity of masked vectors (chi-square); and
- * the prime field and Shamir sharing against hand-computed cases.
+ * the prime field and Shamir sharing against hand-computed cases; the
+ * SecAgg+ neighbour graph (k > 0): its shape, that every party derives the
+ * same one, exact sums with and without dropouts, the per-neighbourhood
+ * abort, and message sizes that grow with k rather than n.
  *
  * Expected sums are computed here in exact integer arithmetic from the
  * plaintext inputs: every input is an integer k divided by the public
@@ -39,6 +42,7 @@ struct rnd {
     int silent[MAXN]; /* first step at which the party stays silent (NSTEP: never) */
     hook_fn up, down;
     int up_rc[NSTEP][MAXN], cl_rc[NSTEP][MAXN], adv_rc[NSTEP];
+    size_t up_len[NSTEP][MAXN], down_len[NSTEP][MAXN]; /* sizes as produced */
     char up_err[NSTEP][MAXN][256], cl_err[NSTEP][MAXN][256];
     uint8_t *masked[MAXN];
     size_t masked_len[MAXN];
@@ -144,6 +148,8 @@ static int s_run(rnd *r)
                 live[i] = 0;
                 continue;
             }
+            if (step > 0)
+                r->down_len[step][i] = inl[i];
             if (step > 0 && r->down)
                 r->down(r, step, i, &in[i], &inl[i]);
             uint8_t *m = NULL;
@@ -159,6 +165,7 @@ static int s_run(rnd *r)
             default: rc = fl_secagg_client_unmask(r->cl[i], in[i], inl[i], &m, &l); break;
             }
             r->cl_rc[step][i] = rc;
+            r->up_len[step][i] = l;
             if (rc) {
                 cr_assert_neq(fl_error_last()[0], '\0', "client error without a message");
                 snprintf(r->cl_err[step][i], sizeof r->cl_err[step][i], "%s", fl_error_last());
@@ -346,21 +353,279 @@ Test(secagg, scale_leaves_headroom_so_the_sum_cannot_wrap)
     cr_assert_eq(fl_secagg_scale(&p), 0.0);
 }
 
-Test(secagg, rejects_secagg_plus_k_and_bad_thresholds)
+Test(secagg, rejects_invalid_secagg_plus_k_t_combinations_and_bad_thresholds)
 {
     rnd r;
-    s_init(&r, 3, 2, 10);
+    s_init(&r, 5, 2, 10);
     fl_secagg_server *s = NULL;
-    r.p.k = 2;
+    fl_secagg_client *c = NULL;
+    /* k >= n: no graph with that many neighbours */
+    r.p.k = 5;
     cr_assert_eq(fl_secagg_server_new(&s, &r.p), FL_EINVAL);
     cr_assert(strstr(fl_error_last(), "SecAgg+") != NULL, "%s", fl_error_last());
+    /* odd k with odd n: n * k odd, no k-regular graph (handshake lemma) */
+    r.p.k = 3;
+    cr_assert_eq(fl_secagg_server_new(&s, &r.p), FL_EINVAL);
+    cr_assert(strstr(fl_error_last(), "odd") != NULL, "%s", fl_error_last());
+    cr_assert_eq(fl_secagg_client_new(&c, &r.p, 0, r.ids[0]), FL_EINVAL);
+    cr_assert_null(c);
+    /* t is the per-neighbourhood threshold with k > 0: t <= k */
+    r.p.k = 2;
+    r.p.t = 3;
+    cr_assert_eq(fl_secagg_server_new(&s, &r.p), FL_EINVAL);
+    cr_assert(strstr(fl_error_last(), "per-neighbourhood") != NULL, "%s", fl_error_last());
+    r.p.k = 4;
+    r.p.t = 4; /* valid: K5 with t = k */
+    cr_assert_eq(fl_secagg_server_new(&s, &r.p), FL_OK, "%s", fl_error_last());
+    fl_secagg_server_free(s);
+    s = NULL;
     r.p.k = 0;
-    r.p.t = 4;
+    r.p.t = 6;
     cr_assert_eq(fl_secagg_server_new(&s, &r.p), FL_EINVAL);
     r.p.t = 2;
-    fl_secagg_client *c = NULL;
     cr_assert_eq(fl_secagg_client_new(&c, &r.p, 1, r.ids[0]), FL_EINVAL); /* wrong identity */
     cr_assert_null(c);
+    s_free(&r);
+}
+
+/* ------------------------------------------------------------ SecAgg+ */
+
+/* k -> per-neighbourhood threshold used by these tests: a majority of the
+ * k + 1 holders, and <= k. */
+static uint32_t s_t_for(uint32_t k)
+{
+    return k / 2 + 1;
+}
+
+Test(secagg, secagg_plus_graph_is_k_regular_symmetric_and_identical_at_every_party)
+{
+    static const uint32_t ns[] = {5, 10, 5, 10, 10, 10}, ks[] = {2, 2, 4, 4, 3, 9};
+    for (int c = 0; c < 6; c++) {
+        uint32_t n = ns[c], k = ks[c];
+        rnd r;
+        s_init(&r, n, 2, 10);
+        r.p.k = k;
+        s_new_parties(&r);
+        uint32_t nbr[MAXN * MAXN];
+        cr_assert_eq(fl_secagg_graph(nbr, n, k, r.p.context), FL_OK, "%s", fl_error_last());
+        uint8_t adj[MAXN][MAXN] = {{0}};
+        for (uint32_t u = 0; u < n; u++)
+            for (uint32_t j = 0; j < k; j++) {
+                uint32_t v = nbr[u * k + j];
+                cr_assert_lt(v, n);
+                cr_assert_neq(v, u, "n=%u k=%u: party %u is its own neighbour", n, k, u);
+                if (j > 0)
+                    cr_assert_gt(v, nbr[u * k + j - 1], "row %u not strictly ascending", u);
+                adj[u][v] = 1;
+            }
+        for (uint32_t u = 0; u < n; u++) {
+            uint32_t deg = 0;
+            for (uint32_t v = 0; v < n; v++) {
+                deg += adj[u][v];
+                cr_assert_eq(adj[u][v], adj[v][u], "n=%u k=%u: edge %u-%u one-way", n, k, u, v);
+            }
+            cr_assert_eq(deg, k, "n=%u k=%u: party %u has degree %u", n, k, u, deg);
+            /* every client and the server use exactly this neighbourhood + self */
+            uint8_t cm[MAXN], sm[MAXN];
+            fl_secagg_client_holders(r.cl[u], cm);
+            fl_secagg_server_holders(r.sv, u, sm);
+            for (uint32_t v = 0; v < n; v++) {
+                uint8_t want = v == u || adj[u][v];
+                cr_assert_eq(cm[v], want, "n=%u k=%u: client %u disagrees on %u", n, k, u, v);
+                cr_assert_eq(sm[v], want, "n=%u k=%u: server disagrees on %u-%u", n, k, u, v);
+            }
+        }
+        s_free(&r);
+    }
+}
+
+Test(secagg, secagg_plus_graph_is_a_function_of_the_context_and_differs_between_contexts)
+{
+    uint8_t ctx_a[32], ctx_b[32];
+    memset(ctx_a, 0x00, 32);
+    memset(ctx_b, 0x01, 32);
+    uint32_t a[10 * 4], a2[10 * 4], b[10 * 4];
+    cr_assert_eq(fl_secagg_graph(a, 10, 4, ctx_a), FL_OK);
+    cr_assert_eq(fl_secagg_graph(a2, 10, 4, ctx_a), FL_OK);
+    cr_assert_eq(fl_secagg_graph(b, 10, 4, ctx_b), FL_OK);
+    cr_assert_eq(memcmp(a, a2, sizeof a), 0, "same context, different graph");
+    cr_assert_neq(memcmp(a, b, sizeof a), 0, "two contexts gave the same graph");
+    cr_assert_eq(fl_secagg_graph(a, 5, 3, ctx_a), FL_EINVAL); /* n * k odd */
+    cr_assert_eq(fl_secagg_graph(a, 5, 5, ctx_a), FL_EINVAL); /* k >= n */
+}
+
+/* Droppers chosen from the round's graph so that every neighbourhood keeps
+ * t revealing holders: a dropped party keeps t live neighbours, a survivor
+ * t - 1 (its own share counts). Up to `want` of them; returns how many. */
+static uint32_t s_pick_droppers(rnd *r, uint32_t want, int step)
+{
+    uint32_t n = r->n, k = r->p.k, t = r->t, nd = 0;
+    uint32_t nbr[MAXN * MAXN];
+    int drop[MAXN] = {0};
+    cr_assert_eq(fl_secagg_graph(nbr, n, k, r->p.context), FL_OK);
+    for (uint32_t c = 0; c < n && nd < want; c++) {
+        uint32_t v = (2 * c + 1) % n; /* odd parties first, like the k = 0 tests */
+        if (c >= (n + 1) / 2)
+            v = 2 * (c - (n + 1) / 2) % n;
+        if (drop[v])
+            continue;
+        drop[v] = 1;
+        int ok = n - nd - 1 >= t;
+        for (uint32_t u = 0; u < n && ok; u++) {
+            uint32_t live = 0;
+            for (uint32_t j = 0; j < k; j++)
+                live += !drop[nbr[u * k + j]];
+            ok = drop[u] ? live >= t : live + 1 >= t;
+        }
+        if (ok) {
+            nd++;
+            r->silent[v] = step;
+        } else {
+            drop[v] = 0;
+        }
+    }
+    return nd;
+}
+
+static void s_round_plus(uint32_t n, uint32_t k, int drop_step, uint32_t want_drops)
+{
+    rnd r;
+    s_init(&r, n, s_t_for(k), 9000);
+    r.p.k = k;
+    uint32_t nd = want_drops ? s_pick_droppers(&r, want_drops, drop_step) : 0;
+    if (want_drops)
+        cr_assert_geq(nd, 1, "n=%u k=%u: no party could drop", n, k);
+    s_inputs(&r);
+    s_new_parties(&r);
+    cr_assert_eq(s_run(&r), FL_OK, "n=%u k=%u drops=%u: %s", n, k, nd, fl_error_last());
+    int set[MAXN];
+    for (uint32_t i = 0; i < n; i++)
+        set[i] = r.silent[i] > FL_SECAGG_MASKED;
+    s_check_sum(&r, set);
+    s_free(&r);
+}
+
+static const uint32_t s_plus_ns[2] = {5, 10}, s_plus_ks[2] = {2, 4};
+
+Test(secagg, secagg_plus_sum_is_exact_without_dropout_for_k_2_4_and_5_10_parties)
+{
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++)
+            s_round_plus(s_plus_ns[a], s_plus_ks[b], NSTEP, 0);
+}
+
+Test(secagg, secagg_plus_sum_is_exact_with_dropouts_after_share_exchange)
+{
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++)
+            s_round_plus(s_plus_ns[a], s_plus_ks[b], FL_SECAGG_MASKED, 3);
+}
+
+Test(secagg, secagg_plus_sum_is_exact_with_dropouts_after_masked_input)
+{
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++)
+            s_round_plus(s_plus_ns[a], s_plus_ks[b], FL_SECAGG_CONSIST, 3);
+}
+
+Test(secagg, secagg_plus_aborts_cleanly_when_a_dropped_partys_neighbourhood_falls_below_t)
+{
+    for (int b = 0; b < 2; b++) {
+        uint32_t n = 10, k = s_plus_ks[b], t = s_t_for(k);
+        rnd r;
+        s_init(&r, n, t, 100);
+        r.p.k = k;
+        uint32_t nbr[MAXN * MAXN];
+        cr_assert_eq(fl_secagg_graph(nbr, n, k, r.p.context), FL_OK);
+        /* party 0 drops after the share exchange, then k - t + 1 of its
+         * neighbours stay silent at unmasking: t - 1 of its holders reveal. */
+        r.silent[0] = FL_SECAGG_MASKED;
+        for (uint32_t j = 0; j < k - t + 1; j++)
+            r.silent[nbr[j]] = FL_SECAGG_UNMASK;
+        s_inputs(&r);
+        s_new_parties(&r);
+        cr_assert_eq(s_run(&r), FL_ESTATE, "k=%u: %s", k, fl_error_last());
+        cr_assert_eq(r.adv_rc[FL_SECAGG_UNMASK], FL_ESTATE);
+        cr_assert(strstr(fl_error_last(), "pairwise masks of party 0") != NULL, "%s",
+                  fl_error_last());
+        cr_assert(strstr(fl_error_last(), "share holders") != NULL, "%s", fl_error_last());
+        double sum[100];
+        uint8_t *out[MAXN];
+        size_t lens[MAXN];
+        cr_assert_eq(fl_secagg_server_result(r.sv, sum, NULL), FL_ESTATE);
+        cr_assert_eq(fl_secagg_server_advance(r.sv, out, lens), FL_ESTATE);
+        s_free(&r);
+    }
+}
+
+Test(secagg, secagg_plus_message_sizes_grow_with_k_not_n)
+{
+    size_t up[3][NSTEP], down[3][NSTEP];
+    const uint32_t ns[3] = {10, 10, 5}, ks[3] = {0, 4, 4}, ts[3] = {6, 3, 3};
+    for (int c = 0; c < 3; c++) {
+        rnd r;
+        s_init(&r, ns[c], ts[c], 20);
+        r.p.k = ks[c];
+        s_inputs(&r);
+        s_new_parties(&r);
+        cr_assert_eq(s_run(&r), FL_OK, "%s", fl_error_last());
+        for (int st = 0; st < NSTEP; st++) {
+            up[c][st] = r.up_len[st][0];
+            down[c][st] = r.down_len[st][0];
+        }
+        s_free(&r);
+    }
+    /* step 1 share bundle: 9 + 172 * (neighbours) — 9 for k = 0, 4 for k = 4 */
+    cr_assert_eq(up[0][1], 9 + 172 * 9);
+    cr_assert_eq(up[1][1], 9 + 172 * 4);
+    cr_assert_lt(up[1][1], up[0][1]);
+    /* with k = 4, n = 10 and n = 5 (where the graph is complete) cost the same */
+    for (int st = 1; st < NSTEP; st++) {
+        if (st == FL_SECAGG_CONSIST)
+            continue; /* the global U3 list is O(n) by design (4 bytes a party) */
+        cr_assert_eq(up[1][st], up[2][st], "step %d up", st);
+        cr_assert_eq(down[1][st], down[2][st], "step %d down", st);
+        cr_assert_lt(down[1][st], down[0][st], "step %d down", st);
+    }
+    cr_assert_eq(down[1][1], 5 + 165 * 5);                   /* adverts of H(0) */
+    cr_assert_eq(down[1][2], 5 + 4 * 5 + 176 * 4);           /* share box */
+    cr_assert_eq(up[1][FL_SECAGG_UNMASK], 9 + 69 * 5);       /* reveals for H(0) */
+    cr_assert_eq(up[0][FL_SECAGG_UNMASK], 9 + 69 * 10);
+}
+
+Test(secagg, secagg_plus_client_reveals_one_kind_per_neighbour_and_nothing_for_others)
+{
+    rnd r;
+    s_init(&r, 10, 3, 50);
+    r.p.k = 4;
+    uint32_t nd = s_pick_droppers(&r, 2, FL_SECAGG_MASKED);
+    cr_assert_geq(nd, 1);
+    s_inputs(&r);
+    s_new_parties(&r);
+    cr_assert_eq(s_run(&r), FL_OK, "%s", fl_error_last());
+    for (uint32_t u = 0; u < r.n; u++) {
+        if (r.silent[u] != NSTEP)
+            continue;
+        uint8_t h[MAXN];
+        fl_secagg_client_holders(r.cl[u], h);
+        for (uint32_t v = 0; v < r.n; v++) {
+            uint64_t sh[8];
+            if (!h[v]) { /* holds nothing of a non-neighbour */
+                cr_assert_eq(fl_secagg_client_reveal(r.cl[u], v, FL_SECAGG_KIND_B, sh), FL_ESTATE);
+                cr_assert_eq(fl_secagg_client_reveal(r.cl[u], v, FL_SECAGG_KIND_CSK, sh),
+                             FL_ESTATE);
+                continue;
+            }
+            unsigned kind = r.silent[v] > FL_SECAGG_MASKED ? FL_SECAGG_KIND_B : FL_SECAGG_KIND_CSK;
+            cr_assert_eq(fl_secagg_client_reveal(r.cl[u], v, 3 - kind, sh), FL_ESTATE,
+                         "party %u revealed both shares of %u", u, v);
+            cr_assert_eq(fl_secagg_client_reveal(r.cl[u], v, kind, sh), FL_OK);
+        }
+    }
+    int set[MAXN];
+    for (uint32_t i = 0; i < r.n; i++)
+        set[i] = r.silent[i] > FL_SECAGG_MASKED;
+    s_check_sum(&r, set);
     s_free(&r);
 }
 
