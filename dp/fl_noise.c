@@ -1,44 +1,74 @@
 /*
  * fl_noise: CSPRNG-backed Gaussian noise and uniforms for DP-SGD.
  *
- * Random bytes come from libsodium in blocks of S_BLOCK 64-bit words: each
- * block is the ChaCha20 keystream of randombytes_buf_deterministic under a
- * fresh 32-byte seed from randombytes_buf (the construction libsodium's
- * own internal generator uses), because the system generator behind
- * randombytes_buf delivers only ~170 MB/s here, below what 5 M samples/s
- * need.  Every block and seed is wiped after use because anyone who learns
- * the raw bits can subtract the noise.
+ * Random bytes come from libsodium in blocks of up to S_BLOCK 64-bit
+ * words: each block is the ChaCha20 keystream of
+ * randombytes_buf_deterministic under a fresh 32-byte seed from
+ * randombytes_buf (the construction libsodium's own internal generator
+ * uses), because the system generator behind randombytes_buf delivers only
+ * ~170 MB/s here.  Every block and seed is wiped after use because anyone
+ * who learns the raw bits can subtract the noise.
  *
- * Gaussian noise is the discrete Gaussian N_Z(0, s^2) of Canonne, Kamath &
- * Steinke 2020 ("The discrete Gaussian for differential privacy", CKS),
- * sampled by their Algorithm 3 (rejection from the discrete Laplace of
- * Algorithm 2) on the grid gamma*Z, s = stddev/gamma in [2^28, 2^29).  The
- * input is first rounded to the grid by unbiased randomized rounding, so
- * the output gamma*(R(x/gamma) + Z) is an exact grid value whose
- * distribution depends on x only through the integer R(x/gamma): the
- * floating-point attack of Mironov 2012 (reachable output sets that
- * depend on the input) does not apply.  All accept/reject decisions are
- * exact Bernoulli trials of double-precision probabilities, decided by
- * comparing CSPRNG bytes with the probability's binary expansion
- * (s_bern); the only approximation is that exp() is correct to ~1 ulp,
- * which docs/privacy-accounting.md bounds.
+ * Gaussian noise lives on the grid gamma*Z, gamma = fl_noise_grid(stddev),
+ * s = stddev/gamma in [2^28, 2^29).  The input is first rounded to the
+ * grid by unbiased randomized rounding, so the output gamma*(R(x/gamma) +
+ * Z) is an exact grid value whose distribution depends on x only through
+ * the integer R(x/gamma): the floating-point attack of Mironov 2012 does
+ * not apply.
+ *
+ * Z is the discrete Gaussian N_Z(0, s^2) up to a total-variation error
+ * below 2^-93 per sample (docs/privacy-accounting.md, "Sampler"), drawn as
+ *     Z = X0 + K (X1 + K X2),   X_j i.i.d. ~ N_Z(0, s_b^2),
+ *     K = 511, s_b = s / sqrt(1 + K^2 + K^4) in [1028, 2057),
+ * the convolution construction of Micciancio & Walter 2017 ("Gaussian
+ * sampling over the integers", Sec. 5; Peikert 2010 Thm 3.1): by Poisson
+ * summation its pmf is within a factor 1 +- 2^-112 of N_Z(0, s^2)
+ * pointwise, because the "smoothing" width tau = s_b / sqrt(1 + K^2) is
+ * >= 2.01 (error 2 exp(-2 pi^2 tau^2)).  Each X_j comes from an exact
+ * Walker/Vose alias table over |X| <= ceil(13 s_b) (plus a sign bit) whose
+ * weights are exp() values computed in double-double arithmetic and held
+ * as 127-bit integers: one 32-bit CSPRNG draw and one 4-byte table load
+ * per X_j in the common case.  Tables depend only on s_b (a public
+ * function of stddev) and are cached per thread (S_CACHE_N entries keyed
+ * by s_b).
+ *
+ * The exact CKS 2020 sampler (Canonne, Kamath & Steinke, "The discrete
+ * Gaussian for differential privacy", Algorithm 3) is kept for
+ * fl_noise_sample_discrete_gaussian (small sigma, tests) and as the
+ * benchmark baseline fl_noise_add_gaussian_cks_f64.
  */
 #include "dp/fl_noise.h"
 #include "dp/fl_noise_internal.h"
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <sodium.h>
 
-#define S_BLOCK 512 /* 64-bit words per refill (4 KiB) */
+#define S_BLOCK 4096 /* max 64-bit words per refill (32 KiB) */
+#define S_BLOCK_MIN 64
 
 #define S_GRID_BITS 28 /* stddev/gamma in [2^28, 2^29) */
 #define S_EXP_M1 0.36787944117144233 /* exp(-1), correctly rounded */
 
+/* Convolution Z = X0 + K (X1 + K X2): s^2 = s_b^2 (1 + K^2 + K^4). */
+#define S_K 511
+#define S_Q 68184437763.0 /* 1 + K^2 + K^4, exact in double */
+#define S_TAB_BITS 15 /* alias columns: 2^15 >= ceil(13 * 2057) + 2 */
+#define S_TAB_N (1u << S_TAB_BITS)
+#define S_DUMMY (S_TAB_N - 1u) /* rejection outcome holding the rounding slack */
+#define S_TAIL 13.0 /* support |X| <= ceil(13 s_b): tail mass < 2^-125 */
+#define S_CACHE_N 4
+
+__extension__ typedef unsigned __int128 s_u128;
+__extension__ typedef __int128 s_i128;
+
 typedef struct {
     uint64_t buf[S_BLOCK];
-    size_t pos;
+    size_t pos, len;
+    size_t want; /* words the caller still expects: sizes the next refill */
     uint64_t bits; /* reservoir for single random bits */
     unsigned nbits;
     const uint8_t *bp; /* byte cursor into cur */
@@ -54,22 +84,35 @@ static int s_init(void)
     return FL_OK;
 }
 
-static void s_rng_start(s_rng *r)
+/* want: how many words the caller expects to use (a hint; small calls
+ * then do not pay for a whole 32 KiB keystream block). */
+static void s_rng_start(s_rng *r, size_t want)
 {
-    r->pos = S_BLOCK;
+    r->pos = 0;
+    r->len = 0;
+    r->want = want;
     r->nbits = 0;
     r->nbytes = 0;
 }
 
-static uint64_t s_rng_u64(s_rng *r)
+static void s_rng_refill(s_rng *r)
 {
-    if (r->pos == S_BLOCK) {
-        unsigned char seed[randombytes_SEEDBYTES];
-        randombytes_buf(seed, sizeof seed);
-        randombytes_buf_deterministic(r->buf, sizeof r->buf, seed);
-        sodium_memzero(seed, sizeof seed);
-        r->pos = 0;
-    }
+    unsigned char seed[randombytes_SEEDBYTES];
+    size_t len = r->want < S_BLOCK_MIN ? S_BLOCK_MIN : r->want > S_BLOCK ? S_BLOCK : r->want;
+    r->want = r->want > len ? r->want - len : 0;
+    if (r->len > len)
+        sodium_memzero(r->buf + len, (r->len - len) * sizeof r->buf[0]);
+    randombytes_buf(seed, sizeof seed);
+    randombytes_buf_deterministic(r->buf, len * sizeof r->buf[0], seed);
+    sodium_memzero(seed, sizeof seed);
+    r->len = len;
+    r->pos = 0;
+}
+
+static inline uint64_t s_rng_u64(s_rng *r)
+{
+    if (r->pos >= r->len)
+        s_rng_refill(r);
     return r->buf[r->pos++];
 }
 
@@ -82,7 +125,9 @@ static double s_rng_uniform(s_rng *r)
 
 static void s_rng_wipe(s_rng *r)
 {
-    sodium_memzero(r, sizeof *r);
+    sodium_memzero(r->buf, r->len * sizeof r->buf[0]);
+    sodium_memzero(&r->bits, sizeof *r - offsetof(s_rng, bits));
+    r->len = r->pos = 0;
 }
 
 int fl_noise_uniform(double *out, size_t n)
@@ -96,7 +141,7 @@ int fl_noise_uniform(double *out, size_t n)
         return fl_error_set(FL_EINVAL, "fl_noise_uniform: out is NULL with n=%zu", n);
     if ((rc = s_init()) != FL_OK)
         return rc;
-    s_rng_start(&r);
+    s_rng_start(&r, n);
     for (size_t i = 0; i < n; i++)
         out[i] = s_rng_uniform(&r);
     s_rng_wipe(&r);
@@ -222,7 +267,7 @@ int fl_noise_sample_discrete_gaussian(double sigma_z, int64_t *out, size_t n)
                             "with n=%zu", n);
     if ((rc = s_init()) != FL_OK)
         return rc;
-    s_rng_start(&r);
+    s_rng_start(&r, SIZE_MAX);
     uint64_t t = (uint64_t)floor(sigma_z) + 1; /* CKS 2020 Alg. 3's choice */
     for (size_t i = 0; i < n; i++)
         out[i] = s_dgauss(&r, sigma_z, t, 0);
@@ -230,39 +275,410 @@ int fl_noise_sample_discrete_gaussian(double sigma_z, int64_t *out, size_t n)
     return FL_OK;
 }
 
-/* The shared core: each out[i] becomes gamma * (R(out[i]/gamma) + Z). */
-static int s_add_grid_gaussian(s_rng *rp, double *v, size_t n, double stddev,
-                               const char *fn)
-{
-    double gamma = fl_noise_grid(stddev);
-    double s = stddev / gamma; /* exact: gamma is a power of two */
-    /* Laplace scale t: the power of two nearest s (any t > 0 is exact in
-     * CKS Alg. 3; t near s maximises acceptance, and a power of two lets
-     * U be drawn from raw bits). */
-    unsigned tbits = s < 0x1.6a09e667f3bcdp+28 ? S_GRID_BITS : S_GRID_BITS + 1;
-    uint64_t t = (uint64_t)1 << tbits;
+/* ---- double-double arithmetic (table construction only) -------------
+ * A value is hi + lo with |lo| <= ulp(hi)/2: ~106 significant bits.
+ * Error-free transformations of Knuth (two_sum) and via fma (two_prod);
+ * the add is the "IEEE" variant of the QD library (Hida, Li & Bailey
+ * 2001), relative error <= 2^-104 per operation. */
+typedef struct {
+    double hi, lo;
+} s_dd;
 
+static s_dd s_two_sum(double a, double b)
+{
+    double s = a + b, bb = s - a;
+    return (s_dd){s, (a - (s - bb)) + (b - bb)};
+}
+
+static s_dd s_quick_two_sum(double a, double b) /* |a| >= |b| */
+{
+    double s = a + b;
+    return (s_dd){s, b - (s - a)};
+}
+
+static s_dd s_dd_add(s_dd a, s_dd b)
+{
+    s_dd s = s_two_sum(a.hi, b.hi), t = s_two_sum(a.lo, b.lo);
+    s.lo += t.hi;
+    s = s_quick_two_sum(s.hi, s.lo);
+    s.lo += t.lo;
+    return s_quick_two_sum(s.hi, s.lo);
+}
+
+static s_dd s_dd_neg(s_dd a)
+{
+    return (s_dd){-a.hi, -a.lo};
+}
+
+static s_dd s_dd_mul(s_dd a, s_dd b)
+{
+    double p = a.hi * b.hi, e = fma(a.hi, b.hi, -p);
+    e += a.hi * b.lo + a.lo * b.hi;
+    return s_quick_two_sum(p, e);
+}
+
+static s_dd s_dd_div(s_dd a, s_dd b)
+{
+    /* Three-term long division (QD's accurate dd division). */
+    double q1 = a.hi / b.hi;
+    s_dd r = s_dd_add(a, s_dd_neg(s_dd_mul(b, (s_dd){q1, 0.0})));
+    double q2 = r.hi / b.hi;
+    r = s_dd_add(r, s_dd_neg(s_dd_mul(b, (s_dd){q2, 0.0})));
+    double q3 = r.hi / b.hi;
+    return s_dd_add(s_quick_two_sum(q1, q2), (s_dd){q3, 0.0});
+}
+
+static s_dd s_dd_scale(s_dd a, int e) /* a * 2^e, exact barring underflow */
+{
+    return (s_dd){ldexp(a.hi, e), ldexp(a.lo, e)};
+}
+
+/* exp(-x) for 0 <= x <= ~100 in double-double: x = m ln2 + r, |r| <=
+ * ln2/2; exp(-r) = (sum_{j<=16} t^j/j!)^16 with t = -r/16, |t| < 0.022
+ * (truncation < 0.022^17/17! < 2^-140); then * 2^-m.  ln2 as a double-
+ * double is accurate to 2^-107, times m <= 150.  Measured against 50-digit
+ * decimal exp (docs/privacy-accounting.md): relative error < 2^-100. */
+static s_dd s_dd_exp_neg(s_dd x)
+{
+    static const s_dd ln2 = {0x1.62e42fefa39efp-1, 0x1.abc9e3b39803fp-56};
+    double m = nearbyint(x.hi / ln2.hi);
+    s_dd r = s_dd_add(x, s_dd_neg(s_dd_mul(ln2, (s_dd){m, 0.0})));
+    s_dd t = s_dd_scale(s_dd_neg(r), -4), p = {1.0, 0.0};
+    for (int j = 16; j >= 1; j--)
+        p = s_dd_add((s_dd){1.0, 0.0}, s_dd_div(s_dd_mul(p, t), (s_dd){(double)j, 0.0}));
+    for (int j = 0; j < 4; j++)
+        p = s_dd_mul(p, p);
+    return s_dd_scale(p, -(int)m);
+}
+
+/* Truncation of a double-double >= 0 (below 2^127) to an integer; the
+ * error is below 2 units (one per part). */
+static s_u128 s_dd_to_u128(s_dd v)
+{
+    s_i128 acc = 0;
+    for (int part = 0; part < 2; part++) {
+        double x = part ? v.lo : v.hi, a = fabs(x);
+        s_u128 q;
+        if (a < 0x1p63) {
+            q = (s_u128)(uint64_t)a;
+        } else {
+            int e = 0;
+            double m = frexp(a, &e); /* a = m 2^e, e in [64, 127] */
+            q = (s_u128)(uint64_t)ldexp(m, 53) << (e - 53);
+        }
+        acc += x < 0 ? -(s_i128)q : (s_i128)q;
+    }
+    return acc < 0 ? 0 : (s_u128)acc;
+}
+
+/* ---- alias tables ------------------------------------------------------ */
+
+/* An alias table for |X|, X ~ N_Z(0, s_b^2): column c (chosen by 15
+ * uniform bits) returns c if a uniform 112-bit U is below T_c, else its
+ * alias.  T_c is split as top 16 bits (in tab, next to the 15-bit alias),
+ * middle 64 and low 32 bits (read only on a tie, probability 2^-16). */
+typedef struct {
+    double sb; /* base sigma; 0 marks an empty slot */
+    uint32_t *tab; /* (T_c >> 96) << 16 | alias_c */
+    uint64_t *mid; /* bits 95..32 of T_c */
+    uint32_t *lo; /* bits 31..0 of T_c */
+    unsigned long stamp;
+} s_table;
+
+/* Per-thread, so concurrent callers never share or race; an entry is
+ * used only for exactly its s_b.  Tables are public (they depend only on
+ * stddev), so they are freed without wiping. */
+static _Thread_local s_table s_cache[S_CACHE_N];
+static _Thread_local unsigned long s_clock;
+
+static void s_table_free(s_table *t)
+{
+    free(t->tab);
+    free(t->mid);
+    free(t->lo);
+    memset(t, 0, sizeof *t);
+}
+
+void fl_noise_cache_free(void)
+{
+    for (size_t i = 0; i < S_CACHE_N; i++)
+        s_table_free(&s_cache[i]);
+}
+
+static void s_table_set(s_table *t, uint32_t c, s_u128 thr, uint32_t alias)
+{
+    t->tab[c] = (uint32_t)(thr >> 96) << 16 | alias;
+    t->mid[c] = (uint64_t)(thr >> 32);
+    t->lo[c] = (uint32_t)thr;
+}
+
+/* Builds the table of |X| for X ~ N_Z(0, sb^2), sb in [1028, 2057).
+ * Weights w_0 = 1, w_k = 2 exp(-k^2 / (2 sb^2)) for 1 <= k <= kmax
+ * (double-double), scaled by ~2^127 (1 - 2^-70) / sum(w) and truncated to
+ * integers a_k; the slack 2^127 - sum(a) (about 2^57) goes to the dummy
+ * outcome S_DUMMY, which the sampler rejects, so the sampled law is
+ * exactly a_k / sum(a).  Vose's alias construction then runs in exact
+ * 128-bit integer arithmetic with column capacity 2^112 (2^15 columns):
+ * no rounding at all after the a_k. */
+static int s_table_build(s_table *t, double sb)
+{
+    int rc = FL_OK;
+    const s_u128 cap = (s_u128)1 << 112, total = (s_u128)1 << 127;
+    uint32_t kmax = (uint32_t)ceil(S_TAIL * sb);
+    s_dd *w = NULL;
+    s_u128 *a = NULL;
+    uint32_t *small = NULL, *large = NULL;
+
+    memset(t, 0, sizeof *t);
+    if (!(sb >= 1000.0 && kmax + 1 < S_DUMMY))
+        return fl_error_set(FL_EINVAL, "fl_noise: base sigma %g outside the table range", sb);
+    w = malloc((kmax + 1) * sizeof *w);
+    a = calloc(S_TAB_N, sizeof *a);
+    small = malloc(S_TAB_N * sizeof *small);
+    large = malloc(S_TAB_N * sizeof *large);
+    t->tab = malloc(S_TAB_N * sizeof *t->tab);
+    t->mid = malloc(S_TAB_N * sizeof *t->mid);
+    t->lo = malloc(S_TAB_N * sizeof *t->lo);
+    if (!w || !a || !small || !large || !t->tab || !t->mid || !t->lo) {
+        rc = fl_error_set(FL_ENOMEM, "fl_noise: out of memory building a %u-entry noise "
+                          "table for base sigma %g", S_TAB_N, sb);
+        goto done;
+    }
+    double p = sb * sb;
+    s_dd two_s2 = {2.0 * p, 2.0 * fma(sb, sb, -p)}; /* 2 sb^2 exactly */
+    s_dd sum = {0.0, 0.0};
+    for (uint32_t k = 0; k <= kmax; k++) {
+        s_dd x = s_dd_div((s_dd){(double)k * (double)k, 0.0}, two_s2);
+        w[k] = s_dd_exp_neg(x);
+        if (k > 0)
+            w[k] = s_dd_scale(w[k], 1);
+    }
+    for (uint32_t k = kmax + 1; k-- > 0;) /* smallest first */
+        sum = s_dd_add(sum, w[k]);
+    s_dd scale = s_dd_div((s_dd){0x1p127, -0x1p57}, sum);
+    s_u128 acc = 0;
+    for (uint32_t k = 0; k <= kmax; k++) {
+        a[k] = s_dd_to_u128(s_dd_mul(w[k], scale));
+        acc += a[k];
+    }
+    if (acc > total || total - acc > total >> 40) {
+        rc = fl_error_set(FL_ERANGE, "fl_noise: noise table for base sigma %g does not "
+                          "normalise (internal error)", sb);
+        goto done;
+    }
+    a[S_DUMMY] = total - acc;
+    /* Vose 1991: pair a column under capacity with one over it. */
+    size_t ns = 0, nl = 0;
+    for (uint32_t c = 0; c < S_TAB_N; c++) {
+        if (a[c] < cap)
+            small[ns++] = c;
+        else
+            large[nl++] = c;
+    }
+    while (ns > 0 && nl > 0) {
+        uint32_t s = small[--ns], l = large[nl - 1];
+        s_table_set(t, s, a[s], l);
+        a[l] -= cap - a[s];
+        if (a[l] < cap) {
+            nl--;
+            small[ns++] = l;
+        }
+    }
+    /* Exact arithmetic leaves only full columns (a = cap): own value
+     * always (threshold cap - 1 with alias = itself). */
+    while (nl > 0) {
+        uint32_t l = large[--nl];
+        s_table_set(t, l, cap - 1, l);
+    }
+    while (ns > 0) {
+        uint32_t s = small[--ns];
+        s_table_set(t, s, cap - 1, s);
+    }
+    t->sb = sb;
+done:
+    free(w);
+    free(a);
+    free(small);
+    free(large);
+    if (rc != FL_OK)
+        s_table_free(t);
+    return rc;
+}
+
+/* The base sigma for noise of standard deviation stddev > 0: s_b =
+ * s / sqrt(Q), rounded up by two ulps so the realised s_b sqrt(Q) is >= s
+ * (at most 2^-50 relative above it: slightly more noise, never less). */
+static double s_base_sigma(double stddev)
+{
+    double s = stddev / fl_noise_grid(stddev);
+    double sb = s / sqrt(S_Q);
+    return nextafter(nextafter(sb, INFINITY), INFINITY);
+}
+
+static int s_table_get(double stddev, const s_table **out)
+{
+    double sb = s_base_sigma(stddev);
+    s_table *victim = &s_cache[0];
+    for (size_t i = 0; i < S_CACHE_N; i++) {
+        if (s_cache[i].sb == sb) {
+            s_cache[i].stamp = ++s_clock;
+            *out = &s_cache[i];
+            return FL_OK;
+        }
+        if (s_cache[i].stamp < victim->stamp)
+            victim = &s_cache[i];
+    }
+    s_table_free(victim);
+    int rc = s_table_build(victim, sb);
+    if (rc != FL_OK)
+        return rc;
+    victim->stamp = ++s_clock;
+    *out = victim;
+    return FL_OK;
+}
+
+/* |X| from the 32-bit draw r (bits 31..17 column, 15..0 compared with the
+ * threshold's top 16 bits) on a tie or the dummy outcome: finishes the
+ * comparison with fresh words, and replaces a dummy outcome by a fresh
+ * draw (rejection: the law of the result is exactly a_k / sum(a)). */
+static uint32_t s_base_slow(const s_table *t, uint32_t r, s_rng *rng)
+{
+    for (;;) {
+        uint32_t c = r >> 17, u = r & 0xffffu, e = t->tab[c], thr = e >> 16, v;
+        if (u != thr) {
+            v = u < thr ? c : (e & 0xffffu);
+        } else {
+            uint64_t m = s_rng_u64(rng);
+            if (m != t->mid[c])
+                v = m < t->mid[c] ? c : (e & 0xffffu);
+            else
+                v = (uint32_t)s_rng_u64(rng) < t->lo[c] ? c : (e & 0xffffu);
+        }
+        if (v != S_DUMMY)
+            return v;
+        r = (uint32_t)s_rng_u64(rng);
+    }
+}
+
+/* X ~ N_Z(0, s_b^2) (up to the table's TV error) from the 32-bit draw r:
+ * bit 16 is the sign (unused by the column choice and the comparison, so
+ * still uniform on a tie or a rejection). */
+static inline int64_t s_base(const s_table *t, uint32_t r, s_rng *rng)
+{
+    uint32_t c = r >> 17, u = r & 0xffffu, e = t->tab[c], thr = e >> 16;
+    uint32_t v = u < thr ? c : (e & 0xffffu);
+    if (__builtin_expect(u == thr || v == S_DUMMY, 0))
+        v = s_base_slow(t, r, rng);
+    int64_t neg = -(int64_t)((r >> 16) & 1u);
+    return ((int64_t)v ^ neg) - neg;
+}
+
+/* Z ~ N_Z(0, s^2) from two CSPRNG words: three base draws from w1 and the
+ * top half of w2 (the low half of w2 is left for the caller's rounding). */
+static inline int64_t s_grid_z(const s_table *t, uint64_t w1, uint64_t w2, s_rng *rng)
+{
+    int64_t x0 = s_base(t, (uint32_t)(w1 >> 32), rng);
+    int64_t x1 = s_base(t, (uint32_t)w1, rng);
+    int64_t x2 = s_base(t, (uint32_t)(w2 >> 32), rng);
+    return x0 + S_K * (x1 + S_K * x2);
+}
+
+static inline void s_rng_pair(s_rng *r, uint64_t *w1, uint64_t *w2)
+{
+    if (r->pos + 2 > r->len)
+        s_rng_refill(r); /* a leftover word, if any, is simply skipped */
+    *w1 = r->buf[r->pos];
+    *w2 = r->buf[r->pos + 1];
+    r->pos += 2;
+}
+
+static int s_check_range(const double *v, size_t n, double stddev, double gamma,
+                         const char *fn)
+{
+    double lim = ldexp(gamma, 52);
     for (size_t i = 0; i < n; i++)
-        if (!(fabs(v[i]) < ldexp(gamma, 52)))
+        if (!(fabs(v[i]) < lim))
             return fl_error_set(FL_ERANGE, "%s: value %g at index %zu is too large (or not "
                                 "finite) for noise stddev %g (grid %g): it must be below "
                                 "2^52 grid steps", fn, v[i], i, stddev, gamma);
+    return FL_OK;
+}
+
+/* The shared core: each v[i] (already range-checked) becomes
+ * gamma * (R(v[i]/gamma) + Z). */
+static void s_add_grid_gaussian(s_rng *rp, const s_table *t, double *v, size_t n,
+                                double gamma)
+{
+    /* A power of two, so x * inv is exact -- unless gamma < 2^-1023
+     * (stddev below ~1e-300), where 1/gamma overflows: divide then. */
+    const double inv = 1.0 / gamma;
+    const int divide = !(inv < INFINITY);
     for (size_t i = 0; i < n; i++) {
-        /* Unbiased randomized rounding to the grid: floor(x) + Bernoulli
-         * of the fractional part, both exact in double for |x| < 2^52. */
+        uint64_t w1, w2;
+        s_rng_pair(rp, &w1, &w2);
+        /* Unbiased randomized rounding of x = v/gamma (exact: gamma is a
+         * power of two), done on |x| and mirrored: the same law as
+         * floor(x) + Bernoulli(frac x).  a - f is exact (Sterbenz for a >=
+         * 1), the Bernoulli is exact: U = (u + U')/2^32 < f iff u < the
+         * top 32 bits of f, or on equality U' < the rest (s_bern). */
+        double x = divide ? v[i] / gamma : v[i] * inv, a = fabs(x);
+        int64_t f = (int64_t)a;
+        double fr = a - (double)f, F = fr * 0x1p32;
+        uint32_t fi = (uint32_t)F, u = (uint32_t)w2;
+        int64_t k = f + (u < fi);
+        if (__builtin_expect(u == fi, 0))
+            k = f + s_bern(rp, F - (double)fi);
+        if (x < 0)
+            k = -k;
+        /* |k| <= 2^52 and |Z| <= 26729 (1 + K + K^2) < 2^33: the sum and
+         * its power-of-two scaling are exact in double. */
+        v[i] = (double)(k + s_grid_z(t, w1, w2, rp)) * gamma;
+    }
+}
+
+/* The pre-table path: CKS Algorithm 3 per sample (benchmark baseline). */
+static int s_cks_add_grid_gaussian(s_rng *rp, double *v, size_t n, double stddev)
+{
+    double gamma = fl_noise_grid(stddev);
+    double s = stddev / gamma;
+    unsigned tbits = s < 0x1.6a09e667f3bcdp+28 ? S_GRID_BITS : S_GRID_BITS + 1;
+    uint64_t t = (uint64_t)1 << tbits;
+    int rc = s_check_range(v, n, stddev, gamma, "fl_noise_add_gaussian_cks_f64");
+    if (rc != FL_OK)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
         double x = v[i] / gamma;
         double f = floor(x);
         double k = f + (double)s_bern(rp, x - f);
-        /* k + z is an integer below 2^53 in magnitude with overwhelming
-         * probability (|z| < 2^53 - 2^52 means 2^23 standard deviations),
-         * so the sum and the power-of-two scaling are exact. */
         v[i] = (k + (double)s_dgauss(rp, s, t, tbits)) * gamma;
     }
     return FL_OK;
 }
 
+int fl_noise_add_gaussian_cks_f64(double *out, size_t n, double stddev)
+{
+    if (!isfinite(stddev) || stddev < 0.0)
+        return fl_error_set(FL_EINVAL, "fl_noise_add_gaussian_cks_f64: stddev=%g must be "
+                            "finite and >= 0", stddev);
+    if (n == 0 || stddev == 0.0)
+        return FL_OK;
+    if (!out)
+        return fl_error_set(FL_EINVAL, "fl_noise_add_gaussian_cks_f64: out is NULL");
+    int rc = s_init();
+    s_rng r;
+    if (rc != FL_OK)
+        return rc;
+    s_rng_start(&r, SIZE_MAX);
+    rc = s_cks_add_grid_gaussian(&r, out, n, stddev);
+    s_rng_wipe(&r);
+    return rc;
+}
+
 int fl_noise_add_gaussian_f64(double *out, size_t n, double stddev)
 {
+    const s_table *t = NULL;
+    s_rng r;
+
     if (!isfinite(stddev) || stddev < 0.0)
         return fl_error_set(FL_EINVAL, "fl_noise_add_gaussian_f64: stddev=%g must be "
                             "finite and >= 0", stddev);
@@ -271,20 +687,25 @@ int fl_noise_add_gaussian_f64(double *out, size_t n, double stddev)
     if (!out)
         return fl_error_set(FL_EINVAL, "fl_noise_add_gaussian_f64: out is NULL with n=%zu",
                             n);
-    int rc = s_init();
-    s_rng r;
+    double gamma = fl_noise_grid(stddev);
+    int rc = s_check_range(out, n, stddev, gamma, "fl_noise_add_gaussian_f64");
+    if (rc == FL_OK)
+        rc = s_init();
+    if (rc == FL_OK)
+        rc = s_table_get(stddev, &t);
     if (rc != FL_OK)
         return rc;
-    s_rng_start(&r);
-    rc = s_add_grid_gaussian(&r, out, n, stddev, "fl_noise_add_gaussian_f64");
+    s_rng_start(&r, 2 * n + 2);
+    s_add_grid_gaussian(&r, t, out, n, gamma);
     s_rng_wipe(&r);
-    return rc;
+    return FL_OK;
 }
 
 int fl_noise_add_gaussian(float *out, size_t n, double stddev)
 {
     int rc = FL_OK;
     double tmp[256];
+    const s_table *t = NULL;
     s_rng r;
 
     if (!isfinite(stddev) || stddev < 0.0)
@@ -295,28 +716,93 @@ int fl_noise_add_gaussian(float *out, size_t n, double stddev)
     if (!out)
         return fl_error_set(FL_EINVAL, "fl_noise_add_gaussian: out is NULL with n=%zu", n);
     /* Check every value first so an error leaves `out` untouched. */
-    double lim = ldexp(fl_noise_grid(stddev), 52);
+    double gamma = fl_noise_grid(stddev), lim = ldexp(gamma, 52);
     for (size_t i = 0; i < n; i++)
         if (!(fabs((double)out[i]) < lim))
             return fl_error_set(FL_ERANGE, "fl_noise_add_gaussian: value %g at index %zu is "
                                 "too large (or not finite) for noise stddev %g: it must be "
                                 "below 2^52 grid steps of %g", (double)out[i], i, stddev,
-                                fl_noise_grid(stddev));
-    if ((rc = s_init()) != FL_OK)
+                                gamma);
+    if ((rc = s_init()) != FL_OK || (rc = s_table_get(stddev, &t)) != FL_OK)
         return rc;
-    s_rng_start(&r);
+    s_rng_start(&r, 2 * n + 2);
     /* Work in double chunks: the grid value is exact in double; rounding
      * it to float afterwards is post-processing of the released value. */
-    for (size_t off = 0; off < n && rc == FL_OK; off += 256) {
+    for (size_t off = 0; off < n; off += 256) {
         size_t m = n - off < 256 ? n - off : 256;
         for (size_t i = 0; i < m; i++)
             tmp[i] = (double)out[off + i];
-        rc = s_add_grid_gaussian(&r, tmp, m, stddev, "fl_noise_add_gaussian");
-        if (rc == FL_OK)
-            for (size_t i = 0; i < m; i++)
-                out[off + i] = (float)tmp[i];
+        s_add_grid_gaussian(&r, t, tmp, m, gamma);
+        for (size_t i = 0; i < m; i++)
+            out[off + i] = (float)tmp[i];
     }
     sodium_memzero(tmp, sizeof tmp);
     s_rng_wipe(&r);
-    return rc;
+    return FL_OK;
+}
+
+/* ---- test hooks (fl_noise_internal.h) --------------------------------- */
+
+static int s_hook_start(const char *fn, double stddev, const void *out, size_t n,
+                        const s_table **t)
+{
+    if (!isfinite(stddev) || !(stddev > 0.0))
+        return fl_error_set(FL_EINVAL, "%s: stddev=%g must be finite and > 0", fn, stddev);
+    if (!out && n > 0)
+        return fl_error_set(FL_EINVAL, "%s: out is NULL with n=%zu", fn, n);
+    int rc = s_init();
+    return rc != FL_OK ? rc : s_table_get(stddev, t);
+}
+
+int fl_noise_sample_grid_z(double stddev, int64_t *out, size_t n)
+{
+    const s_table *t = NULL;
+    s_rng r;
+    int rc = s_hook_start("fl_noise_sample_grid_z", stddev, out, n, &t);
+    if (rc != FL_OK)
+        return rc;
+    s_rng_start(&r, 2 * n + 2);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t w1, w2;
+        s_rng_pair(&r, &w1, &w2);
+        out[i] = s_grid_z(t, w1, w2, &r);
+    }
+    s_rng_wipe(&r);
+    return FL_OK;
+}
+
+int fl_noise_sample_base(double stddev, int64_t *out, size_t n)
+{
+    const s_table *t = NULL;
+    s_rng r;
+    int rc = s_hook_start("fl_noise_sample_base", stddev, out, n, &t);
+    if (rc != FL_OK)
+        return rc;
+    s_rng_start(&r, n + 2);
+    for (size_t i = 0; i < n; i++)
+        out[i] = s_base(t, (uint32_t)s_rng_u64(&r), &r);
+    s_rng_wipe(&r);
+    return FL_OK;
+}
+
+int fl_noise_table_info(double stddev, double *base_sigma, const void **table)
+{
+    const s_table *t = NULL;
+    int rc = s_hook_start("fl_noise_table_info", stddev, base_sigma, 1, &t);
+    if (rc != FL_OK)
+        return rc;
+    *base_sigma = t->sb;
+    if (table)
+        *table = t->tab;
+    return FL_OK;
+}
+
+int fl_noise_exp_neg_dd(double x_hi, double x_lo, double *hi, double *lo)
+{
+    if (!(x_hi >= 0.0 && x_hi <= 100.0) || !hi || !lo)
+        return fl_error_set(FL_EINVAL, "fl_noise_exp_neg_dd: x=%g must be in [0, 100]", x_hi);
+    s_dd e = s_dd_exp_neg((s_dd){x_hi, x_lo});
+    *hi = e.hi;
+    *lo = e.lo;
+    return FL_OK;
 }

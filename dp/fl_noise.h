@@ -3,9 +3,11 @@
  * CSPRNG (randombytes_buf).  Never rand(): the noise is what makes DP-SGD
  * private, so an attacker must not be able to predict or reconstruct it.
  * Gaussian noise is the discrete Gaussian of Canonne, Kamath & Steinke
- * 2020 on the grid gamma*Z (gamma = fl_noise_grid(stddev)), with the input
- * randomly rounded to the same grid first, so that no floating-point
- * artefact of the sampler depends on the private value (Mironov 2012).
+ * 2020 on the grid gamma*Z (gamma = fl_noise_grid(stddev)), up to a total-
+ * variation error below 2^-93 per sample (docs/privacy-accounting.md),
+ * with the input randomly rounded to the same grid first, so that no
+ * floating-point artefact of the sampler depends on the private value
+ * (Mironov 2012).
  */
 #ifndef FL_NOISE_H
 #define FL_NOISE_H
@@ -17,13 +19,16 @@
 /** Adds i.i.d. Gaussian noise of standard deviation stddev to each of
  *  out[0..n) using libsodium's CSPRNG: each value x becomes
  *  gamma * (R(x/gamma) + Z), R an unbiased randomized rounding to an
- *  integer, Z ~ N_Z(0, (stddev/gamma)^2) the exact discrete Gaussian (CKS
- *  2020), gamma = fl_noise_grid(stddev); then rounded to float (post-
- *  processing).  The caller owns `out`.  stddev must be finite and >= 0
- *  (0 leaves `out` unchanged), else FL_EINVAL; FL_ERANGE if some
- *  |out[i]| >= 2^52 gamma (the grid value would not be exact);
- *  FL_ECRYPTO if libsodium cannot initialise.  `out` may be NULL only
- *  when n == 0. */
+ *  integer, Z ~ N_Z(0, (stddev/gamma)^2) the discrete Gaussian (CKS 2020)
+ *  within total variation 2^-93, gamma = fl_noise_grid(stddev); then
+ *  rounded to float (post-processing).  The first call for a new stddev
+ *  mantissa builds a 512 KiB table (~10 ms), cached per thread (4 entries;
+ *  fl_noise_cache_free releases them).  The caller owns `out`.  stddev
+ *  must be finite and >= 0 (0 leaves `out` unchanged), else FL_EINVAL;
+ *  FL_ERANGE if some |out[i]| >= 2^52 gamma (the grid value would not be
+ *  exact), leaving `out` unchanged; FL_ENOMEM if the table cannot be
+ *  allocated; FL_ECRYPTO if libsodium cannot initialise.  `out` may be
+ *  NULL only when n == 0. */
 FL_NODISCARD int fl_noise_add_gaussian(float *out, size_t n, double stddev);
 
 /** As fl_noise_add_gaussian on doubles: the results are exact multiples
@@ -35,6 +40,11 @@ FL_NODISCARD int fl_noise_add_gaussian_f64(double *out, size_t n, double stddev)
  *  power of two with stddev/gamma in [2^28, 2^29)); 0 for stddev <= 0 or
  *  non-finite. */
 double fl_noise_grid(double stddev);
+
+/** Frees the calling thread's cached noise tables (they hold no secrets:
+ *  they depend on stddev only).  Later calls rebuild what they need.
+ *  Call before a thread exits to leave no allocation behind. */
+void fl_noise_cache_free(void);
 
 /** Fills out[0..n) with CSPRNG uniforms in [0,1), each with 53 random bits
  *  (k * 2^-53 for a uniform integer k < 2^53).  The caller owns `out`.

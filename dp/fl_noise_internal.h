@@ -1,8 +1,8 @@
 /*
- * fl_noise_internal: the integer discrete Gaussian sampler behind
- * fl_noise_add_gaussian, exposed only so tests can check its distribution
- * at small sigma (where N_Z differs visibly from a rounded normal).  Not
- * part of the module's API; do not call from outside dp/ and tests/dp/.
+ * fl_noise_internal: the samplers behind fl_noise_add_gaussian, exposed
+ * only so tests can check their distributions (tests/dp/) and the
+ * benchmark can time the previous sampler (bench/bench_noise.c).  Not part
+ * of the module's API; do not call from anywhere else.
  */
 #ifndef FL_NOISE_INTERNAL_H
 #define FL_NOISE_INTERNAL_H
@@ -18,5 +18,32 @@
  *  + 1 (uniforms from randombytes_uniform).  sigma_z in (0, 2^31): else
  *  FL_EINVAL; FL_ECRYPTO if libsodium cannot initialise. */
 FL_NODISCARD int fl_noise_sample_discrete_gaussian(double sigma_z, int64_t *out, size_t n);
+
+/** The sampler fl_noise_add_gaussian_f64 used before the table sampler:
+ *  the same grid and randomized rounding, Z by CKS 2020 Algorithm 3 per
+ *  sample.  Kept as the benchmark baseline; same contract and errors as
+ *  fl_noise_add_gaussian_f64. */
+FL_NODISCARD int fl_noise_add_gaussian_cks_f64(double *out, size_t n, double stddev);
+
+/** Fills out[0..n) with the integer noise Z that fl_noise_add_gaussian_f64
+ *  adds (in grid units) for noise of standard deviation stddev: Z ~
+ *  N_Z(0, (stddev / fl_noise_grid(stddev))^2) up to the documented TV
+ *  error.  stddev finite and > 0, else FL_EINVAL; FL_ENOMEM, FL_ECRYPTO. */
+FL_NODISCARD int fl_noise_sample_grid_z(double stddev, int64_t *out, size_t n);
+
+/** Fills out[0..n) with draws of the base sampler behind
+ *  fl_noise_sample_grid_z (one alias-table draw each): X ~ N_Z(0, s_b^2),
+ *  s_b as reported by fl_noise_table_info(stddev).  Errors as above. */
+FL_NODISCARD int fl_noise_sample_base(double stddev, int64_t *out, size_t n);
+
+/** The base sigma s_b of the alias table used for noise of standard
+ *  deviation stddev (building it if needed) and, if table is not NULL, an
+ *  identifier of that table (its address; valid until the calling
+ *  thread's cache evicts or frees it).  Errors as above. */
+FL_NODISCARD int fl_noise_table_info(double stddev, double *base_sigma, const void **table);
+
+/** exp(-x) for x = x_hi + x_lo in [0, 100] in the double-double
+ *  arithmetic used to build the tables: *hi + *lo.  FL_EINVAL outside. */
+FL_NODISCARD int fl_noise_exp_neg_dd(double x_hi, double x_lo, double *hi, double *lo);
 
 #endif

@@ -1,9 +1,11 @@
 /*
  * Tests for fl_noise: N(0, s^2) moments and distribution (Kolmogorov-
- * Smirnov against the exact normal CDF), the discrete Gaussian sampler
- * against its exact pmf (chi-square), grid membership, uniform
- * range/resolution, and argument checks.  Thresholds: 5 standard errors,
- * KS and chi-square at alpha = 0.001.
+ * Smirnov against the exact normal CDF), the discrete Gaussian samplers
+ * (CKS at small sigma, the alias-table base sampler and the production
+ * convolution sampler) against their exact pmfs (chi-square), the double-
+ * double exp against 40-digit reference values, grid membership, the
+ * per-stddev table cache, uniform range/resolution, and argument checks.
+ * Thresholds: 5 standard errors, KS and chi-square at alpha = 0.001.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -298,4 +300,235 @@ Test(noise, rejects_values_too_large_for_the_grid_and_leaves_them_unchanged)
     double d[2] = {0.0, NAN};
     cr_expect_eq(fl_noise_add_gaussian_f64(d, 2, 1.0), FL_ERANGE);
     cr_expect_eq(fl_noise_sample_discrete_gaussian(0.0, NULL, 1), FL_EINVAL);
+}
+
+/* ---- the table sampler ------------------------------------------------ */
+
+/* Chi-square statistic of counts cnt[] against expected counts expct[]
+ * (both over nb cells). */
+static double s_chi2(const double *cnt, const double *expct, int nb)
+{
+    double chi = 0.0;
+    for (int c = 0; c < nb; c++)
+        chi += (cnt[c] - expct[c]) * (cnt[c] - expct[c]) / expct[c];
+    return chi;
+}
+
+Test(noise, table_base_sampler_passes_chi_square_against_exact_pmf_at_0001)
+{
+    /* The alias-table draw X ~ N_Z(0, s_b^2) behind stddev = 1.0 (s_b ~
+     * 1028), against the exact pmf by direct summation (independent of the
+     * table's double-double arithmetic).  Cells: [-4 s_b, 4 s_b] cut into
+     * 48 equal ranges of integers plus the two tails: 50 cells, df = 49;
+     * chi^2_{0.999}(49) = 85.351 (NIST/SEMATECH e-Handbook 1.3.6.7.4,
+     * Wilson-Hilferty 85.35).  Smallest expected count: tail ~3e-5 * 10^6
+     * = 32 > 5. */
+    double sb = 0.0;
+    cr_assert_eq(fl_noise_table_info(1.0, &sb, NULL), FL_OK);
+    cr_assert(sb > 1000.0 && sb < 2100.0, "s_b = %g", sb);
+    int64_t *z = malloc(NS * sizeof *z);
+    cr_assert(z);
+    cr_assert_eq(fl_noise_sample_base(1.0, z, NS), FL_OK);
+    const long lo = -(long)floor(4 * sb), hi = (long)floor(4 * sb);
+    const double width = (double)(hi - lo + 1) / 48;
+    double cnt[50] = {0}, expct[50] = {0}, norm = s_dg_norm(sb);
+#define CELL(v) ((v) < lo ? 0 : (v) > hi ? 49 : 1 + (int)((double)((v) - lo) / width))
+    for (size_t i = 0; i < NS; i++)
+        cnt[CELL(z[i])] += 1;
+    for (long k = -(long)ceil(60 * sb); k <= (long)ceil(60 * sb); k++)
+        expct[CELL(k)] += exp(-(double)k * k / (2 * sb * sb)) / norm * NS;
+#undef CELL
+    double chi = s_chi2(cnt, expct, 50);
+    cr_expect_lt(chi, 85.351, "chi^2 = %g on 49 df", chi);
+    /* Exact moments of the same pmf: 5 SE on mean and variance. */
+    double V = 0, M4 = 0, m = 0, v = 0;
+    for (long k = -(long)ceil(60 * sb); k <= (long)ceil(60 * sb); k++) {
+        double pk = exp(-(double)k * k / (2 * sb * sb)) / norm;
+        V += (double)k * k * pk;
+        M4 += (double)k * k * k * k * pk;
+    }
+    for (size_t i = 0; i < NS; i++)
+        m += (double)z[i];
+    m /= NS;
+    for (size_t i = 0; i < NS; i++)
+        v += ((double)z[i] - m) * ((double)z[i] - m);
+    v /= NS - 1;
+    cr_expect_lt(fabs(m), 5 * sqrt(V / NS), "mean %g", m);
+    cr_expect_lt(fabs(v - V), 5 * sqrt((M4 - V * V) / NS), "variance %g vs %g", v, V);
+    free(z);
+}
+
+Test(noise, production_sampler_passes_chi_square_against_exact_pmf_at_0001)
+{
+    /* Z for stddev = 2.5 (s = 2.5 * 2^27 ~ 3.4e8 grid steps) against
+     * N_Z(0, s^2) binned into 40 cells of equal normal probability.  At
+     * this s, the exact cell mass sum_{a <= k <= b} P(k) equals
+     * Phi((b + 1/2)/s) - Phi((a - 1/2)/s) up to < 1e-15 (Euler-Maclaurin
+     * with the midpoint rule; the discrete normalising constant is
+     * sqrt(2 pi) s (1 + 2 e^(-2 pi^2 s^2)) by Poisson summation), far
+     * below the chi-square resolution 1/n.  df = 39; chi^2_{0.999}(39) =
+     * 72.055 (NIST/SEMATECH table). */
+    const double sd = 2.5, s = sd / fl_noise_grid(sd);
+    int64_t *z = malloc(NS * sizeof *z);
+    cr_assert(z);
+    cr_assert_eq(fl_noise_sample_grid_z(sd, z, NS), FL_OK);
+    /* Cell c = [b_{c-1} + 1, b_c] with b_c = floor(s * q_c), q_c the
+     * normal quantile of c/40, found by bisection on erfc. */
+    double b[41], cnt[40] = {0}, expct[40];
+    b[0] = -INFINITY;
+    b[40] = INFINITY;
+    for (int c = 1; c < 40; c++) {
+        double lo = -6, hi = 6;
+        for (int it = 0; it < 100; it++) {
+            double mid = 0.5 * (lo + hi);
+            if (0.5 * erfc(-mid / sqrt(2.0)) < c / 40.0)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        b[c] = floor(s * lo);
+    }
+    for (int c = 0; c < 40; c++) {
+        double up = c == 39 ? 1.0 : s_normal_cdf(b[c + 1] + 0.5, s);
+        double dn = c == 0 ? 0.0 : s_normal_cdf(b[c] + 0.5, s);
+        expct[c] = (up - dn) * NS;
+    }
+    for (size_t i = 0; i < NS; i++) {
+        int c = 0;
+        while (c < 39 && (double)z[i] > b[c + 1])
+            c++;
+        cnt[c] += 1;
+    }
+    double chi = s_chi2(cnt, expct, 40);
+    cr_expect_lt(chi, 72.055, "chi^2 = %g on 39 df", chi);
+    free(z);
+}
+
+Test(noise, production_sampler_parity_and_residues_are_uniform)
+{
+    /* At s ~ 3.4e8 the discrete Gaussian is uniform modulo small integers
+     * to within e^-(2 pi^2 s^2 / m^2).  The convolution Z = X0 + K(X1 +
+     * K X2), K = 511, would show structure modulo 511 or 2 if it were
+     * wrong.  Chi-square on the 511 residues (df 510, chi^2_{0.999}(510)
+     * = 617.0, Wilson-Hilferty) and on parity (df 1, 10.828). */
+    const double sd = 1.0;
+    int64_t *z = malloc(NS * sizeof *z);
+    cr_assert(z);
+    cr_assert_eq(fl_noise_sample_grid_z(sd, z, NS), FL_OK);
+    static double res[511];
+    double e511[511], par[2] = {0}, e2[2] = {NS / 2.0, NS / 2.0};
+    memset(res, 0, sizeof res);
+    for (int c = 0; c < 511; c++)
+        e511[c] = (double)NS / 511;
+    for (size_t i = 0; i < NS; i++) {
+        res[((z[i] % 511) + 511) % 511] += 1;
+        par[z[i] & 1] += 1;
+    }
+    double c1 = s_chi2(res, e511, 511), c2 = s_chi2(par, e2, 2);
+    cr_expect_lt(c1, 617.0, "chi^2 = %g on 510 df (mod 511)", c1);
+    cr_expect_lt(c2, 10.828, "chi^2 = %g on 1 df (parity)", c2);
+    free(z);
+}
+
+Test(noise, table_sampler_outputs_lie_exactly_on_the_grid)
+{
+    /* Inputs on and off the grid, of both signs, tiny and large (up to
+     * 2^51 grid steps): every output is an exact integer multiple of
+     * gamma, and near the input (|out - x| < 40 stddev). */
+    const double sd = 0.011;
+    double g = fl_noise_grid(sd);
+    static double v[20000], x0[20000];
+    for (size_t i = 0; i < 20000; i++) {
+        double t = (double)i - 10000.0;
+        x0[i] = (i % 4 == 0) ? t * g /* on grid */
+              : (i % 4 == 1) ? 1e-3 * t + 1e-12 * (double)i
+              : (i % 4 == 2) ? -3e-20 * (double)i
+                             : ldexp(g, 51) * (t / 10000.0);
+        v[i] = x0[i];
+    }
+    cr_assert_eq(fl_noise_add_gaussian_f64(v, 20000, sd), FL_OK);
+    for (size_t i = 0; i < 20000; i++) {
+        double k = v[i] / g;
+        cr_assert_eq(k, nearbyint(k), "v[%zu] = %a is not on the grid %a", i, v[i], g);
+        cr_assert_lt(fabs(v[i] - x0[i]), 40 * sd, "v[%zu] = %g far from %g", i, v[i], x0[i]);
+    }
+}
+
+Test(noise, different_stddevs_use_their_own_tables)
+{
+    /* 1.0 and 1.5 have different mantissas, so different s = stddev /
+     * gamma and base sigmas; 3.0 has the mantissa of 1.5 and the same s,
+     * so it may share its table.  Interleaved use must keep each stddev's
+     * variance (a table mix-up would be off by a factor 2.25). */
+    double sa = 0, sb = 0, sc = 0;
+    const void *ta = NULL, *tb = NULL, *tc = NULL;
+    cr_assert_eq(fl_noise_table_info(1.0, &sa, &ta), FL_OK);
+    cr_assert_eq(fl_noise_table_info(1.5, &sb, &tb), FL_OK);
+    cr_assert_eq(fl_noise_table_info(3.0, &sc, &tc), FL_OK);
+    cr_expect_neq(ta, tb);
+    cr_expect(sa != sb, "s_b %g %g", sa, sb);
+    cr_expect_eq(sb, sc);
+    /* s_b sqrt(1 + K^2 + K^4) reproduces s, from above, within 2^-49. */
+    const double q = sqrt(1.0 + 511.0 * 511 + 511.0 * 511 * 511 * 511);
+    double ra = sa * q / (1.0 / fl_noise_grid(1.0)), rb = sb * q / (1.5 / fl_noise_grid(1.5));
+    cr_expect(ra >= 1.0 - 0x1p-52 && ra < 1.0 + 0x1p-49, "ratio %.17g", ra);
+    cr_expect(rb >= 1.0 - 0x1p-52 && rb < 1.0 + 0x1p-49, "ratio %.17g", rb);
+    const size_t n = 200000;
+    double *u = calloc(n, sizeof *u), *w = calloc(n, sizeof *w);
+    cr_assert(u && w);
+    for (size_t off = 0; off < n; off += 1000) {
+        cr_assert_eq(fl_noise_add_gaussian_f64(u + off, 1000, 1.0), FL_OK);
+        cr_assert_eq(fl_noise_add_gaussian_f64(w + off, 1000, 1.5), FL_OK);
+    }
+    double vu = 0, vw = 0;
+    for (size_t i = 0; i < n; i++) {
+        vu += u[i] * u[i];
+        vw += w[i] * w[i];
+    }
+    vu /= n;
+    vw /= n;
+    cr_expect_lt(fabs(vu - 1.0), 5 * sqrt(2.0 / n), "variance %g for stddev 1", vu);
+    cr_expect_lt(fabs(vw - 2.25), 5 * 2.25 * sqrt(2.0 / n), "variance %g for stddev 1.5", vw);
+    /* Still the same cached table afterwards; freeing the cache is safe
+     * and later calls rebuild it. */
+    const void *ta2 = NULL;
+    cr_assert_eq(fl_noise_table_info(1.0, &sa, &ta2), FL_OK);
+    cr_expect_eq(ta, ta2);
+    fl_noise_cache_free();
+    cr_assert_eq(fl_noise_add_gaussian_f64(u, 10, 1.0), FL_OK);
+    fl_noise_cache_free();
+    free(u);
+    free(w);
+}
+
+Test(noise, double_double_exp_matches_40_digit_reference)
+{
+    /* exp(-x) to 40 significant digits from Python's decimal module
+     * (getcontext().prec = 60), independent of the code under test.  The
+     * table weights need relative error < 2^-95; we require 2^-100. */
+    static const struct {
+        double x;
+        const char *ref;
+    } cases[] = {
+        {0.5, "0.6065306597126334236037995349911804534419"},
+        {1.0, "0.3678794411714423215955237701614608674458"},
+        {10.25, "0.00003535750085040998240458763976327742517935"},
+        {37.0, "8.533047625744065794278049822941244165797e-17"},
+        {84.5, "2.005008781961653964423600303369609643552e-37"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        double hi = 0, lo = 0;
+        cr_assert_eq(fl_noise_exp_neg_dd(cases[i].x, 0.0, &hi, &lo), FL_OK);
+        /* Compare in long double after removing the leading part: the
+         * reference as hi_ref + rest, both parsed to long double. */
+        long double ref = strtold(cases[i].ref, NULL);
+        long double got = (long double)hi + (long double)lo;
+        long double rel = fabsl(got - ref) / ref;
+        /* long double has 64 bits: this checks the first ~62 bits; the
+         * 2^-100 claim is checked by the offline script in
+         * docs/privacy-accounting.md. */
+        cr_expect_lt((double)rel, 0x1p-60, "x=%g rel err %Lg", cases[i].x, rel);
+    }
+    double hi = 0, lo = 0;
+    cr_expect_eq(fl_noise_exp_neg_dd(-1.0, 0.0, &hi, &lo), FL_EINVAL);
 }
