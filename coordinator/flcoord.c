@@ -51,6 +51,7 @@ typedef struct {
     char model_out[FL_CONFIG_STR_MAX];
     char summary_json[FL_CONFIG_STR_MAX];
     char state_dir[FL_CONFIG_STR_MAX];
+    char log_json[FL_CONFIG_STR_MAX];
     int64_t rounds, min_nodes, round_timeout_ms, join_timeout_ms, max_abandoned;
     char layers[FL_CONFIG_STR_MAX];
     char output[FL_CONFIG_STR_MAX];
@@ -59,7 +60,7 @@ typedef struct {
     double learning_rate, clip_norm, sampling_rate;
     char schema[FL_CONFIG_STR_MAX];
     char test_data[FL_CONFIG_STR_MAX];
-    int64_t secagg_enabled, secagg_threshold, secagg_max_weight, step_timeout_ms;
+    int64_t secagg_enabled, secagg_threshold, secagg_neighbours, secagg_max_weight, step_timeout_ms;
     double secagg_clip_range;
     char server_optimizer[FL_CONFIG_STR_MAX];
     double server_lr, server_momentum, server_beta1, server_beta2, server_tau;
@@ -176,6 +177,7 @@ static int s_load_config(s_config *c, const char *path)
         {"coordinator", "model_out", FL_CONFIG_PATH, c->model_out, 0, 0, 0, 0},
         {"coordinator", "summary_json", FL_CONFIG_PATH, c->summary_json, 0, 0, 0, 0},
         {"coordinator", "state_dir", FL_CONFIG_PATH, c->state_dir, 0, 0, 0, 0},
+        {"coordinator", "log_json", FL_CONFIG_PATH, c->log_json, 0, 0, 0, 0},
         {"coordinator", "rounds", FL_CONFIG_INT, &c->rounds, 0, 1, FL_WIRE_MAX_ROUNDS, 0},
         {"coordinator", "min_nodes", FL_CONFIG_INT, &c->min_nodes, 0, 1, S_MAX_NODES, 0},
         {"coordinator", "round_timeout_ms", FL_CONFIG_INT, &c->round_timeout_ms, 0, 100, 86400000, 0},
@@ -192,6 +194,7 @@ static int s_load_config(s_config *c, const char *path)
         {"data", "test_data", FL_CONFIG_PATH, c->test_data, 0, 0, 0, 0},
         {"secagg", "enabled", FL_CONFIG_INT, &c->secagg_enabled, 0, 0, 1, 0},
         {"secagg", "threshold", FL_CONFIG_INT, &c->secagg_threshold, 0, 0, S_MAX_NODES, 0},
+        {"secagg", "neighbours", FL_CONFIG_INT, &c->secagg_neighbours, 0, 0, S_MAX_NODES, 0},
         {"secagg", "clip_range", FL_CONFIG_DOUBLE, &c->secagg_clip_range, 0, 1e-6, 1e6, 0},
         {"secagg", "max_weight", FL_CONFIG_INT, &c->secagg_max_weight, 0, 1, 1e9, 0},
         {"secagg", "step_timeout_ms", FL_CONFIG_INT, &c->step_timeout_ms, 0, 100, 86400000, 0},
@@ -323,7 +326,7 @@ static int s_secagg_begin(s_coord *co)
     Fl__RoundStart rs = FL__ROUND_START__INIT;
     Fl__RoundSettings st = FL__ROUND_SETTINGS__INIT;
     Fl__ModelSpec sp = FL__MODEL_SPEC__INIT;
-    uint32_t n = 0, t;
+    uint32_t n = 0, t, k;
 
     fl_secagg_server_free(co->sa);
     co->sa = NULL;
@@ -341,19 +344,31 @@ static int s_secagg_begin(s_coord *co)
         memcpy(co->party_pks[n], pk, 32);
         n++;
     }
-    t = co->cfg.secagg_threshold > 0 ? (uint32_t)co->cfg.secagg_threshold : 2 * n / 3 + 1;
-    if (t < (uint32_t)co->cfg.min_nodes)
-        t = (uint32_t)co->cfg.min_nodes;
+    k = co->cfg.secagg_neighbours > 0 && (uint32_t)co->cfg.secagg_neighbours < n
+            ? (uint32_t)co->cfg.secagg_neighbours
+            : 0;
+    if (k == 0) {
+        /* Plain Bonawitz: more than two thirds of the round's parties. */
+        t = co->cfg.secagg_threshold > 0 ? (uint32_t)co->cfg.secagg_threshold : 2 * n / 3 + 1;
+        if (t < (uint32_t)co->cfg.min_nodes)
+            t = (uint32_t)co->cfg.min_nodes;
+    } else {
+        /* SecAgg+: the threshold is per neighbourhood; 2t > k + 1 keeps a
+         * majority of each neighbourhood honest-required (Bell et al. 2020). */
+        t = co->cfg.secagg_threshold > 0 ? (uint32_t)co->cfg.secagg_threshold : (k + 1) / 2 + 1;
+        if (t > k)
+            t = k;
+    }
     if (t < 2)
         t = 2; /* a "sum" of one input is that input: aggregation needs two */
-    if (n < t)
+    if (n < t || n < (uint32_t)co->cfg.min_nodes)
         return fl_error_set(FL_ESTATE, "%u nodes joined, secure aggregation needs at least %u",
-                            n, t);
+                            n, t > (uint32_t)co->cfg.min_nodes ? t : (uint32_t)co->cfg.min_nodes);
     co->n_parties = n;
     fl__sec_agg_settings__init(&co->sa_settings);
     co->sa_settings.enabled = 1;
     co->sa_settings.threshold = t;
-    co->sa_settings.neighbours = 0;
+    co->sa_settings.neighbours = k;
     co->sa_settings.clip_range = (float)co->cfg.secagg_clip_range;
     co->sa_settings.max_weight = (uint32_t)co->cfg.secagg_max_weight;
     co->sa_settings.n_participants = n;
@@ -363,7 +378,7 @@ static int s_secagg_begin(s_coord *co)
     memset(&p, 0, sizeof p);
     p.n = n;
     p.t = t;
-    p.k = 0;
+    p.k = k;
     p.dim = (uint32_t)co->num_params;
     p.clip_range = co->sa_settings.clip_range;
     p.max_weight = co->sa_settings.max_weight;
@@ -943,6 +958,8 @@ static int s_setup(s_coord *co, const char *config_path)
 
     if ((rc = s_load_config(&co->cfg, config_path)) != FL_OK)
         return rc;
+    if (co->cfg.log_json[0] && (rc = fl_log_json_open(co->cfg.log_json)) != FL_OK)
+        return rc;
     if ((rc = s_parse_layers(co)) != FL_OK)
         return fl_error_wrap(rc, "%s", config_path);
     if ((rc = fl_schema_load(&co->schema, co->cfg.schema)) != FL_OK)
@@ -1051,6 +1068,7 @@ static void s_teardown(s_coord *co)
         zmq_close(co->router);
     }
     fl_zap_free(co->zap);
+    fl_log_json_close();
     if (co->ctx)
         zmq_ctx_term(co->ctx);
     fl_enroll_free(co->enroll);

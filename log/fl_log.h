@@ -12,6 +12,14 @@ typedef enum { FL_LOG_DEBUG = 0, FL_LOG_INFO, FL_LOG_WARN, FL_LOG_ERROR } fl_log
 /** Sets the program name shown in every line and the minimum level. */
 void fl_log_init(const char *program, fl_log_level min_level);
 
+/** Also appends every line, as one JSON object per line ({"time", "level",
+ *  "program", "message"}), to `path` (created 0640), replacing any file
+ *  opened before. FL_EIO if the file cannot be opened. */
+FL_NODISCARD int fl_log_json_open(const char *path);
+
+/** Stops writing the JSON-lines file. */
+void fl_log_json_close(void);
+
 /** Writes one line at `level` if it is at or above the minimum level. */
 void fl_log(fl_log_level level, const char *fmt, ...) FL_PRINTF(2, 3);
 

@@ -53,6 +53,7 @@ typedef struct {
     char ledger[FL_CONFIG_STR_MAX];
     char accountant[FL_CONFIG_STR_MAX];
     char peers[FL_CONFIG_STR_MAX];
+    char log_json[FL_CONFIG_STR_MAX];
     int64_t idle_timeout_ms;
     int64_t reserve_rounds;
     double epsilon_max, delta;
@@ -114,6 +115,7 @@ static int s_load_config(s_config *c, const char *path)
         {"node", "coordinator_key", FL_CONFIG_PATH, c->coordinator_key, 1, 0, 0, 0},
         {"node", "key", FL_CONFIG_PATH, c->key, 1, 0, 0, 0},
         {"node", "idle_timeout_ms", FL_CONFIG_INT, &c->idle_timeout_ms, 0, 1000, 86400000, 0},
+        {"node", "log_json", FL_CONFIG_PATH, c->log_json, 0, 0, 0, 0},
         {"data", "schema", FL_CONFIG_PATH, c->schema, 1, 0, 0, 0},
         {"data", "train", FL_CONFIG_PATH, c->data, 1, 0, 0, 0},
         /* The hospital's own budget: set here by its privacy officer, and
@@ -564,6 +566,10 @@ static int s_run(const char *config_path)
         goto done;
     }
     fl_log_init(nd->cfg.name, FL_LOG_INFO);
+    if (nd->cfg.log_json[0] && fl_log_json_open(nd->cfg.log_json) != FL_OK) {
+        fl_log_error("%s", fl_error_last());
+        goto done;
+    }
     if (fl_accountant_parse(nd->cfg.accountant, &nd->accountant) != FL_OK) {
         fl_log_error("%s: [privacy] accountant = '%s': use 'rdp' or 'pld'", config_path,
                      nd->cfg.accountant);
@@ -682,6 +688,7 @@ done:
     }
     if (nd->ctx)
         zmq_ctx_term(nd->ctx);
+    fl_log_json_close();
     fl_trainer_free(nd->trainer);
     fl_secagg_client_free(nd->sa);
     fl_enroll_free(nd->peers);

@@ -11,6 +11,7 @@
 #
 # usage: scripts/consortium.sh [--rounds N] [--epsilon E] [--nodes K]
 #                              [--workdir DIR] [--build DIR] [--no-secagg]
+#                              [--neighbours K (SecAgg+, 0 = all pairs)]
 #                              [--min-accuracy A] [--quiet]
 set -euo pipefail
 
@@ -23,8 +24,9 @@ nodes=3
 min_accuracy=""
 quiet=0
 secagg=1
+neighbours=0
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
     --min-accuracy) min_accuracy=$2; shift 2 ;;
     --quiet) quiet=1; shift ;;
     --no-secagg) secagg=0; shift ;;
+    --neighbours) neighbours=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "consortium.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
@@ -90,6 +93,8 @@ round_timeout_ms = 60000
 join_timeout_ms = 60000
 model_out = out/model.flm
 summary_json = out/summary.json
+state_dir = state
+log_json = logs/coordinator.jsonl
 
 [model]
 layers = 30 16 1
@@ -108,6 +113,7 @@ test_data = data/test.csv
 
 [secagg]
 enabled = $secagg
+neighbours = $neighbours
 ; more than two thirds of the nodes must stay to the end of each round
 clip_range = 10
 max_weight = 1000
