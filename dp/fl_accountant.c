@@ -52,7 +52,7 @@ static double s_log_sub(double a, double b)
 /* log(erfc(x)); for large x erfc underflows, so use the asymptotic series
  * erfc(x) = exp(-x^2)/(x sqrt(pi)) * sum_n (-1)^n (2n-1)!!/(2x^2)^n
  * (Abramowitz & Stegun 7.1.23), whose error at x > 25 is far below 1e-16. */
-static double s_log_erfc(double x)
+double fl_accountant_log_erfc(double x)
 {
     if (x <= 25.0)
         return log(erfc(x));
@@ -142,8 +142,8 @@ double fl_accountant_log_a_frac(double q, double sigma, double alpha)
         double j = alpha - i;
         double lt0 = lc + i * lq + j * l1q;
         double lt1 = lc + j * lq + i * l1q;
-        double le0 = log(0.5) + s_log_erfc((i - z0) / (S_SQRT2 * sigma));
-        double le1 = log(0.5) + s_log_erfc((z0 - j) / (S_SQRT2 * sigma));
+        double le0 = log(0.5) + fl_accountant_log_erfc((i - z0) / (S_SQRT2 * sigma));
+        double le1 = log(0.5) + fl_accountant_log_erfc((z0 - j) / (S_SQRT2 * sigma));
         double ls0 = lt0 + (i * i - i) / s2 + le0;
         double ls1 = lt1 + (j * j - j) / s2 + le1;
         if (positive) {
@@ -255,10 +255,11 @@ int fl_accountant_epsilon(double q, double sigma, uint64_t steps, double delta, 
 }
 
 /* log Phi(x) for the standard normal CDF: Phi(x) = erfc(-x/sqrt 2)/2, with
- * s_log_erfc keeping full relative precision deep in the lower tail. */
-static double s_log_phi(double x)
+ * fl_accountant_log_erfc keeping full relative precision deep in the lower
+ * tail. */
+double fl_accountant_log_phi(double x)
 {
-    return log(0.5) + s_log_erfc(-x / S_SQRT2);
+    return log(0.5) + fl_accountant_log_erfc(-x / S_SQRT2);
 }
 
 /* Balle & Wang 2018, Theorem 8: the Gaussian mechanism with sensitivity 1
@@ -269,8 +270,8 @@ static double s_log_phi(double x)
  * relative precision when both terms are tiny (large eps). */
 static double s_gauss_delta(double s, double eps)
 {
-    double la = s_log_phi(-eps * s + 0.5 / s);
-    double lb = eps + s_log_phi(-eps * s - 0.5 / s);
+    double la = fl_accountant_log_phi(-eps * s + 0.5 / s);
+    double lb = eps + fl_accountant_log_phi(-eps * s - 0.5 / s);
     if (lb >= la)
         return 0.0;
     return exp(la) * -expm1(lb - la);

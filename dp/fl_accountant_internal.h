@@ -16,4 +16,10 @@ double fl_accountant_log_a_int(double q, double sigma, double alpha);
  *  arguments. */
 double fl_accountant_log_a_frac(double q, double sigma, double alpha);
 
+/* log(erfc(x)) with full relative precision in the far tail, and log of
+ * the standard normal CDF: shared by the RDP, analytic-Gaussian and PLD
+ * accountants. */
+double fl_accountant_log_erfc(double x);
+double fl_accountant_log_phi(double x);
+
 #endif

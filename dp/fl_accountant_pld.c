@@ -23,13 +23,13 @@
  *      epsilon by bisection on it.
  */
 #include "dp/fl_accountant.h"
+#include "dp/fl_accountant_internal.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #define S_SQRT2 1.41421356237309504880168872420969808
-#define S_HALF_LOG_PI 0.57236494292470008707171367567652935
 #define S_PI 3.14159265358979323846264338327950288
 #define S_H0 1e-4            /* preferred discretisation interval */
 #define S_H_MAX 1e-2         /* coarsest interval tried before giving up */
@@ -44,27 +44,6 @@ typedef struct {
     int remove;
     double q, sigma;
 } s_rel;
-
-/* log(erfc(x)) with full relative precision in the far tail (A&S 7.1.23,
- * as in fl_accountant.c). */
-static double s_log_erfc(double x)
-{
-    if (x <= 25.0)
-        return log(erfc(x));
-    double t = 1.0 / (2.0 * x * x);
-    double term = 1.0, sum = 1.0;
-    for (int n = 1; n <= 6; n++) {
-        term *= -(2.0 * n - 1.0) * t;
-        sum += term;
-    }
-    return -x * x - log(x) - S_HALF_LOG_PI + log(sum);
-}
-
-/* log Phi(x), standard normal CDF. */
-static double s_log_phi(double x)
-{
-    return log(0.5) + s_log_erfc(-x / S_SQRT2);
-}
 
 /* log(e^a - e^b) = a + log(-expm1(b - a)), or -inf when b >= a. */
 static double s_log_diff(double a, double b)
@@ -105,8 +84,8 @@ static double s_delta1(const s_rel *r, double eps)
         double lc = q == 1.0 ? eps : log(expm1(eps) + q); /* log(e^eps - 1 + q) */
         double x = s2 * (lc - log(q)) + 0.5;
         /* q P1(x > x_e) - (e^eps - 1 + q) P0(x > x_e) */
-        double la = log(q) + s_log_phi(-(x - 1.0) / s);
-        double lb = lc + s_log_phi(-x / s);
+        double la = log(q) + fl_accountant_log_phi(-(x - 1.0) / s);
+        double lb = lc + fl_accountant_log_phi(-x / s);
         double ld = s_log_diff(la, lb);
         return ld == -INFINITY ? 0.0 : exp(ld);
     }
@@ -118,8 +97,8 @@ static double s_delta1(const s_rel *r, double eps)
     double x = s2 * (lc - log(q)) + 0.5;
     /* (1 - e^eps (1-q)) P0(x < x_e) - q e^eps P1(x < x_e) */
     double lcoef = q == 1.0 ? 0.0 : log(-expm1(eps + log1p(-q)));
-    double la = lcoef + s_log_phi(x / s);
-    double lb = log(q) + eps + s_log_phi((x - 1.0) / s);
+    double la = lcoef + fl_accountant_log_phi(x / s);
+    double lb = log(q) + eps + fl_accountant_log_phi((x - 1.0) / s);
     double ld = s_log_diff(la, lb);
     return ld == -INFINITY ? 0.0 : exp(ld);
 }
@@ -130,7 +109,7 @@ static double s_normal_quantile_upper(double tau)
     double lo = 0.0, hi = 40.0, lt = log(tau);
     for (int i = 0; i < 100; i++) {
         double mid = 0.5 * (lo + hi);
-        if (s_log_phi(-mid) > lt)
+        if (fl_accountant_log_phi(-mid) > lt)
             lo = mid;
         else
             hi = mid;
