@@ -13,8 +13,14 @@
  * RoundResult.  Rounds with fewer than min_nodes updates are abandoned.
  * Every frame from the network is decoded by fl_wire (bounded, validated);
  * a bad frame is answered with an Error and the loop carries on.
+ *
+ * The operator's admin channel (coordinator/fl_admin.h, used by flctl) is a
+ * REP socket on ipc://<state_dir or config dir>/admin.sock in the same poll
+ * set: status, nodes, history, enroll, revoke, pause and resume are handled
+ * between two network messages, so they need no locks.
  */
 #include <errno.h>
+#include <libgen.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
@@ -23,9 +29,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "config/fl_config.h"
+#include "coordinator/fl_admin.h"
 #include "coordinator/fl_fedavg.h"
 #include "coordinator/fl_model_file.h"
 #include "coordinator/fl_registry.h"
@@ -52,6 +60,7 @@ typedef struct {
     char summary_json[FL_CONFIG_STR_MAX];
     char state_dir[FL_CONFIG_STR_MAX];
     char log_json[FL_CONFIG_STR_MAX];
+    char admin[FL_CONFIG_STR_MAX]; /* admin socket path (ipc) */
     int64_t rounds, min_nodes, round_timeout_ms, join_timeout_ms, max_abandoned;
     char layers[FL_CONFIG_STR_MAX];
     char output[FL_CONFIG_STR_MAX];
@@ -121,6 +130,19 @@ typedef struct {
     fl_registry *reg; /* durable state, when [coordinator] state_dir is set */
     fl_server_opt *opt;
     float *agg; /* this round's aggregate, before the server optimizer */
+    /* Operator's admin channel (flctl). */
+    void *admin;
+    char admin_path[FL_CONFIG_STR_MAX];
+    int paused;                 /* finish the round in progress, start no new one */
+    uint32_t last_eval_round;   /* round of the last evaluation */
+    char (*enrolled)[FL_ADMIN_NAME_CAP]; /* enrolled names, in enrollment-file order */
+    size_t num_enrolled;
+    /* Routing ids of connections whose node was revoked: ZeroMQ keeps an
+     * established connection open, so their messages are refused here even
+     * if the name is enrolled again with another key. */
+    uint8_t revoked_rid[64][256];
+    size_t revoked_rid_len[64];
+    size_t num_revoked_rid;
 } s_coord;
 
 static volatile sig_atomic_t s_stop;
@@ -178,6 +200,7 @@ static int s_load_config(s_config *c, const char *path)
         {"coordinator", "summary_json", FL_CONFIG_PATH, c->summary_json, 0, 0, 0, 0},
         {"coordinator", "state_dir", FL_CONFIG_PATH, c->state_dir, 0, 0, 0, 0},
         {"coordinator", "log_json", FL_CONFIG_PATH, c->log_json, 0, 0, 0, 0},
+        {"coordinator", "admin", FL_CONFIG_PATH, c->admin, 0, 0, 0, 0},
         {"coordinator", "rounds", FL_CONFIG_INT, &c->rounds, 0, 1, FL_WIRE_MAX_ROUNDS, 0},
         {"coordinator", "min_nodes", FL_CONFIG_INT, &c->min_nodes, 0, 1, S_MAX_NODES, 0},
         {"coordinator", "round_timeout_ms", FL_CONFIG_INT, &c->round_timeout_ms, 0, 100, 86400000, 0},
@@ -465,6 +488,7 @@ static void s_evaluate(s_coord *co)
         co->last_auc = co->last_precision = co->last_recall = co->last_f1 = NAN;
     }
     co->evaluated = 1;
+    co->last_eval_round = co->round;
 }
 
 static double s_max_epsilon(const s_coord *co)
@@ -599,7 +623,12 @@ static void s_complete_round(s_coord *co, size_t contributors)
         return;
     }
     co->round++;
-    if (s_count_joined(co) >= (size_t)co->cfg.min_nodes) {
+    if (co->paused) {
+        fl_log_info("paused by the operator after round %u: no new round until 'flctl resume'",
+                    co->round - 1);
+        co->phase = S_WAIT_NODES;
+        co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
+    } else if (s_count_joined(co) >= (size_t)co->cfg.min_nodes) {
         s_start_round(co);
     } else {
         co->phase = S_WAIT_NODES;
@@ -613,7 +642,8 @@ static uint32_t s_secagg_expected(const s_coord *co)
     uint32_t k = 0;
     if (fl_secagg_server_step(co->sa) == FL_SECAGG_ADVERTISE) {
         for (uint32_t i = 0; i < co->n_parties; i++)
-            k += !co->party[i]->answered; /* a decline ends a party's round */
+            /* A decline ends a party's round; an unreachable one never started it. */
+            k += co->party[i]->participant && !co->party[i]->answered;
     } else {
         const uint8_t *alive = fl_secagg_server_alive(co->sa);
         for (uint32_t i = 0; i < co->n_parties; i++)
@@ -864,6 +894,19 @@ static void s_on_secagg(s_coord *co, fl_transport_msg *m, const Fl__SecAgg *sm)
     }
 }
 
+/* True if the sender's name is no longer enrolled, or its connection was
+ * open when its node was revoked. */
+static int s_revoked(const s_coord *co, const fl_transport_msg *m)
+{
+    if (!fl_enroll_identity(co->enroll, m->user_id))
+        return 1;
+    for (size_t i = 0; i < co->num_revoked_rid; i++)
+        if (co->revoked_rid_len[i] == m->rid_len &&
+            memcmp(co->revoked_rid[i], m->rid, m->rid_len) == 0)
+            return 1;
+    return 0;
+}
+
 static void s_on_message(s_coord *co, fl_transport_msg *m)
 {
     Fl__Envelope *env = NULL;
@@ -873,6 +916,15 @@ static void s_on_message(s_coord *co, fl_transport_msg *m)
     if (m->user_id[0] == '\0') {
         /* Only possible if ZAP were bypassed; never trust such a peer. */
         co->bad_frames++;
+        return;
+    }
+    if (s_revoked(co, m)) {
+        char msg[200];
+        co->bad_frames++;
+        snprintf(msg, sizeof msg, "node '%s' has been revoked by the consortium's operator: its "
+                 "messages are refused", m->user_id);
+        fl_log_warn("refused a message from revoked node %s", m->user_id);
+        s_send_error(co, m->rid, m->rid_len, FL_EAUTH, msg);
         return;
     }
     if (m->malformed) {
@@ -903,6 +955,272 @@ static void s_on_message(s_coord *co, fl_transport_msg *m)
         break;
     }
     fl_wire_free(env);
+}
+
+/* ------------------------------------------------------------- admin */
+
+static const char *s_phase_name(const s_coord *co)
+{
+    if (co->phase == S_DONE)
+        return "done";
+    if (co->phase == S_IN_ROUND)
+        return "round_in_progress";
+    return co->paused ? "paused" : "waiting";
+}
+
+static const char *s_step_name(fl_secagg_step step)
+{
+    switch (step) {
+    case FL_SECAGG_ADVERTISE: return "advertise_keys";
+    case FL_SECAGG_SHARE: return "share_keys";
+    case FL_SECAGG_MASKED: return "masked_input";
+    case FL_SECAGG_CONSIST: return "consistency";
+    case FL_SECAGG_UNMASK: return "unmasking";
+    default: return "unknown";
+    }
+}
+
+static int s_req_uint(const fl_json *req, const char *key, uint32_t lo, uint32_t hi, int required,
+                      uint32_t *out)
+{
+    const fl_json *v = fl_admin_json_get(req, key);
+    if (!v)
+        return required ? fl_error_set(FL_EINVAL, "the request needs the integer field '%s'", key)
+                        : FL_OK;
+    if (v->type != FL_JSON_NUMBER || v->number != floor(v->number) || v->number < lo ||
+        v->number > hi)
+        return fl_error_set(FL_EINVAL, "field '%s' must be an integer in %u..%u", key, lo, hi);
+    *out = (uint32_t)v->number;
+    return FL_OK;
+}
+
+static const char *s_req_str(const fl_json *req, const char *key)
+{
+    const fl_json *v = fl_admin_json_get(req, key);
+    if (!v || v->type != FL_JSON_STRING) {
+        fl_error_set(FL_EINVAL, "the request needs the string field '%s'", key);
+        return NULL;
+    }
+    return v->string;
+}
+
+static void s_admin_status(s_coord *co, fl_admin_buf *r)
+{
+    fl_admin_buf_printf(r, ",\"consortium\":");
+    fl_admin_buf_str(r, co->cfg.consortium);
+    fl_admin_buf_printf(r, ",\"phase\":\"%s\",\"paused\":%s,\"round\":%u,\"rounds_planned\":%lld,"
+                        "\"rounds_completed\":%u", s_phase_name(co),
+                        co->paused ? "true" : "false", co->round, (long long)co->cfg.rounds,
+                        co->rounds_done);
+    fl_admin_buf_printf(r, ",\"secagg\":%s,\"secagg_step\":",
+                        co->cfg.secagg_enabled ? "true" : "false");
+    if (co->phase == S_IN_ROUND && co->sa)
+        fl_admin_buf_str(r, s_step_name(fl_secagg_server_step(co->sa)));
+    else
+        fl_admin_buf_printf(r, "null");
+    fl_admin_buf_printf(r, ",\"nodes_online\":%zu,\"nodes_enrolled\":%zu,\"min_nodes\":%lld",
+                        s_count_joined(co), fl_enroll_count(co->enroll),
+                        (long long)co->cfg.min_nodes);
+    fl_admin_buf_printf(r, ",\"last_metrics\":");
+    if (co->evaluated) {
+        fl_admin_buf_printf(r, "{\"round\":%u,\"loss\":", co->last_eval_round);
+        fl_admin_buf_num(r, co->last_loss);
+        fl_admin_buf_printf(r, ",\"accuracy\":");
+        fl_admin_buf_num(r, co->last_acc);
+        fl_admin_buf_printf(r, ",\"auc\":");
+        fl_admin_buf_num(r, co->last_auc);
+        fl_admin_buf_printf(r, ",\"precision\":");
+        fl_admin_buf_num(r, co->last_precision);
+        fl_admin_buf_printf(r, ",\"recall\":");
+        fl_admin_buf_num(r, co->last_recall);
+        fl_admin_buf_printf(r, ",\"f1\":");
+        fl_admin_buf_num(r, co->last_f1);
+        fl_admin_buf_printf(r, "}");
+    } else {
+        fl_admin_buf_printf(r, "null");
+    }
+    fl_admin_buf_printf(r, ",\"history\":%s", co->reg ? "true" : "false");
+}
+
+static void s_admin_nodes(s_coord *co, fl_admin_buf *r)
+{
+    fl_admin_buf_printf(r, ",\"nodes\":[");
+    for (size_t i = 0; i < co->num_enrolled; i++) {
+        const char *name = co->enrolled[i];
+        const uint8_t *pk = fl_enroll_identity(co->enroll, name);
+        const s_node *n = s_node_by_name(co, name);
+        char z85[FL_IDENTITY_Z85_LEN + 1] = "";
+        if (pk)
+            zmq_z85_encode(z85, pk, 32);
+        fl_admin_buf_printf(r, "%s{\"name\":", i ? "," : "");
+        fl_admin_buf_str(r, name);
+        fl_admin_buf_printf(r, ",\"identity_key\":");
+        fl_admin_buf_str(r, z85);
+        fl_admin_buf_printf(r, ",\"online\":%s,\"participant\":%s,\"epsilon\":",
+                            n && n->joined ? "true" : "false",
+                            n && n->joined && n->participant && co->phase == S_IN_ROUND
+                                ? "true" : "false");
+        /* A node reports epsilon with a positive delta; none yet is null. */
+        fl_admin_buf_num(r, n && n->delta > 0 ? n->epsilon : NAN);
+        fl_admin_buf_printf(r, ",\"delta\":");
+        fl_admin_buf_num(r, n && n->delta > 0 ? n->delta : NAN);
+        fl_admin_buf_printf(r, "}");
+    }
+    fl_admin_buf_printf(r, "]");
+}
+
+static int s_admin_history(s_coord *co, const fl_json *req, int one, fl_admin_buf *r)
+{
+    uint32_t round = 0, last = FL_ADMIN_MAX_ROWS, count = 0;
+    int rc;
+    if (one)
+        rc = s_req_uint(req, "round", 1, FL_WIRE_MAX_ROUNDS, 1, &round);
+    else
+        rc = s_req_uint(req, "last", 1, FL_ADMIN_MAX_ROWS, 0, &last);
+    if (rc != FL_OK)
+        return rc;
+    if (!co->reg)
+        return fl_error_set(FL_ESTATE, "this coordinator keeps no history: set [coordinator] "
+                            "state_dir in its configuration and restart it");
+    if ((rc = fl_admin_history(co->cfg.state_dir, round, last, r, &count)) != FL_OK)
+        return rc;
+    if (one && count == 0)
+        return fl_error_set(FL_EINVAL, "round %u has no record yet: the coordinator is at "
+                            "round %u (see 'flctl rounds')", round, co->round);
+    return FL_OK;
+}
+
+static int s_admin_enroll(s_coord *co, const fl_json *req, fl_admin_buf *r)
+{
+    const char *name = s_req_str(req, "name"), *key;
+    int rc;
+    if (!name || !(key = s_req_str(req, "key")))
+        return fl_error_code();
+    if (co->num_enrolled == S_MAX_NODES)
+        return fl_error_set(FL_ERANGE, "the consortium already has %d enrolled nodes",
+                            S_MAX_NODES);
+    if ((rc = fl_enroll_add(co->enroll, name, key)) != FL_OK)
+        return rc;
+    if ((rc = fl_admin_enroll_file_add(co->cfg.enrollment, name, key)) != FL_OK) {
+        /* Not durable, so not done: a restart would forget it. */
+        if (fl_enroll_remove(co->enroll, name) != FL_OK)
+            fl_log_warn("%s", fl_error_last());
+        return fl_error_wrap(rc, "node '%s' is not enrolled: the enrollment file could not be "
+                             "updated", name);
+    }
+    snprintf(co->enrolled[co->num_enrolled++], FL_ADMIN_NAME_CAP, "%s", name);
+    fl_zap_set_enroll(co->zap, co->enroll);
+    fl_log_info("operator enrolled node %s (identity key %s); %zu nodes enrolled", name, key,
+                fl_enroll_count(co->enroll));
+    fl_admin_buf_printf(r, ",\"name\":");
+    fl_admin_buf_str(r, name);
+    fl_admin_buf_printf(r, ",\"identity_key\":");
+    fl_admin_buf_str(r, key);
+    fl_admin_buf_printf(r, ",\"nodes_enrolled\":%zu", fl_enroll_count(co->enroll));
+    return FL_OK;
+}
+
+static int s_admin_revoke(s_coord *co, const fl_json *req, fl_admin_buf *r)
+{
+    const char *name = s_req_str(req, "name");
+    s_node *n;
+    int was_online = 0, rc;
+    if (!name)
+        return fl_error_code();
+    if (!fl_enroll_identity(co->enroll, name))
+        return fl_error_set(FL_EINVAL, "node '%s' is not enrolled: see 'flctl nodes' for the "
+                            "enrolled names", name);
+    /* Security first: the key loses access in memory before anything can
+     * fail on disk. */
+    if ((rc = fl_enroll_remove(co->enroll, name)) != FL_OK)
+        return rc;
+    fl_zap_set_enroll(co->zap, co->enroll);
+    for (size_t i = 0; i < co->num_enrolled; i++) {
+        if (strcmp(co->enrolled[i], name) == 0) {
+            memmove(co->enrolled[i], co->enrolled[i + 1],
+                    (co->num_enrolled - i - 1) * sizeof co->enrolled[0]);
+            co->num_enrolled--;
+            break;
+        }
+    }
+    n = s_node_by_name(co, name);
+    if (n) {
+        size_t slot = co->num_revoked_rid % 64;
+        was_online = n->joined;
+        if (n->rid_len) {
+            memcpy(co->revoked_rid[slot], n->rid, n->rid_len);
+            co->revoked_rid_len[slot] = n->rid_len;
+            if (co->num_revoked_rid < 64)
+                co->num_revoked_rid++;
+        }
+        /* Out of the round in progress (its inputs are refused from now on;
+         * secure aggregation treats it as a dropout) and of every later one. */
+        n->joined = 0;
+        n->participant = 0;
+        n->answered = 1;
+    }
+    fl_log_warn("operator revoked node %s: removed from the next round, its messages and new "
+                "handshakes are refused", name);
+    if ((rc = fl_admin_enroll_file_remove(co->cfg.enrollment, name)) != FL_OK)
+        return fl_error_wrap(rc, "node '%s' is revoked in this run, but the enrollment file "
+                             "could not be updated: remove its line by hand before the next "
+                             "start", name);
+    fl_admin_buf_printf(r, ",\"name\":");
+    fl_admin_buf_str(r, name);
+    fl_admin_buf_printf(r, ",\"was_online\":%s,\"nodes_enrolled\":%zu",
+                        was_online ? "true" : "false", fl_enroll_count(co->enroll));
+    return FL_OK;
+}
+
+static int s_admin_handle(void *arg, const char *cmd, const fl_json *req, fl_admin_buf *r)
+{
+    static const char *const f_rounds[] = {"last"}, *const f_round[] = {"round"},
+                             *const f_enroll[] = {"name", "key"}, *const f_revoke[] = {"name"};
+    s_coord *co = arg;
+    int rc;
+
+    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "nodes") == 0 || strcmp(cmd, "pause") == 0 ||
+        strcmp(cmd, "resume") == 0) {
+        if ((rc = fl_admin_check_fields(req, NULL, 0)) != FL_OK)
+            return rc;
+        if (strcmp(cmd, "status") == 0) {
+            s_admin_status(co, r);
+        } else if (strcmp(cmd, "nodes") == 0) {
+            s_admin_nodes(co, r);
+        } else {
+            int pause = strcmp(cmd, "pause") == 0;
+            if (pause && !co->paused)
+                fl_log_info("paused by the operator: %s", co->phase == S_IN_ROUND
+                                ? "round in progress finishes, no new round starts"
+                                : "no new round starts");
+            else if (!pause && co->paused)
+                fl_log_info("resumed by the operator at round %u", co->round);
+            co->paused = pause;
+            if (!pause && co->phase == S_WAIT_NODES)
+                co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
+            fl_admin_buf_printf(r, ",\"paused\":%s,\"phase\":\"%s\",\"round\":%u",
+                                pause ? "true" : "false", s_phase_name(co), co->round);
+        }
+        return FL_OK;
+    }
+    if (strcmp(cmd, "rounds") == 0 || strcmp(cmd, "round") == 0) {
+        int one = strcmp(cmd, "round") == 0;
+        if ((rc = fl_admin_check_fields(req, one ? f_round : f_rounds, 1)) != FL_OK)
+            return rc;
+        return s_admin_history(co, req, one, r);
+    }
+    if (strcmp(cmd, "enroll") == 0) {
+        if ((rc = fl_admin_check_fields(req, f_enroll, 2)) != FL_OK)
+            return rc;
+        return s_admin_enroll(co, req, r);
+    }
+    if (strcmp(cmd, "revoke") == 0) {
+        if ((rc = fl_admin_check_fields(req, f_revoke, 1)) != FL_OK)
+            return rc;
+        return s_admin_revoke(co, req, r);
+    }
+    return fl_error_set(FL_EINVAL, "unknown command '%.64s': use status, nodes, rounds, round, "
+                        "enroll, revoke, pause or resume", cmd);
 }
 
 /* -------------------------------------------------------------- main */
@@ -1038,6 +1356,12 @@ static int s_setup(s_coord *co, const char *config_path)
         return rc;
     if ((rc = fl_enroll_load(&co->enroll, co->cfg.enrollment)) != FL_OK)
         return rc;
+    co->enrolled = malloc(S_MAX_NODES * sizeof *co->enrolled);
+    if (!co->enrolled)
+        return fl_error_set(FL_ENOMEM, "out of memory");
+    if ((rc = fl_admin_enroll_names(co->cfg.enrollment, co->enrolled, S_MAX_NODES,
+                                    &co->num_enrolled)) != FL_OK)
+        return rc;
     co->ctx = zmq_ctx_new();
     if (!co->ctx)
         return fl_error_set(FL_EIO, "cannot create a ZeroMQ context");
@@ -1045,6 +1369,20 @@ static int s_setup(s_coord *co, const char *config_path)
         return rc;
     if ((rc = fl_transport_server(&co->router, co->ctx, co->id, co->cfg.listen, bound,
                                   sizeof bound)) != FL_OK)
+        return rc;
+    /* The operator's channel: next to the state, else next to the config. */
+    if (co->cfg.admin[0])
+        snprintf(co->admin_path, sizeof co->admin_path, "%s", co->cfg.admin);
+    else if (co->cfg.state_dir[0])
+        snprintf(co->admin_path, sizeof co->admin_path, "%.1000s/%s", co->cfg.state_dir,
+                 FL_ADMIN_SOCKET_NAME);
+    else {
+        char tmp[FL_CONFIG_STR_MAX];
+        snprintf(tmp, sizeof tmp, "%s", config_path);
+        snprintf(co->admin_path, sizeof co->admin_path, "%.1000s/%s", dirname(tmp),
+                 FL_ADMIN_SOCKET_NAME);
+    }
+    if ((rc = fl_admin_bind(&co->admin, co->ctx, co->admin_path)) != FL_OK)
         return rc;
     if (co->cfg.endpoint_file[0]) {
         char line[300];
@@ -1057,6 +1395,8 @@ static int s_setup(s_coord *co, const char *config_path)
                 co->cfg.consortium, bound, fl_enroll_count(co->enroll), co->num_params,
                 (long long)co->cfg.rounds, (long long)co->cfg.min_nodes,
                 co->cfg.server_optimizer);
+    fl_log_info("admin socket ipc://%s (mode 0600; flctl --socket %s)", co->admin_path,
+                co->admin_path);
     return FL_OK;
 }
 
@@ -1066,6 +1406,10 @@ static void s_teardown(s_coord *co)
         int linger = 2000; /* let the final results reach the nodes */
         zmq_setsockopt(co->router, ZMQ_LINGER, &linger, sizeof linger);
         zmq_close(co->router);
+    }
+    if (co->admin) {
+        zmq_close(co->admin); /* LINGER 0: an unanswered operator just times out */
+        unlink(co->admin_path);
     }
     fl_zap_free(co->zap);
     fl_log_json_close();
@@ -1084,6 +1428,7 @@ static void s_teardown(s_coord *co)
     fl_schema_free(co->schema);
     free(co->model);
     free(co->probs);
+    free(co->enrolled);
 }
 
 static int s_run(const char *config_path)
@@ -1114,13 +1459,14 @@ static int s_run(const char *config_path)
     fl_log_info("waiting for %lld nodes to join (timeout %.0f s)", (long long)co->cfg.min_nodes,
                 (double)co->cfg.join_timeout_ms / 1000.0);
     while (!s_stop && co->phase != S_DONE) {
-        zmq_pollitem_t items[2] = {{co->router, 0, ZMQ_POLLIN, 0},
-                                   {fl_zap_socket(co->zap), 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[3] = {{co->router, 0, ZMQ_POLLIN, 0},
+                                   {fl_zap_socket(co->zap), 0, ZMQ_POLLIN, 0},
+                                   {co->admin, 0, ZMQ_POLLIN, 0}};
         double left = co->deadline - s_now();
         long wait_ms = left <= 0 ? 0 : (long)(left * 1000.0) + 1;
         if (wait_ms > 200)
             wait_ms = 200;
-        if (zmq_poll(items, 2, wait_ms) < 0 && errno != EINTR) {
+        if (zmq_poll(items, 3, wait_ms) < 0 && errno != EINTR) {
             fl_log_error("poll failed: %s", zmq_strerror(errno));
             break;
         }
@@ -1132,7 +1478,12 @@ static int s_run(const char *config_path)
             s_on_message(co, &m);
             fl_transport_msg_close(&m);
         }
-        if (co->phase == S_WAIT_NODES) {
+        for (int i = 0; i < 16; i++) /* the operator's requests, bounded too */
+            if (!fl_admin_serve(co->admin, s_admin_handle, co))
+                break;
+        if (co->phase == S_WAIT_NODES && co->paused) {
+            /* Paused between rounds: neither start a round nor give up. */
+        } else if (co->phase == S_WAIT_NODES) {
             if (s_count_joined(co) >= (size_t)co->cfg.min_nodes)
                 s_start_round(co);
             else if (s_now() > co->deadline) {
@@ -1199,7 +1550,9 @@ static void s_usage(FILE *out)
             "  init   create the coordinator's identity in DIR (coordinator.key,\n"
             "         mode 0600, and coordinator.pub for the nodes)\n"
             "  run    run the training rounds described in the configuration file;\n"
-            "         prints one progress line per round on stdout, logs on stderr\n\n"
+            "         prints one progress line per round on stdout, logs on stderr;\n"
+            "         'flctl' watches and steers it through its admin socket\n"
+            "         (<state_dir>/admin.sock, mode 0600; see docs/operations.md)\n\n"
             "Exit status: 0 training completed, 1 failure, 2 usage error.\n"
             "See docs/architecture.md and the example in scripts/consortium.sh.\n");
 }
