@@ -21,7 +21,7 @@ typedef struct fl_test_json {
     fl_test_json_type type;
     int boolean;
     double number;
-    char *string;                /* STRING: the decoded text (\uXXXX kept as '?') */
+    char *string;                /* STRING: the decoded text (\u escapes kept as '?') */
     struct fl_test_json **items; /* ARRAY and OBJECT members */
     char **keys;                 /* OBJECT keys */
     size_t n;
