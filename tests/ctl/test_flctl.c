@@ -19,6 +19,7 @@
 
 #include "coordinator/fl_admin.h"
 #include "identity/fl_identity.h"
+#include "tests/support/fl_test_consortium.h"
 #include "tests/support/fl_test_dir.h"
 #include "tests/support/fl_test_proc.h"
 
@@ -126,27 +127,17 @@ static int s_wait_status(const char *phase, double min_done, double seconds, dou
  * in the enrollment file; data shards; the coordinator started. */
 static void s_consortium(int enrolled, int rounds, int state_dir)
 {
-    char text[4096], list[2048] = "# test consortium\n", data[256], in[256], ep[256];
-    fl_identity_public coord;
+    char text[4096], list[2048] = "# test consortium\n", ep[256];
 
-    cr_assert_eq(fl_identity_create_files(s_dir, "coordinator", "the coordinator", 0, &coord),
-                 FL_OK, "%s", fl_error_last());
-    for (int i = 0; i < S_NODES; i++) {
-        char name[32], line[128];
-        snprintf(name, sizeof name, "hospital-%d", i + 1);
-        cr_assert_eq(fl_identity_create_files(s_dir, name, name, 0, &s_pub[i]), FL_OK);
-        snprintf(line, sizeof line, "%s %s\n", name, s_pub[i].sign_z85);
-        if (i < enrolled)
-            strcat(list, line);
+    /* The consortium's identity keys for secure aggregation: all three. */
+    fl_test_consortium_keys(s_dir, S_NODES, S_NODES, "peers.txt", s_pub);
+    for (int i = 0; i < enrolled; i++) {
+        char line[128];
+        snprintf(line, sizeof line, "hospital-%d %s\n", i + 1, s_pub[i].sign_z85);
+        strcat(list, line);
     }
     fl_test_write(s_dir, "enrolled.txt", list);
-    snprintf(data, sizeof data, "%s/data", s_dir);
-    snprintf(in, sizeof in, "%s/data/wdbc/wdbc.csv", FL_TEST_SOURCE_DIR);
-    {
-        char *argv[] = {FL_TEST_FLNODE, "split", "--in", in, "--label", "malignant",
-                        "--shards", "3", "--out", data, NULL};
-        cr_assert_eq(fl_test_wait(fl_test_spawn(s_dir, "split.log", argv), 30.0), 0);
-    }
+    fl_test_consortium_split(s_dir, S_NODES, FL_TEST_FLNODE, FL_TEST_SOURCE_DIR);
     snprintf(text, sizeof text,
              "[coordinator]\nconsortium = it\nlisten = tcp://127.0.0.1:*\n"
              "endpoint_file = endpoint\nkey = coordinator.key\nenrollment = enrolled.txt\n"
@@ -171,38 +162,13 @@ static void s_consortium(int enrolled, int rounds, int state_dir)
     }
     cr_assert_eq(fl_test_wait_file(s_dir, "endpoint", ep, sizeof ep, 20.0), 0);
     /* The admin socket is bound before the endpoint file is written. */
-    for (int i = 0; i < S_NODES; i++) {
-        char name[64];
-        snprintf(name, sizeof name, "hospital-%d.ini", i + 1);
-        snprintf(text, sizeof text,
-                 "[node]\nname = hospital-%d\nconsortium = it\ncoordinator = %s\n"
-                 "coordinator_key = coordinator.pub\nkey = hospital-%d.key\n"
-                 "idle_timeout_ms = 60000\n"
-                 "[data]\nschema = %s/data/wdbc/schema.ini\ntrain = data/shard-%d.csv\n"
-                 "[privacy]\nepsilon_max = 50\ndelta = 1e-5\nledger = hospital-%d.ledger\n"
-                 "[secagg]\npeers = peers.txt\n",
-                 i + 1, ep, i + 1, FL_TEST_SOURCE_DIR, i + 1, i + 1);
-        fl_test_write(s_dir, name, text);
-    }
-    {
-        /* The consortium's identity keys for secure aggregation: all three. */
-        char peers[2048] = "";
-        for (int i = 0; i < S_NODES; i++) {
-            char line[128];
-            snprintf(line, sizeof line, "hospital-%d %s\n", i + 1, s_pub[i].sign_z85);
-            strcat(peers, line);
-        }
-        fl_test_write(s_dir, "peers.txt", peers);
-    }
+    for (int i = 1; i <= S_NODES; i++)
+        fl_test_consortium_node_config(s_dir, i, ep, 50.0, "", "peers.txt", FL_TEST_SOURCE_DIR);
 }
 
 static pid_t s_start_node(int i)
 {
-    char cfg[256], log[64];
-    snprintf(cfg, sizeof cfg, "%s/hospital-%d.ini", s_dir, i + 1);
-    snprintf(log, sizeof log, "hospital-%d.log", i + 1);
-    char *argv[] = {FL_TEST_FLNODE, "run", "--config", cfg, NULL};
-    return fl_test_spawn(s_dir, log, argv);
+    return fl_test_consortium_node(s_dir, i + 1, FL_TEST_FLNODE);
 }
 
 static long s_log(const char *name, char *buf, size_t cap)

@@ -16,6 +16,7 @@
 
 #include "coordinator/fl_registry.h"
 #include "identity/fl_identity.h"
+#include "tests/support/fl_test_consortium.h"
 #include "tests/support/fl_test_dir.h"
 #include "tests/support/fl_test_proc.h"
 
@@ -93,54 +94,23 @@ static int s_model_files(void)
 
 Test(coordinator_restart, sigkill_mid_training_then_restart_completes_all_rounds)
 {
-    char enrolled[2048] = "", ep[256], text[4096], data[256], in[256];
+    char ep[256];
     pid_t coord, nodes[S_NODES];
     static char log[1 << 18];
     double t0;
     int contiguous = 0, rc;
 
-    {
-        fl_identity_public pub;
-        cr_assert_eq(fl_identity_create_files(s_dir, "coordinator", "the coordinator", 0, &pub),
-                     FL_OK);
-        for (int i = 0; i < S_NODES; i++) {
-            char name[32], line[128];
-            snprintf(name, sizeof name, "hospital-%d", i + 1);
-            cr_assert_eq(fl_identity_create_files(s_dir, name, name, 0, &pub), FL_OK);
-            snprintf(line, sizeof line, "%s %s\n", name, pub.sign_z85);
-            strcat(enrolled, line);
-        }
-    }
-    fl_test_write(s_dir, "enrolled.txt", enrolled);
-    snprintf(data, sizeof data, "%s/data", s_dir);
-    snprintf(in, sizeof in, "%s/data/wdbc/wdbc.csv", FL_TEST_SOURCE_DIR);
-    {
-        char *argv[] = {FL_TEST_FLNODE, "split", "--in", in, "--label", "malignant",
-                        "--shards", "3", "--out", data, NULL};
-        cr_assert_eq(fl_test_wait(fl_test_spawn(s_dir, "split.log", argv), 30.0), 0);
-    }
+    fl_test_consortium_keys(s_dir, S_NODES, S_NODES, "enrolled.txt", NULL);
+    fl_test_consortium_split(s_dir, S_NODES, FL_TEST_FLNODE, FL_TEST_SOURCE_DIR);
     s_write_coordinator("tcp://127.0.0.1:*");
     coord = s_coordinator();
     cr_assert_eq(fl_test_wait_file(s_dir, "endpoint", ep, sizeof ep, 20.0), 0);
     /* The restarted coordinator must be where the nodes look for it. */
     s_write_coordinator(ep);
     for (int i = 0; i < S_NODES; i++) {
-        char name[64], cfg[256];
-        snprintf(name, sizeof name, "hospital-%d.ini", i + 1);
-        snprintf(text, sizeof text,
-                 "[node]\nname = hospital-%d\nconsortium = it\ncoordinator = %s\n"
-                 "coordinator_key = coordinator.pub\nkey = hospital-%d.key\n"
-                 "idle_timeout_ms = 60000\n"
-                 "[data]\nschema = %s/data/wdbc/schema.ini\ntrain = data/shard-%d.csv\n"
-                 "[privacy]\nepsilon_max = 6\ndelta = 1e-5\nledger = hospital-%d.ledger\n"
-                 "reserve_rounds = 3\n"
-                 "[secagg]\npeers = enrolled.txt\n",
-                 i + 1, ep, i + 1, FL_TEST_SOURCE_DIR, i + 1, i + 1);
-        fl_test_write(s_dir, name, text);
-        snprintf(cfg, sizeof cfg, "%s/%s", s_dir, name);
-        snprintf(name, sizeof name, "hospital-%d.log", i + 1);
-        char *argv[] = {FL_TEST_FLNODE, "run", "--config", cfg, NULL};
-        nodes[i] = fl_test_spawn(s_dir, name, argv);
+        fl_test_consortium_node_config(s_dir, i + 1, ep, 6.0, "reserve_rounds = 3\n",
+                                       "enrolled.txt", FL_TEST_SOURCE_DIR);
+        nodes[i] = fl_test_consortium_node(s_dir, i + 1, FL_TEST_FLNODE);
     }
     /* Kill it once 3 versions are on disk: the 4th round is under way. */
     t0 = fl_test_now();

@@ -14,6 +14,7 @@
 
 #include "dp/fl_ledger.h"
 #include "identity/fl_identity.h"
+#include "tests/support/fl_test_consortium.h"
 #include "tests/support/fl_test_dir.h"
 #include "tests/support/fl_test_proc.h"
 
@@ -47,29 +48,11 @@ static size_t s_lines(const char *name)
 
 static pid_t s_start(void)
 {
-    fl_identity_public coord;
-    char text[4096], enrolled[4096] = "", cfg[256], ep[256], data[256];
+    char text[4096], cfg[256], ep[256];
     pid_t pid;
 
-    cr_assert_eq(fl_identity_create_files(s_dir, "coordinator", "the coordinator", 0, &coord),
-                 FL_OK, "%s", fl_error_last());
-    for (int i = 0; i < S_NODES; i++) {
-        char name[32], line[128];
-        snprintf(name, sizeof name, "hospital-%d", i + 1);
-        cr_assert_eq(fl_identity_create_files(s_dir, name, name, 0, &s_pub[i]), FL_OK);
-        snprintf(line, sizeof line, "%s %s\n", name, s_pub[i].sign_z85);
-        strcat(enrolled, line);
-    }
-    fl_test_write(s_dir, "enrolled.txt", enrolled);
-    /* Shards of the bundled data, one per hospital. */
-    snprintf(data, sizeof data, "%s/data", s_dir);
-    {
-        char in[256];
-        snprintf(in, sizeof in, "%s/data/wdbc/wdbc.csv", FL_TEST_SOURCE_DIR);
-        char *argv[] = {FL_TEST_FLNODE, "split", "--in", in, "--label", "malignant",
-                        "--shards", "4", "--out", data, NULL};
-        cr_assert_eq(fl_test_wait(fl_test_spawn(s_dir, "split.log", argv), 30.0), 0);
-    }
+    fl_test_consortium_keys(s_dir, S_NODES, S_NODES, "enrolled.txt", s_pub);
+    fl_test_consortium_split(s_dir, S_NODES, FL_TEST_FLNODE, FL_TEST_SOURCE_DIR);
     snprintf(text, sizeof text,
              "[coordinator]\nconsortium = it\nlisten = tcp://127.0.0.1:*\n"
              "endpoint_file = endpoint\nkey = coordinator.key\nenrollment = enrolled.txt\n"
@@ -89,30 +72,15 @@ static pid_t s_start(void)
     }
     cr_assert_eq(fl_test_wait_file(s_dir, "endpoint", ep, sizeof ep, 20.0), 0,
                  "the coordinator did not start");
-    for (int i = 0; i < S_NODES; i++) {
-        char name[64];
-        snprintf(name, sizeof name, "hospital-%d.ini", i + 1);
-        snprintf(text, sizeof text,
-                 "[node]\nname = hospital-%d\nconsortium = it\ncoordinator = %s\n"
-                 "coordinator_key = coordinator.pub\nkey = hospital-%d.key\n"
-                 "idle_timeout_ms = 60000\n"
-                 "[data]\nschema = %s/data/wdbc/schema.ini\ntrain = data/shard-%d.csv\n"
-                 "[privacy]\nepsilon_max = 5\ndelta = 1e-5\nledger = hospital-%d.ledger\n"
-                 "reserve_rounds = 2\n"
-                 "[secagg]\npeers = enrolled.txt\n",
-                 i + 1, ep, i + 1, FL_TEST_SOURCE_DIR, i + 1, i + 1);
-        fl_test_write(s_dir, name, text);
-    }
+    for (int i = 1; i <= S_NODES; i++)
+        fl_test_consortium_node_config(s_dir, i, ep, 5.0, "reserve_rounds = 2\n",
+                                       "enrolled.txt", FL_TEST_SOURCE_DIR);
     return pid;
 }
 
 static pid_t s_node(int i)
 {
-    char cfg[256], log[64];
-    snprintf(cfg, sizeof cfg, "%s/hospital-%d.ini", s_dir, i + 1);
-    snprintf(log, sizeof log, "hospital-%d.log", i + 1);
-    char *argv[] = {FL_TEST_FLNODE, "run", "--config", cfg, NULL};
-    return fl_test_spawn(s_dir, log, argv);
+    return fl_test_consortium_node(s_dir, i + 1, FL_TEST_FLNODE);
 }
 
 Test(secagg_rounds, four_hospitals_finish_after_one_is_killed_mid_training)
