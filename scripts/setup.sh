@@ -28,14 +28,15 @@ if [ -z "$build_dir" ]; then
 fi
 
 # Build: compiler, cmake, pkg-config.  Product: ZeroMQ (CURVE), libsodium,
-# protobuf-c, OpenBLAS, inih, SQLite.  Tests: Criterion.
+# protobuf-c, OpenBLAS, inih, SQLite, zlib (gzip IDX files).  Tests: Criterion.
 packages=(gcc libc6-dev make cmake pkg-config
           libzmq3-dev libsodium-dev libprotobuf-c-dev protobuf-c-compiler
-          libopenblas-dev libinih-dev libsqlite3-dev libcriterion-dev)
+          libopenblas-dev libinih-dev libsqlite3-dev libcriterion-dev zlib1g-dev)
 # Test-only: headless Chromium renders flaudit's HTML report and ImageMagick
-# checks the chart in the screenshot (tests/audit/check_report_html.sh).
-# Installed by default, because that test fails without them.
-test_packages=(chromium imagemagick)
+# checks the chart in the screenshot (tests/audit/check_report_html.sh);
+# Fashion-MNIST (IDX files) exercises the image loader on real data.
+# Installed by default, because the tests need them.
+test_packages=(chromium imagemagick dataset-fashion-mnist)
 
 missing=()
 for p in "${packages[@]}" "${test_packages[@]}"; do
