@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -674,17 +673,12 @@ int fl_admin_enroll_file_remove(const char *path, const char *name)
 
 /* ---------------------------------------------------------- history */
 
-static void s_time(fl_admin_buf *b, sqlite3_stmt *st, int col)
+static void s_time(fl_admin_buf *b, int64_t secs)
 {
     char buf[32];
-    time_t t;
+    time_t t = (time_t)secs;
     struct tm tm;
-    if (sqlite3_column_type(st, col) == SQLITE_NULL) {
-        fl_admin_buf_printf(b, "null");
-        return;
-    }
-    t = (time_t)sqlite3_column_int64(st, col);
-    if (!gmtime_r(&t, &tm)) {
+    if (secs < 0 || !gmtime_r(&t, &tm)) {
         fl_admin_buf_printf(b, "null");
         return;
     }
@@ -692,99 +686,67 @@ static void s_time(fl_admin_buf *b, sqlite3_stmt *st, int col)
     fl_admin_buf_str(b, buf);
 }
 
-static void s_col_num(fl_admin_buf *b, sqlite3_stmt *st, int col)
+static void s_metric(fl_admin_buf *b, const char *key, double v)
 {
-    if (sqlite3_column_type(st, col) == SQLITE_NULL)
+    fl_admin_buf_printf(b, ",\"%s\":", key);
+    if (isnan(v))
         fl_admin_buf_printf(b, "null");
     else
-        fl_admin_buf_num(b, sqlite3_column_double(st, col));
+        fl_admin_buf_num(b, v);
 }
 
-static void s_col_text(fl_admin_buf *b, sqlite3_stmt *st, int col)
+typedef struct {
+    fl_admin_buf *out;
+    uint32_t *count;
+} s_history_ctx;
+
+static int s_history_row(void *ctx, const fl_registry_round *row)
 {
-    const unsigned char *t = sqlite3_column_text(st, col);
-    if (!t)
-        fl_admin_buf_printf(b, "null");
+    s_history_ctx *h = ctx;
+    fl_admin_buf *out = h->out;
+    fl_admin_buf_printf(out, "%s{\"round\":%lld,\"started_at\":", *h->count ? "," : "",
+                        (long long)row->round);
+    s_time(out, row->started_at);
+    fl_admin_buf_printf(out, ",\"ended_at\":");
+    s_time(out, row->ended_at);
+    fl_admin_buf_printf(out, ",\"participants\":%lld,\"contributors\":",
+                        (long long)row->participants);
+    if (row->contributors < 0)
+        fl_admin_buf_printf(out, "null");
     else
-        fl_admin_buf_str(b, (const char *)t);
+        fl_admin_buf_num(out, (double)row->contributors);
+    fl_admin_buf_printf(out, ",\"outcome\":");
+    fl_admin_buf_str(out, row->outcome[0] ? row->outcome : "running");
+    fl_admin_buf_printf(out, ",\"reason\":");
+    if (row->reason[0])
+        fl_admin_buf_str(out, row->reason);
+    else
+        fl_admin_buf_printf(out, "null");
+    fl_admin_buf_printf(out, ",\"metrics\":{\"loss\":");
+    if (isnan(row->metrics.loss))
+        fl_admin_buf_printf(out, "null");
+    else
+        fl_admin_buf_num(out, row->metrics.loss);
+    s_metric(out, "accuracy", row->metrics.accuracy);
+    s_metric(out, "auc", row->metrics.auc);
+    s_metric(out, "precision", row->metrics.precision);
+    s_metric(out, "recall", row->metrics.recall);
+    s_metric(out, "f1", row->metrics.f1);
+    fl_admin_buf_printf(out, "}}");
+    (*h->count)++;
+    return FL_OK;
 }
 
-int fl_admin_history(const char *state_dir, uint32_t round, uint32_t last, fl_admin_buf *out,
+int fl_admin_history(fl_registry *reg, uint32_t round, uint32_t last, fl_admin_buf *out,
                      uint32_t *count)
 {
-    char path[4200];
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int rc = FL_OK, step;
-    /* Newest first inside, oldest first outside: the table reads in order. */
-    const char *sql_last =
-        "SELECT * FROM (SELECT id, round, started_at, ended_at, participants, contributors, "
-        "outcome, reason, loss, accuracy, auc, precision_, recall, f1 FROM rounds ORDER BY id "
-        "DESC LIMIT ?) ORDER BY id;";
-    const char *sql_round =
-        "SELECT id, round, started_at, ended_at, participants, contributors, outcome, reason, "
-        "loss, accuracy, auc, precision_, recall, f1 FROM rounds WHERE round = ? ORDER BY id "
-        "LIMIT ?;";
-
+    s_history_ctx h = {out, count};
+    int rc;
     *count = 0;
     if (last == 0 || last > FL_ADMIN_MAX_ROWS)
         last = FL_ADMIN_MAX_ROWS;
-    snprintf(path, sizeof path, "%s/state.db", state_dir);
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        rc = fl_error_set(FL_EIO, "cannot read the coordinator's history '%s': %s", path,
-                          db ? sqlite3_errmsg(db) : "out of memory");
-        goto done;
-    }
-    sqlite3_busy_timeout(db, 2000);
-    if (sqlite3_prepare_v2(db, round ? sql_round : sql_last, -1, &st, NULL) != SQLITE_OK) {
-        rc = fl_error_set(FL_EIO, "cannot read the coordinator's history '%s': %s", path,
-                          sqlite3_errmsg(db));
-        goto done;
-    }
-    if (round) {
-        sqlite3_bind_int64(st, 1, round);
-        sqlite3_bind_int64(st, 2, last);
-    } else {
-        sqlite3_bind_int64(st, 1, last);
-    }
     fl_admin_buf_printf(out, ",\"rounds\":[");
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        fl_admin_buf_printf(out, "%s{\"round\":%lld,\"started_at\":", *count ? "," : "",
-                            (long long)sqlite3_column_int64(st, 1));
-        s_time(out, st, 2);
-        fl_admin_buf_printf(out, ",\"ended_at\":");
-        s_time(out, st, 3);
-        fl_admin_buf_printf(out, ",\"participants\":%lld,\"contributors\":",
-                            (long long)sqlite3_column_int64(st, 4));
-        s_col_num(out, st, 5);
-        fl_admin_buf_printf(out, ",\"outcome\":");
-        if (sqlite3_column_type(st, 6) == SQLITE_NULL)
-            fl_admin_buf_str(out, "running");
-        else
-            s_col_text(out, st, 6);
-        fl_admin_buf_printf(out, ",\"reason\":");
-        s_col_text(out, st, 7);
-        fl_admin_buf_printf(out, ",\"metrics\":{\"loss\":");
-        s_col_num(out, st, 8);
-        fl_admin_buf_printf(out, ",\"accuracy\":");
-        s_col_num(out, st, 9);
-        fl_admin_buf_printf(out, ",\"auc\":");
-        s_col_num(out, st, 10);
-        fl_admin_buf_printf(out, ",\"precision\":");
-        s_col_num(out, st, 11);
-        fl_admin_buf_printf(out, ",\"recall\":");
-        s_col_num(out, st, 12);
-        fl_admin_buf_printf(out, ",\"f1\":");
-        s_col_num(out, st, 13);
-        fl_admin_buf_printf(out, "}}");
-        (*count)++;
-    }
+    rc = fl_registry_rounds(reg, round, last, s_history_row, &h);
     fl_admin_buf_printf(out, "]");
-    if (step != SQLITE_DONE)
-        rc = fl_error_set(FL_EIO, "cannot read the coordinator's history '%s': %s", path,
-                          sqlite3_errmsg(db));
-done:
-    sqlite3_finalize(st);
-    sqlite3_close(db);
     return rc;
 }

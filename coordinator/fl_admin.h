@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "coordinator/fl_registry.h"
 #include "error/fl_error.h"
 
 #define FL_ADMIN_MAX_MSG 65536   /* bytes of one request or reply */
@@ -125,13 +126,13 @@ FL_NODISCARD int fl_admin_enroll_file_remove(const char *path, const char *name)
 
 /* ---------------------------------------------------------- history */
 
-/** Appends "rounds":[...] with the round records of the registry in
- *  `state_dir` (opened read-only): those of round `round` if round > 0,
+/** Appends "rounds":[...] with the round records of registry `reg`: those
+ *  of round `round` if round > 0,
  *  otherwise the `last` most recent (at most FL_ADMIN_MAX_ROWS), oldest
  *  first; *count receives how many were written. Each record: round,
  *  started_at, ended_at (UTC, ISO 8601), participants, contributors,
  *  outcome, reason, metrics. FL_EIO if the registry cannot be read. */
-FL_NODISCARD int fl_admin_history(const char *state_dir, uint32_t round, uint32_t last,
+FL_NODISCARD int fl_admin_history(fl_registry *reg, uint32_t round, uint32_t last,
                                   fl_admin_buf *out, uint32_t *count);
 
 #endif

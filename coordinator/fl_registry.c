@@ -215,6 +215,63 @@ fail:
     return rc;
 }
 
+static double s_col_metric(sqlite3_stmt *st, int col)
+{
+    return sqlite3_column_type(st, col) == SQLITE_NULL ? NAN : sqlite3_column_double(st, col);
+}
+
+int fl_registry_rounds(fl_registry *r, uint32_t round, uint32_t last,
+                       int (*fn)(void *ctx, const fl_registry_round *row), void *ctx)
+{
+    /* Newest first inside, oldest first outside: the history reads in order. */
+    static const char *sql_last =
+        "SELECT * FROM (SELECT id, round, started_at, ended_at, participants, contributors, "
+        "outcome, reason, loss, accuracy, auc, precision_, recall, f1 FROM rounds ORDER BY id "
+        "DESC LIMIT ?) ORDER BY id;";
+    static const char *sql_round =
+        "SELECT id, round, started_at, ended_at, participants, contributors, outcome, reason, "
+        "loss, accuracy, auc, precision_, recall, f1 FROM rounds WHERE round = ? ORDER BY id "
+        "LIMIT ?;";
+    sqlite3_stmt *st = NULL;
+    int rc = FL_OK, step;
+
+    if (sqlite3_prepare_v2(r->db, round ? sql_round : sql_last, -1, &st, NULL) != SQLITE_OK)
+        return s_err(r, "cannot read the round history");
+    if (round) {
+        sqlite3_bind_int64(st, 1, round);
+        sqlite3_bind_int64(st, 2, last);
+    } else {
+        sqlite3_bind_int64(st, 1, last);
+    }
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        fl_registry_round row;
+        const unsigned char *t;
+        memset(&row, 0, sizeof row);
+        row.round = (uint32_t)sqlite3_column_int64(st, 1);
+        row.started_at = sqlite3_column_int64(st, 2);
+        row.ended_at = sqlite3_column_type(st, 3) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 3);
+        row.participants = (uint32_t)sqlite3_column_int64(st, 4);
+        row.contributors =
+            sqlite3_column_type(st, 5) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 5);
+        if ((t = sqlite3_column_text(st, 6)) != NULL)
+            snprintf(row.outcome, sizeof row.outcome, "%s", (const char *)t);
+        if ((t = sqlite3_column_text(st, 7)) != NULL)
+            snprintf(row.reason, sizeof row.reason, "%s", (const char *)t);
+        row.metrics.loss = s_col_metric(st, 8);
+        row.metrics.accuracy = s_col_metric(st, 9);
+        row.metrics.auc = s_col_metric(st, 10);
+        row.metrics.precision = s_col_metric(st, 11);
+        row.metrics.recall = s_col_metric(st, 12);
+        row.metrics.f1 = s_col_metric(st, 13);
+        if ((rc = fn(ctx, &row)) != FL_OK)
+            break;
+    }
+    if (rc == FL_OK && step != SQLITE_DONE)
+        rc = s_err(r, "cannot read the round history");
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int fl_registry_versions(fl_registry *r, uint32_t *count, int *contiguous)
 {
     sqlite3_stmt *st = NULL;

@@ -50,6 +50,25 @@ FL_NODISCARD int fl_registry_round_completed(fl_registry *r, uint32_t round, uin
                                              const fl_registry_metrics *m,
                                              const uint8_t sha256[32]);
 
+/** One attempt of a round, as recorded. */
+typedef struct {
+    uint32_t round;
+    int64_t started_at;    /* Unix seconds */
+    int64_t ended_at;      /* -1 while running */
+    uint32_t participants;
+    int64_t contributors;  /* -1 unless completed */
+    char outcome[16];      /* completed, abandoned, interrupted; "" while running */
+    char reason[512];      /* why it was abandoned, or "" */
+    fl_registry_metrics metrics; /* NaN where absent */
+} fl_registry_round;
+
+/** Calls fn for the recorded attempts, oldest first: those of round `round`
+ *  if round > 0, else the `last` most recent; at most `last` rows either
+ *  way. A non-zero return from fn stops the walk and is returned. */
+FL_NODISCARD int fl_registry_rounds(fl_registry *r, uint32_t round, uint32_t last,
+                                    int (*fn)(void *ctx, const fl_registry_round *row),
+                                    void *ctx);
+
 /** Number of model versions and whether they are exactly 1..n (no gap, no
  *  duplicate): for tests and `flctl`. */
 FL_NODISCARD int fl_registry_versions(fl_registry *r, uint32_t *count, int *contiguous);

@@ -1082,7 +1082,7 @@ static int s_admin_history(s_coord *co, const fl_json *req, int one, fl_admin_bu
     if (!co->reg)
         return fl_error_set(FL_ESTATE, "this coordinator keeps no history: set [coordinator] "
                             "state_dir in its configuration and restart it");
-    if ((rc = fl_admin_history(co->cfg.state_dir, round, last, r, &count)) != FL_OK)
+    if ((rc = fl_admin_history(co->reg, round, last, r, &count)) != FL_OK)
         return rc;
     if (one && count == 0)
         return fl_error_set(FL_EINVAL, "round %u has no record yet: the coordinator is at "
