@@ -1,11 +1,15 @@
 /*
  * fl_model_file: the global model on disk.
  *
- * Layout (little-endian): magic "FLMODEL1" (8 bytes), u32 output kind
- * (1 sigmoid, 2 softmax), u32 number of layer sizes L, L x u32 sizes,
- * u64 parameter count P, P x float32 parameters (per layer W row-major then
- * b), 32-byte SHA-256 of the parameters (fl_wire_model_digest).  Written
- * atomically; read back with every field validated.
+ * Layout (little-endian): magic "FLMODEL2" (8 bytes), u32 output kind
+ * (1 sigmoid, 2 softmax), u32 input channels, height, width, u32 number
+ * of layers L, L x (u32 kind, u32 units, u32 kernel) as in
+ * nn/fl_model_spec.h, u64 parameter count P, P x float32 parameters (per
+ * layer weights then bias), 32-byte SHA-256 of the parameters
+ * (fl_wire_model_digest).  Files of the first layout ("FLMODEL1": output
+ * kind, the MLP's layer sizes, P, parameters, SHA-256) are still read.
+ * Written atomically; read back with every field validated and the spec
+ * checked by fl_model_spec_validate.
  */
 #ifndef FL_MODEL_FILE_H
 #define FL_MODEL_FILE_H
@@ -14,22 +18,25 @@
 #include <stdint.h>
 
 #include "error/fl_error.h"
-
-#define FL_MODEL_FILE_MAX_LAYERS 17
+#include "nn/fl_model_spec.h"
 
 typedef struct {
-    uint32_t output_kind;
-    uint32_t num_sizes;
-    uint32_t sizes[FL_MODEL_FILE_MAX_LAYERS];
+    fl_model_spec spec;
     size_t num_params;
-    float *params; /* owned */
+    float *params; /* owned: free with fl_model_file_clear */
 } fl_model_file;
 
-/** Writes a model file atomically (mode 0644). */
-FL_NODISCARD int fl_model_file_save(const char *path, uint32_t output_kind, const uint32_t *sizes,
-                                    uint32_t num_sizes, const float *params, size_t num_params);
+/** Writes a model file atomically (mode 0644).  FL_EINVAL if the spec is
+ *  invalid or num_params is not its parameter count; FL_EIO, FL_ENOMEM. */
+FL_NODISCARD int fl_model_file_save(const char *path, const fl_model_spec *spec,
+                                    const float *params, size_t num_params);
 
-/** Reads and validates a model file; the caller frees m->params with free(). */
+/** Reads and validates a model file (either layout).  FL_EIO if it cannot
+ *  be read, FL_EPARSE naming what is wrong (magic, spec, size, checksum).
+ *  On success free with fl_model_file_clear. */
 FL_NODISCARD int fl_model_file_load(fl_model_file *m, const char *path);
+
+/** Frees the parameters and zeroes *m.  Safe on a zeroed struct. */
+void fl_model_file_clear(fl_model_file *m);
 
 #endif

@@ -99,9 +99,10 @@ typedef struct {
     unsigned char schema_digest[32];
     fl_dataset *test;
     fl_mlp *mlp;
-    uint32_t sizes[FL_WIRE_MAX_LAYERS + 1];
-    size_t num_sizes;
-    uint32_t output_kind;
+    fl_model_spec spec;
+    uint32_t wire_sizes[FL_SPEC_MAX_LAYERS + 1];
+    Fl__LayerSpec wire_layers[FL_SPEC_MAX_LAYERS];
+    Fl__LayerSpec *wire_layer_ptrs[FL_SPEC_MAX_LAYERS];
     size_t num_params;
     float *model; /* current global model (owned by mlp's param vector copy) */
     uint8_t model_digest[32];
@@ -240,35 +241,16 @@ static int s_load_config(s_config *c, const char *path)
 
 static int s_parse_layers(s_coord *co)
 {
-    const char *p = co->cfg.layers;
-    co->num_sizes = 0;
-    while (*p) {
-        char *end;
-        unsigned long v;
-        while (*p == ' ' || *p == ',')
-            p++;
-        if (!*p)
-            break;
-        errno = 0;
-        v = strtoul(p, &end, 10);
-        if (end == p || errno || v == 0 || v > FL_WIRE_MAX_WIDTH ||
-            co->num_sizes == FL_WIRE_MAX_LAYERS + 1)
-            return fl_error_set(FL_EPARSE, "[model] layers = '%s': expected 2..%u sizes in "
-                                "1..%u separated by spaces, e.g. '30 16 1'", co->cfg.layers,
-                                FL_WIRE_MAX_LAYERS + 1, FL_WIRE_MAX_WIDTH);
-        co->sizes[co->num_sizes++] = (uint32_t)v;
-        p = end;
-    }
-    if (co->num_sizes < 2)
-        return fl_error_set(FL_EPARSE, "[model] layers = '%s': need at least inputs and "
-                            "outputs, e.g. '30 16 1'", co->cfg.layers);
+    uint32_t kind;
     if (strcmp(co->cfg.output, "sigmoid") == 0)
-        co->output_kind = FL_MLP_OUT_SIGMOID_BCE;
+        kind = FL_MLP_OUT_SIGMOID_BCE;
     else if (strcmp(co->cfg.output, "softmax") == 0)
-        co->output_kind = FL_MLP_OUT_SOFTMAX_CE;
+        kind = FL_MLP_OUT_SOFTMAX_CE;
     else
         return fl_error_set(FL_EPARSE, "[model] output = '%s': use 'sigmoid' or 'softmax'",
                             co->cfg.output);
+    if (fl_model_spec_parse(&co->spec, co->cfg.layers, kind) != FL_OK)
+        return fl_error_wrap(FL_EPARSE, "[model] layers");
     return FL_OK;
 }
 
@@ -323,9 +305,7 @@ static void s_fill_round_start(s_coord *co, Fl__Envelope *env, Fl__RoundStart *r
     st->sampling_rate = (float)co->cfg.sampling_rate;
     st->total_rounds = (uint32_t)co->cfg.rounds;
     st->min_nodes = (uint32_t)co->cfg.min_nodes;
-    sp->n_layer_sizes = co->num_sizes;
-    sp->layer_sizes = co->sizes;
-    sp->output_kind = co->output_kind;
+    fl_wire_spec_encode(&co->spec, sp, co->wire_sizes, co->wire_layers, co->wire_layer_ptrs);
     rs->round = co->round;
     rs->settings = st;
     rs->spec = sp;
@@ -473,7 +453,7 @@ static void s_evaluate(s_coord *co)
         return;
     }
     co->last_loss = loss;
-    if (co->output_kind == FL_MLP_OUT_SIGMOID_BCE) {
+    if (co->spec.output_kind == FL_MLP_OUT_SIGMOID_BCE) {
         fl_confusion c;
         fl_metrics_confusion(co->probs, t->y, t->n, 0.5f, &c);
         co->last_acc = fl_metrics_accuracy(&c);
@@ -484,7 +464,7 @@ static void s_evaluate(s_coord *co)
             co->last_auc = NAN;
     } else {
         co->last_acc = fl_metrics_accuracy_multiclass(co->probs, t->y, t->n,
-                                                      co->sizes[co->num_sizes - 1]);
+                                                      fl_model_spec_num_outputs(&co->spec));
         co->last_auc = co->last_precision = co->last_recall = co->last_f1 = NAN;
     }
     co->evaluated = 1;
@@ -586,8 +566,7 @@ static void s_complete_round(s_coord *co, size_t contributors)
             m.f1 = co->last_f1;
         }
         fl_registry_model_path(co->reg, co->round, path, sizeof path);
-        if (fl_model_file_save(path, co->output_kind, co->sizes, (uint32_t)co->num_sizes,
-                               co->model, co->num_params) != FL_OK ||
+        if (fl_model_file_save(path, &co->spec, co->model, co->num_params) != FL_OK ||
             fl_registry_round_completed(co->reg, co->round, (uint32_t)contributors, &m,
                                         co->model_digest) != FL_OK) {
             fl_log_error("cannot checkpoint round %u, stopping: %s", co->round, fl_error_last());
@@ -596,8 +575,7 @@ static void s_complete_round(s_coord *co, size_t contributors)
         }
     }
     if (co->cfg.model_out[0] &&
-        fl_model_file_save(co->cfg.model_out, co->output_kind, co->sizes,
-                           (uint32_t)co->num_sizes, co->model, co->num_params) != FL_OK)
+        fl_model_file_save(co->cfg.model_out, &co->spec, co->model, co->num_params) != FL_OK)
         fl_log_warn("could not save the model: %s", fl_error_last());
 
     final = co->round >= (uint32_t)co->cfg.rounds;
@@ -754,10 +732,10 @@ static void s_on_join(s_coord *co, fl_transport_msg *m, const Fl__Join *j)
         fl_log_warn("node %s refused: its feature schema differs from ours", m->user_id);
         return;
     }
-    if (j->num_features != co->sizes[0]) {
+    if (j->num_features != fl_model_spec_num_inputs(&co->spec)) {
         char msg[160];
-        snprintf(msg, sizeof msg, "the node has %u features but the model takes %u inputs",
-                 j->num_features, co->sizes[0]);
+        snprintf(msg, sizeof msg, "the node has %u features but the model takes %zu inputs",
+                 j->num_features, fl_model_spec_num_inputs(&co->spec));
         s_send_error(co, m->rid, m->rid_len, FL_EINVAL, msg);
         return;
     }
@@ -1283,24 +1261,29 @@ static int s_setup(s_coord *co, const char *config_path)
     if ((rc = fl_schema_load(&co->schema, co->cfg.schema)) != FL_OK)
         return rc;
     fl_schema_digest(co->schema, co->schema_digest);
-    if (fl_schema_num_features(co->schema) != co->sizes[0])
-        return fl_error_set(FL_EINVAL, "%s: the model takes %u inputs but schema '%s' has %zu "
+    if (fl_schema_num_features(co->schema) != fl_model_spec_num_inputs(&co->spec))
+        return fl_error_set(FL_EINVAL, "%s: the model takes %zu inputs but schema '%s' has %zu "
                             "features: make [model] layers start with %zu", config_path,
-                            co->sizes[0], co->cfg.schema, fl_schema_num_features(co->schema),
+                            fl_model_spec_num_inputs(&co->spec), co->cfg.schema,
+                            fl_schema_num_features(co->schema),
                             fl_schema_num_features(co->schema));
     if (co->cfg.test_data[0] &&
         (rc = fl_dataset_load_csv(&co->test, co->cfg.test_data, co->schema)) != FL_OK)
         return rc;
-    if ((rc = fl_mlp_new(&co->mlp, co->sizes, co->num_sizes, (fl_mlp_output)co->output_kind)) !=
-        FL_OK)
-        return rc;
+    {
+        uint32_t sizes[FL_SPEC_MAX_LAYERS + 1];
+        size_t n = 0;
+        if ((rc = fl_model_spec_to_sizes(&co->spec, sizes, &n)) != FL_OK ||
+            (rc = fl_mlp_new(&co->mlp, sizes, n, (fl_mlp_output)co->spec.output_kind)) != FL_OK)
+            return fl_error_wrap(rc, "%s: [model] layers", config_path);
+    }
     co->num_params = fl_mlp_num_params(co->mlp);
     /* The initial model is public: a seeded, reproducible initialisation. */
     crypto_generichash(seed, sizeof seed, (const unsigned char *)&co->cfg.seed,
                        sizeof co->cfg.seed, NULL, 0);
     fl_mlp_init(co->mlp, seed);
     co->model = malloc(co->num_params * sizeof(float));
-    co->probs = malloc(((co->test ? co->test->n : 0) + 1) * co->sizes[co->num_sizes - 1] *
+    co->probs = malloc(((co->test ? co->test->n : 0) + 1) * fl_model_spec_num_outputs(&co->spec) *
                        sizeof(float));
     if (!co->model || !co->probs)
         return fl_error_set(FL_ENOMEM, "out of memory");
@@ -1319,15 +1302,15 @@ static int s_setup(s_coord *co, const char *config_path)
             fl_model_file mf;
             if ((rc = fl_model_file_load(&mf, path)) != FL_OK)
                 return fl_error_wrap(rc, "cannot resume from model version %u", version);
-            if (mf.num_params != co->num_params || mf.num_sizes != co->num_sizes ||
-                memcmp(mf.sizes, co->sizes, co->num_sizes * sizeof(uint32_t)) != 0) {
-                free(mf.params);
+            if (mf.num_params != co->num_params ||
+                memcmp(&mf.spec, &co->spec, sizeof mf.spec) != 0) {
+                fl_model_file_clear(&mf);
                 return fl_error_set(FL_EINVAL, "model version %u in %s has another shape than "
                                     "[model] layers: use a new state_dir for a new model",
                                     version, co->cfg.state_dir);
             }
             memcpy(co->model, mf.params, co->num_params * sizeof(float));
-            free(mf.params);
+            fl_model_file_clear(&mf);
             fl_wire_model_digest(co->model, co->num_params, co->model_digest);
             if (sodium_memcmp(co->model_digest, sha, 32) != 0)
                 return fl_error_set(FL_EPARSE, "model version %u (%s) does not match the SHA-256 "

@@ -64,6 +64,72 @@ static int s_params_ok(const float *p, size_t n, const char *what)
     return FL_OK;
 }
 
+int fl_wire_spec_decode(const Fl__ModelSpec *sp, fl_model_spec *out)
+{
+    memset(out, 0, sizeof *out);
+    if (sp->output_kind != 1 && sp->output_kind != 2)
+        return S_REJECT("spec.output_kind must be 1 (sigmoid) or 2 (softmax), got %u",
+                        sp->output_kind);
+    if (sp->n_layers == 0) {
+        if (sp->n_layer_sizes < 2 || sp->n_layer_sizes > FL_WIRE_MAX_LAYERS + 1)
+            return S_REJECT("spec.layer_sizes must list 2..%u sizes, got %zu",
+                            FL_WIRE_MAX_LAYERS + 1, sp->n_layer_sizes);
+        if (fl_model_spec_from_sizes(out, sp->layer_sizes, sp->n_layer_sizes,
+                                     sp->output_kind) != FL_OK)
+            return fl_error_wrap(FL_EPROTO, "spec.layer_sizes");
+        return FL_OK;
+    }
+    if (sp->n_layer_sizes != 0)
+        return S_REJECT("spec has both layer_sizes and layers: send one form");
+    if (sp->n_layers > FL_SPEC_MAX_LAYERS)
+        return S_REJECT("spec.layers must list 1..%d layers, got %zu", FL_SPEC_MAX_LAYERS,
+                        sp->n_layers);
+    out->in_c = sp->in_channels;
+    out->in_h = sp->in_height;
+    out->in_w = sp->in_width;
+    out->output_kind = sp->output_kind;
+    out->num_layers = (uint32_t)sp->n_layers;
+    for (size_t i = 0; i < sp->n_layers; i++) {
+        out->layers[i].kind = sp->layers[i]->kind;
+        out->layers[i].units = sp->layers[i]->units;
+        out->layers[i].kernel = sp->layers[i]->kernel;
+    }
+    if (fl_model_spec_validate(out) != FL_OK)
+        return fl_error_wrap(FL_EPROTO, "spec.layers");
+    return FL_OK;
+}
+
+void fl_wire_spec_encode(const fl_model_spec *spec, Fl__ModelSpec *sp, uint32_t *sizes,
+                         Fl__LayerSpec *layers, Fl__LayerSpec **ptrs)
+{
+    size_t n = 0;
+    fl__model_spec__init(sp);
+    sp->output_kind = spec->output_kind;
+    if (fl_model_spec_to_sizes(spec, sizes, &n) == FL_OK) {
+        sp->n_layer_sizes = n;
+        sp->layer_sizes = sizes;
+        return;
+    }
+    sp->in_channels = spec->in_c;
+    sp->in_height = spec->in_h;
+    sp->in_width = spec->in_w;
+    for (uint32_t i = 0; i < spec->num_layers; i++) {
+        fl__layer_spec__init(&layers[i]);
+        layers[i].kind = spec->layers[i].kind;
+        layers[i].units = spec->layers[i].units;
+        layers[i].kernel = spec->layers[i].kernel;
+        ptrs[i] = &layers[i];
+    }
+    sp->n_layers = spec->num_layers;
+    sp->layers = ptrs;
+}
+
+uint32_t fl_wire_eval_classes(const fl_model_spec *spec)
+{
+    size_t k = fl_model_spec_num_outputs(spec);
+    return spec->output_kind == 1 ? 2u : (uint32_t)k;
+}
+
 size_t fl_wire_spec_num_params(const uint32_t *sizes, size_t n)
 {
     uint64_t total = 0;
@@ -137,6 +203,7 @@ static int s_check_model(const float *params, size_t n, const ProtobufCBinaryDat
 static int s_check_round_start(const Fl__RoundStart *r)
 {
     const Fl__ModelSpec *sp = r->spec;
+    fl_model_spec spec;
     size_t expect;
 
     if (r->round == 0 || r->round > FL_WIRE_MAX_ROUNDS)
@@ -146,17 +213,8 @@ static int s_check_round_start(const Fl__RoundStart *r)
         return FL_EPROTO;
     if (!sp)
         return S_REJECT("round_start.spec is missing");
-    if (sp->n_layer_sizes < 2 || sp->n_layer_sizes > FL_WIRE_MAX_LAYERS + 1)
-        return S_REJECT("spec.layer_sizes must list 2..%u sizes, got %zu",
-                        FL_WIRE_MAX_LAYERS + 1, sp->n_layer_sizes);
-    if (sp->output_kind != 1 && sp->output_kind != 2)
-        return S_REJECT("spec.output_kind must be 1 (sigmoid) or 2 (softmax), got %u",
-                        sp->output_kind);
-    if (sp->output_kind == 1 && sp->layer_sizes[sp->n_layer_sizes - 1] != 1)
-        return S_REJECT("spec: a sigmoid output needs exactly 1 output unit, got %u",
-                        sp->layer_sizes[sp->n_layer_sizes - 1]);
-    if (sp->output_kind == 2 && sp->layer_sizes[sp->n_layer_sizes - 1] < 2)
-        return S_REJECT("spec: a softmax output needs at least 2 output units");
+    if (fl_wire_spec_decode(sp, &spec) != FL_OK)
+        return FL_EPROTO;
     if (r->secagg && r->secagg->enabled) {
         const Fl__SecAggSettings *sa = r->secagg;
         if (sa->n_participants < 1 || sa->n_participants > FL_WIRE_MAX_PARTIES)
@@ -182,11 +240,21 @@ static int s_check_round_start(const Fl__RoundStart *r)
         if (sa->max_weight == 0 || sa->max_weight > FL_WIRE_MAX_SAMPLES)
             return S_REJECT("secagg.max_weight must be in 1..%llu, got %u",
                             (unsigned long long)FL_WIRE_MAX_SAMPLES, sa->max_weight);
+        if (sa->num_counters != 0 &&
+            sa->num_counters != FL_WIRE_EVAL_COUNTERS(fl_wire_eval_classes(&spec)))
+            return S_REJECT("secagg.num_counters must be 0 or %zu for this model, got %u",
+                            FL_WIRE_EVAL_COUNTERS(fl_wire_eval_classes(&spec)),
+                            sa->num_counters);
+        if (sa->num_counters != 0 &&
+            (sa->max_counter == 0 ||
+             (uint64_t)sa->max_counter * sa->n_participants >= (1ull << 32)))
+            return S_REJECT("secagg.max_counter must be in 1..2^32/participants, got %u",
+                            sa->max_counter);
     }
-    expect = fl_wire_spec_num_params(sp->layer_sizes, sp->n_layer_sizes);
-    if (expect == 0)
-        return S_REJECT("spec.layer_sizes: each size must be in 1..%u and the model at most "
-                        "%u parameters", FL_WIRE_MAX_WIDTH, FL_WIRE_MAX_PARAMS);
+    expect = fl_model_spec_num_params(&spec);
+    if (expect > FL_WIRE_MAX_PARAMS)
+        return S_REJECT("spec: the model has %zu parameters, more than the %u allowed", expect,
+                        FL_WIRE_MAX_PARAMS);
     if (r->n_params != expect)
         return S_REJECT("round_start.params has %zu values but the spec needs %zu",
                         r->n_params, expect);
@@ -213,6 +281,27 @@ static int s_check_update(const Fl__Update *u)
         return S_REJECT("update.epsilon must be a finite number >= 0");
     if (!isfinite(u->delta) || u->delta <= 0.0 || u->delta >= 1.0)
         return S_REJECT("update.delta must be in (0, 1)");
+    if (u->n_eval_counts != 0) {
+        uint64_t sum = 0;
+        size_t k = 2;
+        while (k <= FL_WIRE_MAX_CLASSES && FL_WIRE_EVAL_COUNTERS(k) < u->n_eval_counts)
+            k++;
+        if (k > FL_WIRE_MAX_CLASSES || FL_WIRE_EVAL_COUNTERS(k) != u->n_eval_counts)
+            return S_REJECT("update.eval_counts has %zu values: expected K*K+2 for K classes "
+                            "(2..%u)", u->n_eval_counts, FL_WIRE_MAX_CLASSES);
+        for (size_t i = 0; i < k * k; i++) {
+            if (u->eval_counts[i] > FL_WIRE_MAX_SAMPLES)
+                return S_REJECT("update.eval_counts[%zu] is larger than %llu", i,
+                                (unsigned long long)FL_WIRE_MAX_SAMPLES);
+            sum += u->eval_counts[i];
+        }
+        if (sum != u->eval_counts[k * k + 1])
+            return S_REJECT("update.eval_counts: the confusion counts add up to %llu, not the "
+                            "example count %llu", (unsigned long long)sum,
+                            (unsigned long long)u->eval_counts[k * k + 1]);
+        if (u->eval_counts[k * k] > (1ull << 53))
+            return S_REJECT("update.eval_counts: the loss sum is out of range");
+    }
     return FL_OK;
 }
 
@@ -381,7 +470,7 @@ void fl_wire_secagg_context(const char *consortium, const Fl__RoundStart *rs,
     uint32_t bits;
 
     crypto_hash_sha256_init(&st);
-    s_hash_str(&st, "flc secagg context v1");
+    s_hash_str(&st, "flc secagg context v2");
     s_hash_str(&st, consortium);
     s_hash_u32(&st, rs->round);
     crypto_hash_sha256_update(&st, rs->model_sha256.data, rs->model_sha256.len);
@@ -390,6 +479,8 @@ void fl_wire_secagg_context(const char *consortium, const Fl__RoundStart *rs,
     memcpy(&bits, &sa->clip_range, 4);
     s_hash_u32(&st, bits);
     s_hash_u32(&st, sa->max_weight);
+    s_hash_u32(&st, sa->num_counters);
+    s_hash_u32(&st, sa->max_counter);
     s_hash_u32(&st, (uint32_t)sa->n_participants);
     for (size_t i = 0; i < sa->n_participants; i++)
         s_hash_str(&st, sa->participants[i]);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "error/fl_error.h"
+#include "nn/fl_model_spec.h"
 #include "proto/fl.pb-c.h"
 
 #define FL_PROTO_VERSION 1u
@@ -29,6 +30,7 @@
 #define FL_WIRE_MAX_SAMPLES 1000000000ull
 #define FL_WIRE_DIGEST_BYTES 32u
 #define FL_WIRE_MAX_PARTIES 1024u
+#define FL_WIRE_MAX_CLASSES 64u   /* classes in an evaluation (K x K counters) */
 
 /** Decodes one frame and validates it. On success *out owns the envelope;
  *  free it with fl_wire_free. `consortium` is the receiver's consortium id:
@@ -55,6 +57,30 @@ void fl_wire_model_digest(const float *params, size_t n, uint8_t out[FL_WIRE_DIG
 /** Number of parameters of an MLP with the given layer sizes (weights and
  *  biases), or 0 if the sizes are invalid or the count overflows. */
 size_t fl_wire_spec_num_params(const uint32_t *sizes, size_t n);
+
+/** The model of a received ModelSpec: the MLP short form (layer_sizes) or
+ *  the general form (input shape and layers), checked with
+ *  fl_model_spec_validate.  FL_EPROTO naming the field at fault. */
+FL_NODISCARD int fl_wire_spec_decode(const Fl__ModelSpec *sp, fl_model_spec *out);
+
+/** Fills `sp` (initialised here) for sending `spec`: an MLP in the short
+ *  form, which every protocol-1 node reads, anything else in the general
+ *  form with its layers in `layers` (caller storage, FL_SPEC_MAX_LAYERS
+ *  entries) and `ptrs`. The spec is borrowed and must outlive `sp`. */
+void fl_wire_spec_encode(const fl_model_spec *spec, Fl__ModelSpec *sp, uint32_t *sizes,
+                         Fl__LayerSpec *layers, Fl__LayerSpec **ptrs);
+
+/* Evaluation totals of a model on a node's held-out data travel as
+ * FL_WIRE_EVAL_COUNTERS(K) unsigned integers: the K x K confusion counts
+ * (row = true class, column = predicted class; K = 2 for a sigmoid output
+ * thresholded at 0.5), then the summed loss in units of
+ * 1/FL_WIRE_EVAL_LOSS_SCALE nats, then the number of examples. */
+#define FL_WIRE_EVAL_LOSS_SCALE 1000.0
+#define FL_WIRE_EVAL_COUNTERS(k) ((size_t)(k) * (k) + 2u)
+
+/** Number of classes K of a model's evaluation: its outputs for a softmax,
+ *  2 for a sigmoid. */
+uint32_t fl_wire_eval_classes(const fl_model_spec *spec);
 
 /** True if `s` is a valid node or consortium name: 1..64 characters from
  *  [A-Za-z0-9._-]. */
