@@ -43,6 +43,26 @@ FL_NODISCARD int fl_server_opt_new(fl_server_opt **out, const fl_server_opt_conf
  *  aggregate; model is updated in place. */
 void fl_server_opt_step(fl_server_opt *o, float *model, const float *avg);
 
+/** Changes the settings of a running optimizer (flctl set): its state is
+ *  kept when the kind stays the same and starts again from zero when the
+ *  kind changes.  FL_EINVAL (as fl_server_opt_new; o unchanged), FL_ENOMEM. */
+FL_NODISCARD int fl_server_opt_configure(fl_server_opt *o, const fl_server_opt_config *cfg);
+
+/** The current settings. */
+const fl_server_opt_config *fl_server_opt_settings(const fl_server_opt *o);
+
+/** Writes the optimizer's state (its kind, dimension and moment vectors as
+ *  float64, then a SHA-256 of all that; layout "FLOPTST1", u32 kind, u32
+ *  vectors, u64 dim, vectors, digest; little-endian) atomically to `path`,
+ *  so a restarted coordinator continues with the same momentum.
+ *  FL_EIO, FL_ENOMEM. */
+FL_NODISCARD int fl_server_opt_save(const fl_server_opt *o, const char *path);
+
+/** Restores the state saved by fl_server_opt_save into `o`.  FL_EIO if the
+ *  file cannot be read, FL_EPARSE if it is damaged (checksum, size),
+ *  FL_EINVAL if it holds another kind or dimension than `o` (o unchanged). */
+FL_NODISCARD int fl_server_opt_load(fl_server_opt *o, const char *path);
+
 /** Frees. NULL is a no-op. */
 void fl_server_opt_free(fl_server_opt *o);
 

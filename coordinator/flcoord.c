@@ -20,11 +20,13 @@
  * between two network messages, so they need no locks.
  */
 #include <errno.h>
-#include <libgen.h>
 #include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <sodium.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +64,7 @@ typedef struct {
     char log_json[FL_CONFIG_STR_MAX];
     char admin[FL_CONFIG_STR_MAX]; /* admin socket path (ipc) */
     int64_t rounds, min_nodes, round_timeout_ms, join_timeout_ms, max_abandoned;
+    int64_t autostart, exit_when_done;
     char layers[FL_CONFIG_STR_MAX];
     char output[FL_CONFIG_STR_MAX];
     int64_t seed;
@@ -87,7 +90,11 @@ typedef struct {
     uint32_t party;  /* index in the round's secure-aggregation party list */
 } s_node;
 
-typedef enum { S_WAIT_NODES, S_IN_ROUND, S_DONE } s_phase;
+/* S_IDLE: waiting for 'flctl start' ([coordinator] autostart = 0).
+ * S_DONE: all planned rounds completed; the coordinator exits, or with
+ * [coordinator] exit_when_done = 0 stays up (nodes stay connected) until
+ * 'flctl start --rounds N' plans more. */
+typedef enum { S_IDLE, S_WAIT_NODES, S_IN_ROUND, S_DONE } s_phase;
 
 typedef struct {
     s_config cfg;
@@ -175,6 +182,8 @@ static int s_load_config(s_config *c, const char *path)
     c->round_timeout_ms = 60000;
     c->join_timeout_ms = 300000;
     c->max_abandoned = 3;
+    c->autostart = 1;
+    c->exit_when_done = 1;
     c->seed = 1;
     c->local_steps = 10;
     c->learning_rate = 0.1;
@@ -207,6 +216,8 @@ static int s_load_config(s_config *c, const char *path)
         {"coordinator", "round_timeout_ms", FL_CONFIG_INT, &c->round_timeout_ms, 0, 100, 86400000, 0},
         {"coordinator", "join_timeout_ms", FL_CONFIG_INT, &c->join_timeout_ms, 0, 100, 86400000, 0},
         {"coordinator", "max_abandoned", FL_CONFIG_INT, &c->max_abandoned, 0, 0, 1000, 0},
+        {"coordinator", "autostart", FL_CONFIG_INT, &c->autostart, 0, 0, 1, 0},
+        {"coordinator", "exit_when_done", FL_CONFIG_INT, &c->exit_when_done, 0, 0, 1, 0},
         {"model", "layers", FL_CONFIG_STRING, c->layers, 1, 0, 0, 0},
         {"model", "output", FL_CONFIG_STRING, c->output, 0, 0, 0, 0},
         {"model", "seed", FL_CONFIG_INT, &c->seed, 0, 0, 9.0e15, 0},
@@ -544,7 +555,7 @@ static void s_complete_round(s_coord *co, size_t contributors)
 {
     Fl__Envelope env;
     Fl__RoundResult rr = FL__ROUND_RESULT__INIT;
-    int final;
+    int final, done;
 
     co->abandoned_in_row = 0;
     fl_secagg_server_free(co->sa);
@@ -565,8 +576,11 @@ static void s_complete_round(s_coord *co, size_t contributors)
             m.recall = co->last_recall;
             m.f1 = co->last_f1;
         }
+        char opt_path[4096 + 8];
         fl_registry_model_path(co->reg, co->round, path, sizeof path);
+        snprintf(opt_path, sizeof opt_path, "%s.opt", path);
         if (fl_model_file_save(path, &co->spec, co->model, co->num_params) != FL_OK ||
+            fl_server_opt_save(co->opt, opt_path) != FL_OK ||
             fl_registry_round_completed(co->reg, co->round, (uint32_t)contributors, &m,
                                         co->model_digest) != FL_OK) {
             fl_log_error("cannot checkpoint round %u, stopping: %s", co->round, fl_error_last());
@@ -578,7 +592,10 @@ static void s_complete_round(s_coord *co, size_t contributors)
         fl_model_file_save(co->cfg.model_out, &co->spec, co->model, co->num_params) != FL_OK)
         fl_log_warn("could not save the model: %s", fl_error_last());
 
-    final = co->round >= (uint32_t)co->cfg.rounds;
+    /* Nodes are told to exit only if this coordinator exits too; one that
+     * stays up for more rounds keeps them connected. */
+    done = co->round >= (uint32_t)co->cfg.rounds;
+    final = done && co->cfg.exit_when_done;
     fl_wire_envelope_init(&env, co->cfg.consortium);
     rr.round = co->round;
     rr.participants = (uint32_t)contributors;
@@ -596,8 +613,12 @@ static void s_complete_round(s_coord *co, size_t contributors)
             n->joined = 0;
         }
     }
-    if (final) {
+    if (done) {
         co->phase = S_DONE;
+        co->round++;
+        if (!final)
+            fl_log_info("all %lld planned rounds completed; waiting for 'flctl start --rounds N'",
+                        (long long)co->cfg.rounds);
         return;
     }
     co->round++;
@@ -941,6 +962,8 @@ static const char *s_phase_name(const s_coord *co)
 {
     if (co->phase == S_DONE)
         return "done";
+    if (co->phase == S_IDLE)
+        return "idle";
     if (co->phase == S_IN_ROUND)
         return "round_in_progress";
     return co->paused ? "paused" : "waiting";
@@ -1150,10 +1173,176 @@ static int s_admin_revoke(s_coord *co, const fl_json *req, fl_admin_buf *r)
     return FL_OK;
 }
 
+/* Settings the operator may change with 'flctl set', by their names in the
+ * configuration file and with the same bounds.  The privacy budget is not
+ * among them: it lives in each node's configuration. */
+typedef enum { S_SET_INT, S_SET_DOUBLE, S_SET_OPTIMIZER } s_set_type;
+
+typedef struct {
+    const char *key;
+    s_set_type type;
+    size_t offset; /* into s_config */
+    double lo, hi;
+} s_setting;
+
+static const s_setting s_settings[] = {
+    {"coordinator.min_nodes", S_SET_INT, offsetof(s_config, min_nodes), 1, S_MAX_NODES},
+    {"coordinator.round_timeout_ms", S_SET_INT, offsetof(s_config, round_timeout_ms), 100,
+     86400000},
+    {"secagg.step_timeout_ms", S_SET_INT, offsetof(s_config, step_timeout_ms), 100, 86400000},
+    {"secagg.threshold", S_SET_INT, offsetof(s_config, secagg_threshold), 0, S_MAX_NODES},
+    {"training.local_steps", S_SET_INT, offsetof(s_config, local_steps), 1, FL_WIRE_MAX_STEPS},
+    {"training.learning_rate", S_SET_DOUBLE, offsetof(s_config, learning_rate), 1e-6, 100},
+    {"server.optimizer", S_SET_OPTIMIZER, offsetof(s_config, server_optimizer), 0, 0},
+    {"server.learning_rate", S_SET_DOUBLE, offsetof(s_config, server_lr), 1e-6, 100},
+    {"server.momentum", S_SET_DOUBLE, offsetof(s_config, server_momentum), 0, 0.999999},
+    {"server.beta1", S_SET_DOUBLE, offsetof(s_config, server_beta1), 0, 0.999999},
+    {"server.beta2", S_SET_DOUBLE, offsetof(s_config, server_beta2), 0, 0.999999},
+    {"server.tau", S_SET_DOUBLE, offsetof(s_config, server_tau), 1e-12, 10},
+};
+
+static fl_server_opt_config s_opt_config(const s_config *c, fl_server_kind kind)
+{
+    fl_server_opt_config oc = {kind, c->server_lr, c->server_momentum, c->server_beta1,
+                               c->server_beta2, c->server_tau};
+    return oc;
+}
+
+static int s_admin_set(s_coord *co, const fl_json *req, fl_admin_buf *r)
+{
+    const char *key = s_req_str(req, "key"), *value;
+    const s_setting *st = NULL;
+    s_config next;
+    char shown[64];
+    fl_server_kind kind = fl_server_opt_settings(co->opt)->kind;
+    fl_server_opt_config oc;
+    int rc;
+
+    if (!key || !(value = s_req_str(req, "value")))
+        return FL_EINVAL;
+    for (size_t i = 0; i < sizeof s_settings / sizeof s_settings[0]; i++)
+        if (strcmp(s_settings[i].key, key) == 0)
+            st = &s_settings[i];
+    if (!st)
+        return fl_error_set(FL_EINVAL, "'%.80s' is not a setting that can be changed: use one of "
+                            "coordinator.min_nodes, coordinator.round_timeout_ms, "
+                            "secagg.step_timeout_ms, secagg.threshold, training.local_steps, "
+                            "training.learning_rate, server.optimizer, server.learning_rate, "
+                            "server.momentum, server.beta1, server.beta2, server.tau", key);
+    next = co->cfg;
+    if (st->type == S_SET_OPTIMIZER) {
+        if ((rc = fl_server_opt_parse(value, &kind)) != FL_OK)
+            return rc;
+        snprintf(next.server_optimizer, sizeof next.server_optimizer, "%s",
+                 fl_server_opt_name(kind));
+        snprintf(shown, sizeof shown, "%s", fl_server_opt_name(kind));
+    } else {
+        char *end;
+        double v;
+        errno = 0;
+        v = strtod(value, &end);
+        if (end == value || *end != '\0' || errno || !isfinite(v) || v < st->lo || v > st->hi ||
+            (st->type == S_SET_INT && v != floor(v)))
+            return fl_error_set(FL_EINVAL, "%s = '%.40s' is not %s in %g..%g", key, value,
+                                st->type == S_SET_INT ? "an integer" : "a number", st->lo, st->hi);
+        if (st->type == S_SET_INT) {
+            *(int64_t *)((char *)&next + st->offset) = (int64_t)v;
+            snprintf(shown, sizeof shown, "%lld", (long long)v);
+        } else {
+            *(double *)((char *)&next + st->offset) = v;
+            snprintf(shown, sizeof shown, "%.17g", v);
+        }
+    }
+    oc = s_opt_config(&next, kind);
+    /* The optimizer checks its own ranges; on refusal nothing changes. */
+    if ((rc = fl_server_opt_configure(co->opt, &oc)) != FL_OK)
+        return rc;
+    co->cfg = next;
+    fl_log_info("operator set %s = %s (from round %u)", key, shown,
+                co->phase == S_IN_ROUND ? co->round + 1 : co->round);
+    fl_admin_buf_printf(r, ",\"key\":");
+    fl_admin_buf_str(r, key);
+    fl_admin_buf_printf(r, ",\"value\":");
+    fl_admin_buf_str(r, shown);
+    fl_admin_buf_printf(r, ",\"applies_from_round\":%u",
+                        co->phase == S_IN_ROUND ? co->round + 1 : co->round);
+    return FL_OK;
+}
+
+static int s_admin_start(s_coord *co, const fl_json *req, fl_admin_buf *r)
+{
+    uint32_t more = 0;
+    int rc;
+    if ((rc = s_req_uint(req, "rounds", 1, FL_WIRE_MAX_ROUNDS, 0, &more)) != FL_OK)
+        return rc;
+    if (co->phase == S_IN_ROUND || co->phase == S_WAIT_NODES)
+        return fl_error_set(FL_ESTATE, "training is already running (phase %s, round %u): "
+                            "nothing to start; use 'flctl pause' and 'flctl resume' to hold it",
+                            s_phase_name(co), co->round);
+    if (co->phase == S_DONE && more == 0)
+        return fl_error_set(FL_EINVAL, "all %lld planned rounds are completed: say how many more "
+                            "to run with --rounds N", (long long)co->cfg.rounds);
+    if (more > 0) {
+        if ((uint64_t)co->rounds_done + more > FL_WIRE_MAX_ROUNDS)
+            return fl_error_set(FL_EINVAL, "%u more rounds after %u would exceed %u rounds", more,
+                                co->rounds_done, FL_WIRE_MAX_ROUNDS);
+        co->cfg.rounds = (int64_t)co->rounds_done + more;
+    }
+    co->phase = S_WAIT_NODES;
+    co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
+    fl_log_info("started by the operator: rounds %u..%lld", co->round, (long long)co->cfg.rounds);
+    fl_admin_buf_printf(r, ",\"phase\":\"%s\",\"round\":%u,\"rounds_planned\":%lld",
+                        s_phase_name(co), co->round, (long long)co->cfg.rounds);
+    return FL_OK;
+}
+
+static int s_admin_model(s_coord *co, const fl_json *req, fl_admin_buf *r)
+{
+    uint32_t version = 0, latest = 0;
+    char path[4096], abs[PATH_MAX], hex[65], text[FL_SPEC_TEXT_MAX];
+    uint8_t sha[32];
+    fl_model_file mf;
+    int rc;
+
+    if ((rc = s_req_uint(req, "version", 1, FL_WIRE_MAX_ROUNDS, 0, &version)) != FL_OK)
+        return rc;
+    if (!co->reg)
+        return fl_error_set(FL_ESTATE, "this coordinator keeps no model versions: set "
+                            "[coordinator] state_dir in its configuration");
+    if ((rc = fl_registry_latest(co->reg, &latest, path, sizeof path, sha)) != FL_OK)
+        return rc;
+    if (latest == 0)
+        return fl_error_set(FL_ESTATE, "no round has completed yet: there is no model to export");
+    if (version == 0)
+        version = latest;
+    if (version > latest)
+        return fl_error_set(FL_EINVAL, "model version %u does not exist: the latest is %u",
+                            version, latest);
+    fl_registry_model_path(co->reg, version, path, sizeof path);
+    /* Read back and check, so the reply's digest is that of the file. */
+    if ((rc = fl_model_file_load(&mf, path)) != FL_OK)
+        return fl_error_wrap(rc, "model version %u", version);
+    fl_wire_model_digest(mf.params, mf.num_params, sha);
+    rc = fl_model_spec_format(&mf.spec, text, sizeof text);
+    fl_model_file_clear(&mf);
+    if (rc != FL_OK)
+        return rc;
+    if (!realpath(path, abs))
+        return fl_error_set(FL_EIO, "cannot resolve '%s': %s", path, strerror(errno));
+    s_hex(sha, 32, hex);
+    fl_admin_buf_printf(r, ",\"version\":%u,\"latest\":%u,\"path\":", version, latest);
+    fl_admin_buf_str(r, abs);
+    fl_admin_buf_printf(r, ",\"sha256\":\"%s\",\"spec\":", hex);
+    fl_admin_buf_str(r, text);
+    return FL_OK;
+}
+
 static int s_admin_handle(void *arg, const char *cmd, const fl_json *req, fl_admin_buf *r)
 {
     static const char *const f_rounds[] = {"last"}, *const f_round[] = {"round"},
-                             *const f_enroll[] = {"name", "key"}, *const f_revoke[] = {"name"};
+                             *const f_enroll[] = {"name", "key"}, *const f_revoke[] = {"name"},
+                             *const f_set[] = {"key", "value"}, *const f_start[] = {"rounds"},
+                             *const f_model[] = {"version"};
     s_coord *co = arg;
     int rc;
 
@@ -1197,8 +1386,23 @@ static int s_admin_handle(void *arg, const char *cmd, const fl_json *req, fl_adm
             return rc;
         return s_admin_revoke(co, req, r);
     }
+    if (strcmp(cmd, "set") == 0) {
+        if ((rc = fl_admin_check_fields(req, f_set, 2)) != FL_OK)
+            return rc;
+        return s_admin_set(co, req, r);
+    }
+    if (strcmp(cmd, "start") == 0) {
+        if ((rc = fl_admin_check_fields(req, f_start, 1)) != FL_OK)
+            return rc;
+        return s_admin_start(co, req, r);
+    }
+    if (strcmp(cmd, "model") == 0) {
+        if ((rc = fl_admin_check_fields(req, f_model, 1)) != FL_OK)
+            return rc;
+        return s_admin_model(co, req, r);
+    }
     return fl_error_set(FL_EINVAL, "unknown command '%.64s': use status, nodes, rounds, round, "
-                        "enroll, revoke, pause or resume", cmd);
+                        "enroll, revoke, pause, resume, set, start or model", cmd);
 }
 
 /* -------------------------------------------------------------- main */
@@ -1328,12 +1532,25 @@ static int s_setup(s_coord *co, const char *config_path)
     if (!co->party_pks || !co->agg)
         return fl_error_set(FL_ENOMEM, "out of memory");
     {
-        fl_server_opt_config oc = {FL_SERVER_FEDAVG, co->cfg.server_lr, co->cfg.server_momentum,
-                                   co->cfg.server_beta1, co->cfg.server_beta2,
-                                   co->cfg.server_tau};
-        if ((rc = fl_server_opt_parse(co->cfg.server_optimizer, &oc.kind)) != FL_OK ||
-            (rc = fl_server_opt_new(&co->opt, &oc, co->num_params)) != FL_OK)
+        fl_server_kind kind;
+        fl_server_opt_config oc;
+        if ((rc = fl_server_opt_parse(co->cfg.server_optimizer, &kind)) != FL_OK)
             return fl_error_wrap(rc, "%s: [server]", config_path);
+        oc = s_opt_config(&co->cfg, kind);
+        if ((rc = fl_server_opt_new(&co->opt, &oc, co->num_params)) != FL_OK)
+            return fl_error_wrap(rc, "%s: [server]", config_path);
+    }
+    if (co->reg && co->rounds_done > 0) {
+        /* The optimizer's momentum continues from the checkpoint it was saved
+         * with; another optimizer in the configuration starts from zero. */
+        char path[4096 + 8];
+        fl_registry_model_path(co->reg, co->rounds_done, path, sizeof path);
+        strncat(path, ".opt", sizeof path - strlen(path) - 1);
+        rc = fl_server_opt_load(co->opt, path);
+        if (rc == FL_EINVAL || rc == FL_EIO)
+            fl_log_warn("server optimizer starts from zero state: %s", fl_error_last());
+        else if (rc != FL_OK)
+            return rc;
     }
     if ((rc = fl_identity_load(&co->id, co->cfg.key)) != FL_OK)
         return rc;
@@ -1432,16 +1649,20 @@ static int s_run(const char *config_path)
         fl_log_error("%s", fl_error_last());
         goto done;
     }
-    co->phase = S_WAIT_NODES;
+    co->phase = co->cfg.autostart ? S_WAIT_NODES : S_IDLE;
     if (co->round > (uint32_t)co->cfg.rounds) {
         fl_log_info("all %lld rounds are already completed in %s", (long long)co->cfg.rounds,
                     co->cfg.state_dir);
         co->phase = S_DONE;
     }
     co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
-    fl_log_info("waiting for %lld nodes to join (timeout %.0f s)", (long long)co->cfg.min_nodes,
-                (double)co->cfg.join_timeout_ms / 1000.0);
-    while (!s_stop && co->phase != S_DONE) {
+    if (co->phase == S_IDLE)
+        fl_log_info("idle until the operator runs 'flctl start' (autostart = 0); admin socket %s",
+                    co->admin_path);
+    else if (co->phase == S_WAIT_NODES)
+        fl_log_info("waiting for %lld nodes to join (timeout %.0f s)",
+                    (long long)co->cfg.min_nodes, (double)co->cfg.join_timeout_ms / 1000.0);
+    while (!s_stop && !(co->phase == S_DONE && co->cfg.exit_when_done)) {
         zmq_pollitem_t items[3] = {{co->router, 0, ZMQ_POLLIN, 0},
                                    {fl_zap_socket(co->zap), 0, ZMQ_POLLIN, 0},
                                    {co->admin, 0, ZMQ_POLLIN, 0}};
