@@ -732,7 +732,19 @@ static int s_history_row(void *ctx, const fl_registry_round *row)
     s_metric(out, "precision", row->metrics.precision);
     s_metric(out, "recall", row->metrics.recall);
     s_metric(out, "f1", row->metrics.f1);
-    fl_admin_buf_printf(out, "}}");
+    fl_admin_buf_printf(out, "},\"node_metrics\":");
+    if (row->node_examples == 0) {
+        fl_admin_buf_printf(out, "null}");
+    } else {
+        fl_admin_buf_printf(out, "{\"examples\":%llu,\"loss\":",
+                            (unsigned long long)row->node_examples);
+        fl_admin_buf_num(out, row->node_metrics.loss);
+        s_metric(out, "accuracy", row->node_metrics.accuracy);
+        s_metric(out, "precision", row->node_metrics.precision);
+        s_metric(out, "recall", row->node_metrics.recall);
+        s_metric(out, "f1", row->node_metrics.f1);
+        fl_admin_buf_printf(out, "}}");
+    }
     (*h->count)++;
     return FL_OK;
 }

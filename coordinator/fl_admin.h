@@ -31,7 +31,7 @@
 #include "error/fl_error.h"
 
 #define FL_ADMIN_MAX_MSG 65536   /* bytes of one request or reply */
-#define FL_ADMIN_MAX_ROWS 150    /* round records in one reply: keeps it under 64 KiB */
+#define FL_ADMIN_MAX_ROWS 100    /* round records in one reply: keeps it under 64 KiB */
 #define FL_ADMIN_SOCKET_NAME "admin.sock"
 #define FL_ADMIN_NAME_CAP 65     /* a node name (FL_WIRE_MAX_NAME) and its NUL */
 
@@ -131,7 +131,9 @@ FL_NODISCARD int fl_admin_enroll_file_remove(const char *path, const char *name)
  *  otherwise the `last` most recent (at most FL_ADMIN_MAX_ROWS), oldest
  *  first; *count receives how many were written. Each record: round,
  *  started_at, ended_at (UTC, ISO 8601), participants, contributors,
- *  outcome, reason, metrics. FL_EIO if the registry cannot be read. */
+ *  outcome, reason, metrics (the coordinator's public test set) and
+ *  node_metrics (the nodes' held-out evaluation of the round's model, or
+ *  null). FL_EIO if the registry cannot be read. */
 FL_NODISCARD int fl_admin_history(fl_registry *reg, uint32_t round, uint32_t last,
                                   fl_admin_buf *out, uint32_t *count);
 

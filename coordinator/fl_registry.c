@@ -35,7 +35,12 @@ static const char *s_schema =
     "  version INTEGER PRIMARY KEY,"
     "  sha256 TEXT NOT NULL,"
     "  file TEXT NOT NULL,"
-    "  created_at INTEGER NOT NULL);";
+    "  created_at INTEGER NOT NULL);"
+    /* The nodes' evaluation of each model version on their held-out data. */
+    "CREATE TABLE IF NOT EXISTS evaluations ("
+    "  version INTEGER PRIMARY KEY,"
+    "  loss REAL, accuracy REAL, precision_ REAL, recall REAL, f1 REAL,"
+    "  examples INTEGER NOT NULL, nodes INTEGER NOT NULL, at INTEGER NOT NULL);";
 
 static int s_err(fl_registry *r, const char *what)
 {
@@ -215,6 +220,30 @@ fail:
     return rc;
 }
 
+int fl_registry_evaluation(fl_registry *r, uint32_t version, const fl_registry_metrics *m,
+                           uint64_t examples, uint32_t nodes)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = FL_OK;
+    if (sqlite3_prepare_v2(r->db, "INSERT OR REPLACE INTO evaluations(version, loss, accuracy, "
+                                  "precision_, recall, f1, examples, nodes, at) VALUES (?, ?, ?, "
+                                  "?, ?, ?, ?, ?, strftime('%s','now'));", -1, &st, NULL) !=
+        SQLITE_OK)
+        return s_err(r, "cannot record an evaluation");
+    sqlite3_bind_int64(st, 1, version);
+    s_bind_metric(st, 2, m->loss);
+    s_bind_metric(st, 3, m->accuracy);
+    s_bind_metric(st, 4, m->precision);
+    s_bind_metric(st, 5, m->recall);
+    s_bind_metric(st, 6, m->f1);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)examples);
+    sqlite3_bind_int64(st, 8, nodes);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = s_err(r, "cannot record an evaluation");
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static double s_col_metric(sqlite3_stmt *st, int col)
 {
     return sqlite3_column_type(st, col) == SQLITE_NULL ? NAN : sqlite3_column_double(st, col);
@@ -224,14 +253,18 @@ int fl_registry_rounds(fl_registry *r, uint32_t round, uint32_t last,
                        int (*fn)(void *ctx, const fl_registry_round *row), void *ctx)
 {
     /* Newest first inside, oldest first outside: the history reads in order. */
+    /* A completed attempt of round r made model version r: join the nodes'
+     * evaluation of that version. */
+#define S_COLS                                                                                   \
+    "r.id, r.round, r.started_at, r.ended_at, r.participants, r.contributors, r.outcome, "     \
+    "r.reason, r.loss, r.accuracy, r.auc, r.precision_, r.recall, r.f1, e.loss, e.accuracy, " \
+    "e.precision_, e.recall, e.f1, e.examples FROM rounds r LEFT JOIN evaluations e ON "       \
+    "e.version = r.round AND r.outcome = 'completed' "
     static const char *sql_last =
-        "SELECT * FROM (SELECT id, round, started_at, ended_at, participants, contributors, "
-        "outcome, reason, loss, accuracy, auc, precision_, recall, f1 FROM rounds ORDER BY id "
-        "DESC LIMIT ?) ORDER BY id;";
+        "SELECT * FROM (SELECT " S_COLS "ORDER BY r.id DESC LIMIT ?) ORDER BY id;";
     static const char *sql_round =
-        "SELECT id, round, started_at, ended_at, participants, contributors, outcome, reason, "
-        "loss, accuracy, auc, precision_, recall, f1 FROM rounds WHERE round = ? ORDER BY id "
-        "LIMIT ?;";
+        "SELECT " S_COLS "WHERE r.round = ? ORDER BY r.id LIMIT ?;";
+#undef S_COLS
     sqlite3_stmt *st = NULL;
     int rc = FL_OK, step;
 
@@ -263,6 +296,15 @@ int fl_registry_rounds(fl_registry *r, uint32_t round, uint32_t last,
         row.metrics.precision = s_col_metric(st, 11);
         row.metrics.recall = s_col_metric(st, 12);
         row.metrics.f1 = s_col_metric(st, 13);
+        row.node_metrics.loss = s_col_metric(st, 14);
+        row.node_metrics.accuracy = s_col_metric(st, 15);
+        row.node_metrics.auc = NAN;
+        row.node_metrics.precision = s_col_metric(st, 16);
+        row.node_metrics.recall = s_col_metric(st, 17);
+        row.node_metrics.f1 = s_col_metric(st, 18);
+        row.node_examples = sqlite3_column_type(st, 19) == SQLITE_NULL
+                                ? 0
+                                : (uint64_t)sqlite3_column_int64(st, 19);
         if ((rc = fn(ctx, &row)) != FL_OK)
             break;
     }

@@ -50,6 +50,15 @@ FL_NODISCARD int fl_registry_round_completed(fl_registry *r, uint32_t round, uin
                                              const fl_registry_metrics *m,
                                              const uint8_t sha256[32]);
 
+/** Records the nodes' evaluation of model version `version` on their
+ *  local held-out data (consortium-wide totals from secure aggregation):
+ *  `m` (auc NaN), over `examples` examples from `nodes` nodes.  A second
+ *  record for the same version replaces the first (an evaluation-only
+ *  round run again).  FL_EIO. */
+FL_NODISCARD int fl_registry_evaluation(fl_registry *r, uint32_t version,
+                                        const fl_registry_metrics *m, uint64_t examples,
+                                        uint32_t nodes);
+
 /** One attempt of a round, as recorded. */
 typedef struct {
     uint32_t round;
@@ -60,6 +69,10 @@ typedef struct {
     char outcome[16];      /* completed, abandoned, interrupted; "" while running */
     char reason[512];      /* why it was abandoned, or "" */
     fl_registry_metrics metrics; /* NaN where absent */
+    /* The nodes' evaluation of this round's model (completed rounds only;
+     * NaN and 0 examples where none was reported). */
+    fl_registry_metrics node_metrics;
+    uint64_t node_examples;
 } fl_registry_round;
 
 /** Calls fn for the recorded attempts, oldest first: those of round `round`

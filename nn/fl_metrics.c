@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 void fl_metrics_confusion(const float *probs, const int32_t *y, size_t n, float threshold,
                           fl_confusion *out)
@@ -130,4 +131,69 @@ double fl_metrics_accuracy_multiclass(const float *probs, const int32_t *y, size
         correct += (int64_t)best == (int64_t)y[i];
     }
     return (double)correct / (double)n;
+}
+
+int fl_metrics_confusion_matrix(const float *probs, const int32_t *y, size_t n, uint32_t k,
+                                int sigmoid, uint64_t *conf)
+{
+    if (k < 2 || (sigmoid && k != 2))
+        return fl_error_set(FL_EINVAL, "a confusion matrix needs k >= 2 classes (2 for a "
+                            "sigmoid output), not %u", k);
+    memset(conf, 0, (size_t)k * k * sizeof *conf);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t pred = 0;
+        if (y[i] < 0 || (uint32_t)y[i] >= k)
+            return fl_error_set(FL_EINVAL, "example %zu has label %d, outside 0..%u", i, y[i],
+                                k - 1);
+        if (sigmoid) {
+            pred = probs[i] >= 0.5f ? 1u : 0u;
+        } else {
+            const float *p = probs + i * k;
+            for (uint32_t c = 1; c < k; c++)
+                if (p[c] > p[pred])
+                    pred = c;
+        }
+        conf[(size_t)y[i] * k + pred]++;
+    }
+    return FL_OK;
+}
+
+static double s_ratio(uint64_t a, uint64_t b)
+{
+    return b ? (double)a / (double)b : 0.0;
+}
+
+void fl_metrics_from_confusion(const uint64_t *conf, uint32_t k, double *accuracy,
+                               double *precision, double *recall, double *f1)
+{
+    uint64_t total = 0, correct = 0;
+    double p_sum = 0, r_sum = 0, f_sum = 0;
+    for (uint32_t t = 0; t < k; t++)
+        for (uint32_t c = 0; c < k; c++) {
+            total += conf[(size_t)t * k + c];
+            if (t == c)
+                correct += conf[(size_t)t * k + c];
+        }
+    *accuracy = s_ratio(correct, total);
+    for (uint32_t c = (k == 2 ? 1u : 0u); c < k; c++) {
+        uint64_t tp = conf[(size_t)c * k + c], pred = 0, actual = 0;
+        double p, r;
+        for (uint32_t j = 0; j < k; j++) {
+            pred += conf[(size_t)j * k + c];
+            actual += conf[(size_t)c * k + j];
+        }
+        p = s_ratio(tp, pred);
+        r = s_ratio(tp, actual);
+        p_sum += p;
+        r_sum += r;
+        f_sum += p + r > 0 ? 2.0 * p * r / (p + r) : 0.0;
+    }
+    if (k != 2) {
+        p_sum /= k;
+        r_sum /= k;
+        f_sum /= k;
+    }
+    *precision = p_sum;
+    *recall = r_sum;
+    *f1 = f_sum;
 }

@@ -50,4 +50,22 @@ FL_NODISCARD int fl_metrics_roc_auc(const float *scores, const int32_t *y, size_
 double fl_metrics_accuracy_multiclass(const float *probs, const int32_t *y, size_t n,
                                       size_t k);
 
+/** K x K confusion counts, row = true class, column = predicted class,
+ *  into conf (k*k, caller-owned, overwritten).  For a sigmoid output
+ *  (sigmoid != 0, probs n x 1) k must be 2 and the prediction is
+ *  probs[i] >= 0.5; otherwise probs is n x k and the prediction its argmax
+ *  (ties to the lowest class).  Labels outside 0..k-1 are FL_EINVAL naming
+ *  the example.  These are the totals nodes report for the consortium's
+ *  evaluation (proto/fl_wire.h FL_WIRE_EVAL_COUNTERS). */
+FL_NODISCARD int fl_metrics_confusion_matrix(const float *probs, const int32_t *y, size_t n,
+                                             uint32_t k, int sigmoid, uint64_t *conf);
+
+/** Metrics of a K x K confusion matrix (row = true class): accuracy, and
+ *  precision, recall and F1 of class 1 when k == 2, else their macro
+ *  averages over the k classes (each class's ratio 0 where its
+ *  denominator is 0, as scikit-learn's zero_division=0).  All 0 for an
+ *  empty matrix. */
+void fl_metrics_from_confusion(const uint64_t *conf, uint32_t k, double *accuracy,
+                               double *precision, double *recall, double *f1);
+
 #endif

@@ -107,3 +107,52 @@ Test(metrics, multiclass_accuracy_uses_argmax)
     cr_assert_float_eq(fl_metrics_accuracy_multiclass(p, y, 4, 3), 0.75, 1e-12);
     cr_assert_eq(fl_metrics_accuracy_multiclass(p, y, 0, 3), 0.0);
 }
+
+/* The K x K matrix of a sigmoid model must agree with the binary counts
+ * and ratios computed by fl_metrics_confusion and its ratio functions. */
+Test(metrics, confusion_matrix_of_a_sigmoid_agrees_with_binary_counts)
+{
+    const float p[] = {0.9f, 0.2f, 0.5f, 0.49f, 0.7f, 0.1f, 0.8f};
+    const int32_t y[] = {1, 0, 0, 1, 1, 0, 0};
+    uint64_t m[4];
+    fl_confusion c;
+    double acc, prec, rec, f1;
+    cr_assert_eq(fl_metrics_confusion_matrix(p, y, 7, 2, 1, m), FL_OK);
+    fl_metrics_confusion(p, y, 7, 0.5f, &c);
+    cr_assert_eq(m[0], c.tn);
+    cr_assert_eq(m[1], c.fp);
+    cr_assert_eq(m[2], c.fn);
+    cr_assert_eq(m[3], c.tp);
+    fl_metrics_from_confusion(m, 2, &acc, &prec, &rec, &f1);
+    cr_assert_float_eq(acc, fl_metrics_accuracy(&c), 1e-15);
+    cr_assert_float_eq(prec, fl_metrics_precision(&c), 1e-15);
+    cr_assert_float_eq(rec, fl_metrics_recall(&c), 1e-15);
+    cr_assert_float_eq(f1, fl_metrics_f1(&c), 1e-15);
+}
+
+/* scikit-learn's documented example: y_true = [0, 1, 2, 0, 1, 2],
+ * y_pred = [0, 2, 1, 0, 0, 1] gives macro precision 0.22..., recall
+ * 0.33... and F1 0.26... (precision_score / recall_score / f1_score with
+ * average='macro'). */
+Test(metrics, macro_averages_match_scikit_learn_documentation)
+{
+    const int32_t y[] = {0, 1, 2, 0, 1, 2};
+    const int pred[] = {0, 2, 1, 0, 0, 1};
+    float p[18] = {0};
+    uint64_t m[9];
+    double acc, prec, rec, f1;
+    for (int i = 0; i < 6; i++)
+        p[i * 3 + pred[i]] = 1.0f;
+    cr_assert_eq(fl_metrics_confusion_matrix(p, y, 6, 3, 0, m), FL_OK);
+    fl_metrics_from_confusion(m, 3, &acc, &prec, &rec, &f1);
+    cr_assert_float_eq(acc, 2.0 / 6.0, 1e-12);
+    cr_assert_float_eq(prec, 2.0 / 9.0, 1e-12);
+    cr_assert_float_eq(rec, 1.0 / 3.0, 1e-12);
+    cr_assert_float_eq(f1, 0.26666666666666666, 1e-12);
+    {
+        const int32_t bad[] = {0, 3};
+        cr_assert_eq(fl_metrics_confusion_matrix(p, bad, 2, 3, 0, m), FL_EINVAL);
+        cr_assert(strstr(fl_error_last(), "example 1"));
+    }
+    cr_assert_eq(fl_metrics_confusion_matrix(p, y, 6, 3, 1, m), FL_EINVAL, "sigmoid needs k=2");
+}
