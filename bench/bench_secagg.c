@@ -127,7 +127,7 @@ static int s_round(uint32_t n, uint32_t t, uint32_t k, uint32_t dim, uint32_t dr
             case 0: rc = fl_secagg_client_advertise(cl[i], &m, &l); break;
             case 1: rc = fl_secagg_client_share(cl[i], in[i], inl[i], &m, &l); break;
             case 2: {
-                rc = fl_secagg_client_masked(cl[i], in[i], inl[i], x, 1 + i, NULL, &m, &l);
+                rc = fl_secagg_client_masked(cl[i], in[i], inl[i], x, 1 + i, NULL, NULL, &m, &l);
                 double d = s_now() - t0;
                 tm->mask_mean += d;
                 tm->mask_max = d > tm->mask_max ? d : tm->mask_max;

@@ -2,8 +2,8 @@
  * fl_secagg: secure aggregation (Bonawitz et al. 2017, "Practical Secure
  * Aggregation for Privacy-Preserving Machine Learning", CCS; optional
  * SecAgg+ neighbour graph, Bell et al. 2020).  The coordinator learns the
- * weighted sum of the nodes' vectors and the total weight, never one node's
- * vector.
+ * weighted sum of the nodes' vectors, the total weight and the sums of
+ * optional integer counters, never one node's vector, weight or counters.
  *
  * This module is transport-free: each step takes and returns opaque byte
  * messages (bounded and validated here, never trusted), which node/ and
@@ -25,8 +25,10 @@
  *                     recipient and context).
  *                     server -> each survivor of U2: the ciphertexts
  *                     addressed to it, and the list U2.
- *   step 2 MASKED     client sends y = w*quant(x) || w  + PRG(b_u)
- *                     + sum over v in U2 of +-PRG(s_uv)   (mod 2^32).
+ *   step 2 MASKED     client sends y = w*quant(x) || w || c_1..c_m  + PRG(b_u)
+ *                     + sum over v in U2 of +-PRG(s_uv)   (mod 2^32),
+ *                     with m = num_counters exact integer counters, each
+ *                     <= max_counter, masked word for word like x.
  *                     server -> each survivor of U3: the list U3.
  *   step 3 CONSIST    client signs (context, U3); server -> survivors of
  *                     U4: all those signatures.
@@ -56,6 +58,7 @@
 #define FL_SECAGG_MAX_PARTIES 1024u
 #define FL_SECAGG_MAX_DIM (16u * 1024u * 1024u)
 #define FL_SECAGG_MAX_MSG (80u * 1024u * 1024u) /* bytes of any one message */
+#define FL_SECAGG_MAX_COUNTERS 4096u             /* integer counters per party */
 
 typedef enum {
     FL_SECAGG_ADVERTISE = 0,
@@ -77,6 +80,10 @@ typedef struct {
     uint32_t max_weight;      /* public bound on any party's weight */
     uint8_t context[32];      /* SHA-256 binding consortium, round and model hash */
     const uint8_t (*identity_pks)[32]; /* n Ed25519 keys, by party index (borrowed) */
+    uint32_t num_counters;    /* exact integer counters appended after the weight,
+                                 0..FL_SECAGG_MAX_COUNTERS */
+    uint32_t max_counter;     /* public bound on any one party's counter value; with
+                                 num_counters > 0: >= 1 and n * max_counter < 2^32 */
 } fl_secagg_params;
 
 /** Fixed-point scale such that n * max_weight * R * scale < 2^31: the sum of
@@ -101,10 +108,15 @@ FL_NODISCARD int fl_secagg_client_share(fl_secagg_client *c, const uint8_t *in, 
 
 /** Step 2: takes the ciphertexts addressed to this party and U2; quantizes x
  *  (dim floats, clipped to [-R, R] with unbiased stochastic rounding) times
- *  weight (<= max_weight) and returns the masked vector. *clipped (may be
- *  NULL) receives how many coordinates were clipped. */
+ *  weight (<= max_weight), appends the weight and the num_counters values of
+ *  counters (borrowed; each <= max_counter; may be NULL only when
+ *  num_counters is 0) and returns the masked vector. *clipped (may be NULL)
+ *  receives how many coordinates were clipped. FL_EINVAL, naming the index,
+ *  for a counter above max_counter (never clamped); the client then stays in
+ *  step 2 and may be called again with valid counters. */
 FL_NODISCARD int fl_secagg_client_masked(fl_secagg_client *c, const uint8_t *in, size_t in_len,
-                                         const float *x, uint32_t weight, uint32_t *clipped,
+                                         const float *x, uint32_t weight,
+                                         const uint32_t *counters, uint32_t *clipped,
                                          uint8_t **msg, size_t *len);
 
 /** Step 3: takes U3; returns this party's signature over (context, U3). */
@@ -150,6 +162,12 @@ FL_NODISCARD int fl_secagg_server_advance(fl_secagg_server *s, uint8_t **out, si
  *  and the total weight of the parties in U3. */
 FL_NODISCARD int fl_secagg_server_result(const fl_secagg_server *s, double *sum,
                                          uint64_t *total_weight);
+
+/** After step 4: writes num_counters exact sums to sums (caller's buffer),
+ *  each the sum of that counter over the parties in U3 (the same parties as
+ *  the weighted sum). sums may be NULL when num_counters is 0. FL_ESTATE
+ *  before the result is available or after an abort. */
+FL_NODISCARD int fl_secagg_server_counters(const fl_secagg_server *s, uint64_t *sums);
 
 /** Survivors of the last completed step, as a bitmap of n bytes (1 = alive). */
 const uint8_t *fl_secagg_server_alive(const fl_secagg_server *s);

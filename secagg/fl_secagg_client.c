@@ -434,7 +434,8 @@ static int s_parse_sharebox(fl_secagg_client *c, const uint8_t *in, size_t len)
 }
 
 int fl_secagg_client_masked(fl_secagg_client *c, const uint8_t *in, size_t in_len, const float *x,
-                            uint32_t weight, uint32_t *clipped, uint8_t **msg, size_t *len)
+                            uint32_t weight, const uint32_t *counters, uint32_t *clipped,
+                            uint8_t **msg, size_t *len)
 {
     if (!c || !x || !msg || !len)
         return fl_error_set(FL_EINVAL, "secagg masked: NULL argument");
@@ -444,6 +445,17 @@ int fl_secagg_client_masked(fl_secagg_client *c, const uint8_t *in, size_t in_le
     if (weight > c->p.max_weight)
         return fl_error_set(FL_EINVAL, "secagg masked: weight %u exceeds max_weight %u", weight,
                             c->p.max_weight);
+    if (c->p.num_counters > 0 && !counters)
+        return fl_error_set(FL_EINVAL, "secagg masked: counters is NULL but the round has "
+                                       "num_counters = %u; pass that many values",
+                            c->p.num_counters);
+    /* A counter above the public bound could make the sum wrap; refused,
+     * never clamped, so a reported total is never silently wrong. */
+    for (uint32_t i = 0; i < c->p.num_counters; i++)
+        if (counters[i] > c->p.max_counter)
+            return fl_error_set(FL_EINVAL, "secagg masked: counter %u is %u, above max_counter "
+                                           "%u; raise max_counter for the round or fix the "
+                                           "value", i, counters[i], c->p.max_counter);
     for (uint32_t i = 0; i < c->p.dim; i++)
         if (isnan(x[i]))
             return fl_error_set(FL_EINVAL, "secagg masked: coordinate %u is NaN", i);
@@ -452,7 +464,7 @@ int fl_secagg_client_masked(fl_secagg_client *c, const uint8_t *in, size_t in_le
         return s_fail(c, rc);
 
     uint32_t n = c->p.n, m2 = s_count(c->u2, n);
-    size_t words = (size_t)c->p.dim + 1, mlen = 9 + 4 * words;
+    size_t dim = c->p.dim, words = fl_secagg_words(&c->p), mlen = 9 + 4 * words;
     uint8_t *m = malloc(mlen);
     /* guarded: pair seeds, rounding key, then two scratch blocks (the
      * plaintext quantized block and keystream are secret too) */
@@ -492,7 +504,8 @@ int fl_secagg_client_masked(fl_secagg_client *c, const uint8_t *in, size_t in_le
     uint32_t nclip = 0;
     for (size_t w0 = 0; w0 < words; w0 += FL_SECAGG_BLOCK_WORDS) {
         size_t bw = words - w0 < FL_SECAGG_BLOCK_WORDS ? words - w0 : FL_SECAGG_BLOCK_WORDS;
-        size_t nx = w0 + bw <= c->p.dim ? bw : c->p.dim - w0; /* data words in this block */
+        /* data words in this block (none once the block starts past dim) */
+        size_t nx = w0 + bw <= dim ? bw : w0 < dim ? dim - w0 : 0;
         fl_secagg_keystream(ks, nx, w0, rkey, FL_SECAGG_NONCE_ROUND);
         for (size_t i = 0; i < nx; i++) {
             double d = x[w0 + i];
@@ -513,8 +526,10 @@ int fl_secagg_client_masked(fl_secagg_client *c, const uint8_t *in, size_t in_le
             int64_t q = f + ((int64_t)ks[i] < thr);
             blk[i] = (uint32_t)(uint64_t)(q * w);
         }
-        if (nx < bw)
-            blk[nx] = weight; /* the weight rides as coordinate dim */
+        /* The weight rides as word dim and counter j as word dim + 1 + j;
+         * all get the same masks as the coordinates below. */
+        for (size_t i = nx; i < bw; i++)
+            blk[i] = w0 + i == dim ? weight : counters[w0 + i - dim - 1];
         fl_secagg_apply_block(blk, bw, w0, st, nst, ks);
         uint8_t *dst = m + 9 + 4 * w0;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__

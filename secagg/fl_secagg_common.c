@@ -50,6 +50,32 @@ int fl_secagg_params_check(const fl_secagg_params *p)
                             p->clip_range);
     if (p->max_weight == 0)
         return fl_error_set(FL_EINVAL, "secagg: max_weight is 0; need >= 1");
+    if (p->num_counters > FL_SECAGG_MAX_COUNTERS)
+        return fl_error_set(FL_EINVAL, "secagg: num_counters = %u; need 0..%u", p->num_counters,
+                            FL_SECAGG_MAX_COUNTERS);
+    if (p->num_counters > 0) {
+        if (p->max_counter == 0)
+            return fl_error_set(FL_EINVAL, "secagg: num_counters = %u with max_counter = 0; "
+                                           "need max_counter >= 1", p->num_counters);
+        /* Each of the n parties adds at most max_counter to a counter, so
+         * the true sum is at most n * max_counter; below 2^32 it cannot wrap
+         * in Z_2^32 and the unmasked word is the exact sum. */
+        uint64_t bound = (uint64_t)p->n * p->max_counter;
+        if (bound >= (1ull << 32))
+            return fl_error_set(FL_EINVAL,
+                                "secagg: n = %u parties times max_counter = %u is %llu, not "
+                                "below 2^32: a counter sum could wrap; lower max_counter to at "
+                                "most %llu", p->n, p->max_counter, (unsigned long long)bound,
+                                (unsigned long long)(0xFFFFFFFFull / p->n));
+    }
+    /* One masked vector is the largest message a client sends. */
+    if (9 + 4 * (uint64_t)fl_secagg_words(p) > FL_SECAGG_MAX_MSG)
+        return fl_error_set(FL_EINVAL,
+                            "secagg: dim = %u plus the weight and num_counters = %u make a "
+                            "masked vector of %llu bytes, above the %u-byte message limit",
+                            p->dim, p->num_counters,
+                            (unsigned long long)(9 + 4 * (uint64_t)fl_secagg_words(p)),
+                            FL_SECAGG_MAX_MSG);
     if (!p->identity_pks)
         return fl_error_set(FL_EINVAL, "secagg: identity_pks is NULL; pass the n enrolled "
                                        "Ed25519 keys");

@@ -25,8 +25,9 @@
  *   SHAREBOX server->client v (5 + 4*m + 176*(m-1)), m = |U2 ∩ H(v)|
  *     u8 0xB1 | u32 m | m x u32 party (U2 ∩ H(v) ascending) |
  *       (m-1) x { u32 sender | u32 recipient | nonce[24] | ct[144] }, senders = U2 ∩ N(v) ascending
- *   MASKED   client->server  (9 + 4*(dim+1))
- *     u8 0xC0 | u32 sender | u32 words (= dim + 1) | words x u32
+ *   MASKED   client->server  (9 + 4*(dim+1+num_counters))
+ *     u8 0xC0 | u32 sender | u32 words (= dim + 1 + num_counters) | words x u32
+ *     (quantized weighted coordinates, then the weight, then the counters)
  *   U3LIST   server->client  (5 + 4*m), the global U3 for every k
  *     u8 0xC1 | u32 m | m x u32 party (U3 ascending)
  *   CONSIST  client->server  (69 bytes)
@@ -109,6 +110,13 @@ static inline uint64_t fl_secagg_get64(const uint8_t *p)
 
 /** Validates public parameters (FL_EINVAL with the reason). */
 FL_NODISCARD int fl_secagg_params_check(const fl_secagg_params *p);
+
+/** Words of one masked vector, every one masked alike: dim coordinates,
+ *  the weight, num_counters counters. */
+static inline size_t fl_secagg_words(const fl_secagg_params *p)
+{
+    return (size_t)p->dim + 1 + p->num_counters;
+}
 
 /** Pairwise mask seed s_uv = BLAKE2b-256(key = X25519(c_sk_a, c_pk_b),
  *  "FLSA-msk" || context || u32 min(a,b) || u32 max(a,b)). FL_ECRYPTO if

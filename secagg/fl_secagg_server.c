@@ -36,7 +36,7 @@ struct fl_secagg_server {
     uint8_t *u[6];   /* u[1]..u[5]: U1..U5 */
     uint8_t (*adverts)[FL_SECAGG_ADVERT_LEN];
     uint8_t **box;   /* box[u]: (n) x (nonce|ct) from sender u, by recipient */
-    uint32_t *sum;   /* dim + 1 words */
+    uint32_t *sum;   /* dim + 1 + num_counters words (fl_secagg_words) */
     uint8_t (*sigs)[64];
     uint64_t *rev;   /* n senders x n parties x 8 limbs; wiped on free */
     uint8_t *cons;   /* bytes signed in CONSIST (on U3) */
@@ -103,7 +103,7 @@ int fl_secagg_server_new(fl_secagg_server **out, const fl_secagg_params *p)
         s->u[i] = calloc(n, 1);
     s->adverts = calloc(n, sizeof *s->adverts);
     s->box = calloc(n, sizeof *s->box);
-    s->sum = calloc((size_t)p->dim + 1, sizeof *s->sum);
+    s->sum = calloc(fl_secagg_words(p), sizeof *s->sum);
     s->sigs = calloc(n, sizeof *s->sigs);
     if (!s->alive || !s->got || !s->u[1] || !s->u[2] || !s->u[3] || !s->u[4] || !s->u[5] ||
         !s->adverts || !s->box || !s->sum || !s->sigs) {
@@ -142,7 +142,7 @@ void fl_secagg_server_free(fl_secagg_server *s)
             free(s->box[i]);
     free(s->box);
     if (s->sum)
-        sodium_memzero(s->sum, ((size_t)s->p.dim + 1) * sizeof *s->sum);
+        sodium_memzero(s->sum, fl_secagg_words(&s->p) * sizeof *s->sum);
     free(s->sum);
     free(s->sigs);
     if (s->rev) {
@@ -237,10 +237,10 @@ static int s_recv_shares(fl_secagg_server *s, uint32_t from, const uint8_t *msg,
 
 static int s_recv_masked(fl_secagg_server *s, uint32_t from, const uint8_t *msg, size_t len)
 {
-    size_t words = (size_t)s->p.dim + 1, want = 9 + 4 * words;
+    size_t words = fl_secagg_words(&s->p), want = 9 + 4 * words;
     if (len != want)
-        return fl_error_set(FL_EPROTO, "masked vector of %zu bytes (must be %zu for dim %u)", len,
-                            want, s->p.dim);
+        return fl_error_set(FL_EPROTO, "masked vector of %zu bytes (must be %zu for dim %u and "
+                                       "%u counters)", len, want, s->p.dim, s->p.num_counters);
     if (msg[0] != FL_SECAGG_TAG_MASKED)
         return fl_error_set(FL_EPROTO, "masked vector has tag 0x%02x", msg[0]);
     if (fl_secagg_get32(msg + 1) != from || fl_secagg_get32(msg + 5) != words)
@@ -598,7 +598,7 @@ static int s_unmask(fl_secagg_server *s)
     if (rc)
         goto done;
     uint32_t *ks = (uint32_t *)(void *)(sec + 32);
-    size_t words = (size_t)s->p.dim + 1;
+    size_t words = fl_secagg_words(&s->p); /* the counters are unmasked like the rest */
     for (size_t w0 = 0; w0 < words; w0 += FL_SECAGG_BLOCK_WORDS) {
         size_t bw = words - w0 < FL_SECAGG_BLOCK_WORDS ? words - w0 : FL_SECAGG_BLOCK_WORDS;
         fl_secagg_apply_block(s->sum + w0, bw, w0, st, nst, ks);
@@ -670,5 +670,20 @@ int fl_secagg_server_result(const fl_secagg_server *s, double *sum, uint64_t *to
     }
     if (total_weight)
         *total_weight = s->sum[s->p.dim];
+    return FL_OK;
+}
+
+int fl_secagg_server_counters(const fl_secagg_server *s, uint64_t *sums)
+{
+    if (!s || (!sums && s->p.num_counters > 0))
+        return fl_error_set(FL_EINVAL, "secagg server: NULL argument to counters");
+    if (s->step != FL_SECAGG_DONE || s->aborted)
+        return fl_error_set(FL_ESTATE, "secagg server: no counter sums: the round is %s",
+                            s->aborted ? "aborted" : "not complete");
+    /* Exact: params check guarantees n * max_counter < 2^32, so the word in
+     * Z_2^32 is the integer sum over U3 itself. */
+    const uint32_t *c = s->sum + (size_t)s->p.dim + 1;
+    for (uint32_t i = 0; i < s->p.num_counters; i++)
+        sums[i] = c[i];
     return FL_OK;
 }

@@ -6,7 +6,10 @@
  * the prime field and Shamir sharing against hand-computed cases; the
  * SecAgg+ neighbour graph (k > 0): its shape, that every party derives the
  * same one, exact sums with and without dropouts, the per-neighbourhood
- * abort, and message sizes that grow with k rather than n.
+ * abort, and message sizes that grow with k rather than n; exact integer
+ * counters appended to the masked vector (sums over U3 with and without
+ * dropouts and with k > 0, the public bound and the no-wrap rule, and
+ * that masked counters look uniform).
  *
  * Expected sums are computed here in exact integer arithmetic from the
  * plaintext inputs: every input is an integer k divided by the public
@@ -48,6 +51,7 @@ struct rnd {
     size_t masked_len[MAXN];
     int keep_masked;
     int fill; /* 0 random grid values, 1 all zeros, 2 all R */
+    uint32_t *ctr[MAXN]; /* num_counters values per party, NULL without counters */
     void *user;
 };
 
@@ -120,6 +124,7 @@ static void s_free(rnd *r)
         free(r->x[i]);
         free(r->k[i]);
         free(r->masked[i]);
+        free(r->ctr[i]);
     }
     fl_secagg_server_free(r->sv);
 }
@@ -159,7 +164,7 @@ static int s_run(rnd *r)
             case 1: rc = fl_secagg_client_share(r->cl[i], in[i], inl[i], &m, &l); break;
             case 2:
                 rc = fl_secagg_client_masked(r->cl[i], in[i], inl[i], r->x[i], r->w[i],
-                                             &r->got_clip[i], &m, &l);
+                                             r->ctr[i], &r->got_clip[i], &m, &l);
                 break;
             case 3: rc = fl_secagg_client_consist(r->cl[i], in[i], inl[i], &m, &l); break;
             default: rc = fl_secagg_client_unmask(r->cl[i], in[i], inl[i], &m, &l); break;
@@ -1199,4 +1204,367 @@ Test(secagg, server_rejects_consistency_signature_on_a_different_u3)
     int set[MAXN] = {1, 1, 1, 1, 1}; /* party 0's input is in U3 and still counted */
     s_check_sum(&r, set);
     s_free(&r);
+}
+
+/* ------------------------------------------------------------ counters */
+
+/* Gives every party m counters bounded by maxc, drawn here: uniform in
+ * [0, maxc], with counter j exactly maxc for the parties i = j (mod 5) and
+ * 0 for every 7th j otherwise, so both ends of the range occur. */
+static void s_counters(rnd *r, uint32_t m, uint32_t maxc)
+{
+    r->p.num_counters = m;
+    r->p.max_counter = maxc;
+    for (uint32_t i = 0; i < r->n; i++) {
+        r->ctr[i] = malloc(sizeof(uint32_t) * (m ? m : 1));
+        cr_assert_not_null(r->ctr[i]);
+        for (uint32_t j = 0; j < m; j++)
+            r->ctr[i][j] = j % 5 == i % 5 ? maxc
+                           : j % 7 == 3   ? 0
+                                          : randombytes_uniform(maxc + 1);
+    }
+}
+
+/* Each counter sum against the total computed here in 64-bit integers
+ * from the plaintext values of the parties in `set` (U3). */
+static void s_check_counters(rnd *r, const int *set)
+{
+    uint32_t m = r->p.num_counters;
+    uint64_t *got = malloc(sizeof(uint64_t) * (m ? m : 1));
+    cr_assert_eq(fl_secagg_server_counters(r->sv, got), FL_OK, "%s", fl_error_last());
+    for (uint32_t j = 0; j < m; j++) {
+        uint64_t want = 0;
+        for (uint32_t i = 0; i < r->n; i++)
+            if (set[i])
+                want += r->ctr[i][j];
+        if (got[j] != want)
+            cr_assert_fail("n=%u counter %u: got %llu, want %llu", r->n, j,
+                           (unsigned long long)got[j], (unsigned long long)want);
+    }
+    free(got);
+}
+
+/* One round with counters; silent_at as in s_round (NULL: nobody drops),
+ * or with k > 0 up to `drops` droppers chosen by s_pick_droppers. Checks
+ * the weighted sum, the total weight and every counter over U3. */
+static void s_counter_round(uint32_t n, uint32_t t, uint32_t k, uint32_t dim, uint32_t m,
+                            uint32_t maxc, const int *silent_at, int drop_step, uint32_t drops)
+{
+    rnd r;
+    s_init(&r, n, t, dim);
+    r.p.k = k;
+    for (uint32_t i = 0; i < n; i++)
+        r.silent[i] = silent_at ? silent_at[i] : NSTEP;
+    if (k && drops)
+        cr_assert_geq(s_pick_droppers(&r, drops, drop_step), 1, "n=%u k=%u: no party could drop",
+                      n, k);
+    s_counters(&r, m, maxc);
+    s_inputs(&r);
+    s_new_parties(&r);
+    cr_assert_eq(s_run(&r), FL_OK, "n=%u t=%u k=%u m=%u: %s", n, t, k, m, fl_error_last());
+    int set[MAXN];
+    for (uint32_t i = 0; i < n; i++) {
+        set[i] = r.silent[i] > FL_SECAGG_MASKED;
+        if (r.cl_rc[FL_SECAGG_MASKED][i] == FL_OK)
+            cr_assert_eq(r.up_len[FL_SECAGG_MASKED][i], 9 + 4 * ((size_t)dim + 1 + m));
+    }
+    s_check_sum(&r, set);
+    s_check_counters(&r, set);
+    s_free(&r);
+}
+
+Test(secagg, counters_sum_exactly_for_3_5_10_parties_without_dropout)
+{
+    for (int c = 0; c < 3; c++) {
+        uint32_t n = s_ns[c], top = 0xFFFFFFFFu / n; /* largest max_counter allowed */
+        /* 4096 counters after 100 coordinates: the second PRG block holds
+         * counters only; 9000 coordinates: counters start mid-block 3 */
+        s_counter_round(n, s_ts[c], 0, 100, FL_SECAGG_MAX_COUNTERS, 1000, NULL, 0, 0);
+        s_counter_round(n, s_ts[c], 0, 9000, 37, top, NULL, 0, 0);
+        s_counter_round(n, s_ts[c], 0, 8191, 5, 1, NULL, 0, 0); /* counters open block 2 */
+    }
+}
+
+Test(secagg, counter_sums_reach_n_times_max_counter_without_wrapping)
+{
+    for (int c = 0; c < 3; c++) {
+        uint32_t n = s_ns[c], top = 0xFFFFFFFFu / n;
+        rnd r;
+        s_init(&r, n, s_ts[c], 50);
+        s_counters(&r, 3, top);
+        for (uint32_t i = 0; i < n; i++)
+            for (uint32_t j = 0; j < 3; j++)
+                r.ctr[i][j] = top;
+        s_inputs(&r);
+        s_new_parties(&r);
+        cr_assert_eq(s_run(&r), FL_OK, "%s", fl_error_last());
+        uint64_t got[3];
+        cr_assert_eq(fl_secagg_server_counters(r.sv, got), FL_OK, "%s", fl_error_last());
+        /* n * floor((2^32 - 1) / n), e.g. 10 * 429496729 = 4294967290: just below 2^32 */
+        for (uint32_t j = 0; j < 3; j++) {
+            cr_assert_eq(got[j], (uint64_t)n * top, "n=%u: %llu", n, (unsigned long long)got[j]);
+            cr_assert_lt(got[j], 1ull << 32);
+        }
+        s_free(&r);
+    }
+}
+
+static void s_counter_drop_rounds(int step)
+{
+    for (int c = 0; c < 3; c++) {
+        int sil[MAXN];
+        for (int i = 0; i < MAXN; i++)
+            sil[i] = NSTEP;
+        uint32_t drops = s_ns[c] - s_ts[c] < 3 ? s_ns[c] - s_ts[c] : 3;
+        for (uint32_t d = 0; d < drops; d++)
+            sil[(2 * d + 1) % s_ns[c]] = step;
+        s_counter_round(s_ns[c], s_ts[c], 0, 300, 600, 5000, sil, 0, 0);
+    }
+}
+
+Test(secagg, counters_sum_over_u3_when_parties_drop_before_sending_masked_input)
+{
+    s_counter_drop_rounds(FL_SECAGG_MASKED); /* in U2, not U3: excluded */
+}
+
+Test(secagg, counters_sum_over_u3_when_parties_drop_after_sending_masked_input)
+{
+    s_counter_drop_rounds(FL_SECAGG_CONSIST); /* in U3: included */
+    s_counter_drop_rounds(FL_SECAGG_UNMASK);
+}
+
+Test(secagg, counters_sum_over_u3_with_dropouts_spread_over_all_steps)
+{
+    int sil[MAXN];
+    for (int i = 0; i < MAXN; i++)
+        sil[i] = NSTEP;
+    sil[0] = FL_SECAGG_SHARE;
+    sil[3] = FL_SECAGG_MASKED;
+    sil[5] = FL_SECAGG_CONSIST;
+    sil[9] = FL_SECAGG_UNMASK;
+    s_counter_round(10, 6, 0, 200, 64, 250, sil, 0, 0);
+}
+
+Test(secagg, secagg_plus_counters_sum_exactly_with_and_without_dropouts)
+{
+    static const uint32_t ns[] = {3, 5, 5, 10, 10}, ks[] = {2, 2, 4, 2, 4};
+    for (int c = 0; c < 5; c++) {
+        uint32_t n = ns[c], k = ks[c], t = s_t_for(k);
+        s_counter_round(n, t, k, 100, FL_SECAGG_MAX_COUNTERS, 0xFFFFFFFFu / n, NULL, 0, 0);
+        s_counter_round(n, t, k, 100, 300, 77, NULL, FL_SECAGG_MASKED, 2);
+        s_counter_round(n, t, k, 100, 300, 77, NULL, FL_SECAGG_CONSIST, 2);
+    }
+}
+
+/* Before party 1 masks: a NULL counters array and a counter one above the
+ * bound are refused without touching the client, which then masks the
+ * valid counters the harness passes. */
+static void s_bad_counter_first(rnd *r, int step, uint32_t party, uint8_t **msg, size_t *len)
+{
+    if (step != FL_SECAGG_MASKED || party != 1)
+        return;
+    uint8_t *m = NULL;
+    size_t l = 0;
+    cr_assert_eq(fl_secagg_client_masked(r->cl[1], *msg, *len, r->x[1], r->w[1], NULL, NULL, &m,
+                                         &l),
+                 FL_EINVAL);
+    cr_assert(strstr(fl_error_last(), "counters is NULL") != NULL, "%s", fl_error_last());
+    uint32_t *bad = malloc(sizeof(uint32_t) * r->p.num_counters);
+    memcpy(bad, r->ctr[1], sizeof(uint32_t) * r->p.num_counters);
+    bad[17] = r->p.max_counter + 1;
+    cr_assert_eq(fl_secagg_client_masked(r->cl[1], *msg, *len, r->x[1], r->w[1], bad, NULL, &m,
+                                         &l),
+                 FL_EINVAL);
+    cr_assert_null(m);
+    cr_assert(strstr(fl_error_last(), "counter 17 is 1001, above max_counter 1000") != NULL,
+              "%s", fl_error_last());
+    free(bad);
+}
+
+Test(secagg, client_refuses_a_counter_above_max_counter_naming_its_index_then_masks_valid_ones)
+{
+    rnd r;
+    s_init(&r, 5, 3, 40);
+    s_counters(&r, 20, 1000);
+    r.down = s_bad_counter_first;
+    s_inputs(&r);
+    s_new_parties(&r);
+    cr_assert_eq(s_run(&r), FL_OK, "%s", fl_error_last());
+    int set[MAXN] = {1, 1, 1, 1, 1};
+    s_check_sum(&r, set);
+    s_check_counters(&r, set);
+    s_free(&r);
+}
+
+Test(secagg, party_with_a_counter_above_max_counter_is_left_out_never_clamped)
+{
+    rnd r;
+    s_init(&r, 5, 3, 40);
+    s_counters(&r, 20, 1000);
+    r.ctr[2][0] = UINT32_MAX; /* clamping it to 1000 would corrupt the total silently */
+    s_inputs(&r);
+    s_new_parties(&r);
+    cr_assert_eq(s_run(&r), FL_OK, "%s", fl_error_last());
+    cr_assert_eq(r.cl_rc[FL_SECAGG_MASKED][2], FL_EINVAL);
+    cr_assert(strstr(r.cl_err[FL_SECAGG_MASKED][2], "counter 0 is 4294967295") != NULL, "%s",
+              r.cl_err[FL_SECAGG_MASKED][2]);
+    int set[MAXN] = {1, 1, 0, 1, 1};
+    s_check_sum(&r, set);
+    s_check_counters(&r, set);
+    s_free(&r);
+}
+
+Test(secagg, rejects_params_whose_counter_sums_could_wrap_or_are_out_of_range)
+{
+    rnd r;
+    s_init(&r, 10, 6, 10);
+    fl_secagg_server *s = NULL;
+    fl_secagg_client *c = NULL;
+    r.p.num_counters = 8;
+    /* 10 * 429496730 = 4294967300 >= 2^32 = 4294967296 */
+    r.p.max_counter = 429496730u;
+    cr_assert_eq(fl_secagg_server_new(&s, &r.p), FL_EINVAL);
+    cr_assert_null(s);
+    cr_assert(strstr(fl_error_last(), "n = 10") != NULL, "%s", fl_error_last());
+    cr_assert(strstr(fl_error_last(), "max_counter = 429496730") != NULL, "%s", fl_error_last());
+    cr_assert(strstr(fl_error_last(), "2^32") != NULL, "%s", fl_error_last());
+    cr_assert_eq(fl_secagg_client_new(&c, &r.p, 0, r.ids[0]), FL_EINVAL);
+    cr_assert_null(c);
+    /* 10 * 429496729 = 4294967290 < 2^32 */
+    r.p.max_counter = 429496729u;
+    cr_assert_eq(fl_secagg_server_new(&s, &r.p), FL_OK, "%s", fl_error_last());
+    fl_secagg_server_free(s);
+    s = NULL;
+    cr_assert_eq(fl_secagg_client_new(&c, &r.p, 0, r.ids[0]), FL_OK, "%s", fl_error_last());
+    fl_secagg_client_free(c);
+    c = NULL;
+    /* max_counter = 0 with counters, and too many counters */
+    r.p.max_counter = 0;
+    cr_assert_eq(fl_secagg_server_new(&s, &r.p), FL_EINVAL);
+    cr_assert(strstr(fl_error_last(), "max_counter = 0") != NULL, "%s", fl_error_last());
+    r.p.max_counter = 1;
+    r.p.num_counters = FL_SECAGG_MAX_COUNTERS + 1;
+    cr_assert_eq(fl_secagg_server_new(&s, &r.p), FL_EINVAL);
+    cr_assert(strstr(fl_error_last(), "num_counters = 4097") != NULL, "%s", fl_error_last());
+    cr_assert_eq(fl_secagg_client_new(&c, &r.p, 0, r.ids[0]), FL_EINVAL);
+    r.p.num_counters = FL_SECAGG_MAX_COUNTERS;
+    cr_assert_eq(fl_secagg_server_new(&s, &r.p), FL_OK, "%s", fl_error_last());
+    fl_secagg_server_free(s);
+    s = NULL;
+    /* without counters max_counter plays no part */
+    r.p.num_counters = 0;
+    r.p.max_counter = UINT32_MAX;
+    cr_assert_eq(fl_secagg_server_new(&s, &r.p), FL_OK, "%s", fl_error_last());
+    fl_secagg_server_free(s);
+    s = NULL;
+    s_free(&r);
+    /* n = 2: 2 * 2^31 = 2^32 refused, 2 * (2^31 - 1) allowed */
+    s_init(&r, 2, 2, 10);
+    r.p.num_counters = 1;
+    r.p.max_counter = 1u << 31;
+    cr_assert_eq(fl_secagg_server_new(&s, &r.p), FL_EINVAL);
+    r.p.max_counter = (1u << 31) - 1;
+    cr_assert_eq(fl_secagg_server_new(&s, &r.p), FL_OK, "%s", fl_error_last());
+    fl_secagg_server_free(s);
+    s_free(&r);
+}
+
+Test(secagg, server_counters_are_refused_before_step_4_and_after_an_abort)
+{
+    rnd r;
+    s_init(&r, 5, 3, 20);
+    s_counters(&r, 4, 9);
+    s_inputs(&r);
+    s_new_parties(&r);
+    uint64_t got[4];
+    cr_assert_eq(fl_secagg_server_counters(r.sv, got), FL_ESTATE);
+    cr_assert(strstr(fl_error_last(), "not complete") != NULL, "%s", fl_error_last());
+    cr_assert_eq(fl_secagg_server_counters(r.sv, NULL), FL_EINVAL);
+    s_free(&r);
+
+    s_init(&r, 5, 3, 20);
+    s_counters(&r, 4, 9);
+    for (uint32_t i = 2; i < 5; i++)
+        r.silent[i] = FL_SECAGG_UNMASK; /* 2 = t - 1 reveal */
+    s_inputs(&r);
+    s_new_parties(&r);
+    cr_assert_eq(s_run(&r), FL_ESTATE);
+    cr_assert_eq(fl_secagg_server_counters(r.sv, got), FL_ESTATE);
+    cr_assert(strstr(fl_error_last(), "aborted") != NULL, "%s", fl_error_last());
+    s_free(&r);
+}
+
+Test(secagg, without_counters_the_masked_vector_is_unchanged_and_counters_is_empty)
+{
+    rnd r;
+    s_init(&r, 3, 2, 500);
+    s_inputs(&r);
+    s_new_parties(&r);
+    cr_assert_eq(s_run(&r), FL_OK, "%s", fl_error_last());
+    for (uint32_t i = 0; i < r.n; i++)
+        cr_assert_eq(r.up_len[FL_SECAGG_MASKED][i], 9 + 4 * (size_t)(500 + 1));
+    cr_assert_eq(fl_secagg_server_counters(r.sv, NULL), FL_OK, "%s", fl_error_last());
+    int set[MAXN] = {1, 1, 1};
+    s_check_sum(&r, set);
+    s_free(&r);
+}
+
+/* Strips the counters from party 0's masked vector (a client of a round
+ * without counters). */
+static void s_strip_counters(rnd *r, int step, uint32_t party, uint8_t **msg, size_t *len)
+{
+    if (step != FL_SECAGG_MASKED || party != 0)
+        return;
+    *len -= 4 * (size_t)r->p.num_counters;
+    fl_secagg_put32(*msg + 5, r->p.dim + 1);
+}
+
+Test(secagg, server_rejects_masked_vector_without_its_counters)
+{
+    rnd r;
+    s_init(&r, 5, 3, 30);
+    s_counters(&r, 6, 100);
+    r.up = s_strip_counters;
+    s_inputs(&r);
+    s_new_parties(&r);
+    cr_assert_eq(s_run(&r), FL_OK, "%s", fl_error_last());
+    cr_assert_eq(r.up_rc[FL_SECAGG_MASKED][0], FL_EPROTO);
+    cr_assert(strstr(r.up_err[FL_SECAGG_MASKED][0], "6 counters") != NULL, "%s",
+              r.up_err[FL_SECAGG_MASKED][0]);
+    int set[MAXN] = {0, 1, 1, 1, 1};
+    s_check_sum(&r, set);
+    s_check_counters(&r, set);
+    s_free(&r);
+}
+
+Test(secagg, masked_counters_of_one_party_are_uniform_bytes)
+{
+    for (int fill = 0; fill < 2; fill++) {
+        rnd r;
+        s_init(&r, 3, 2, 16);
+        s_counters(&r, FL_SECAGG_MAX_COUNTERS, 1000);
+        for (uint32_t i = 0; i < r.n; i++)
+            for (uint32_t j = 0; j < FL_SECAGG_MAX_COUNTERS; j++)
+                r.ctr[i][j] = fill ? 1000 : 0; /* constant plaintext */
+        r.keep_masked = 1;
+        s_inputs(&r);
+        s_new_parties(&r);
+        cr_assert_eq(s_run(&r), FL_OK, "%s", fl_error_last());
+        size_t off = 9 + 4 * ((size_t)r.dim + 1), clen = 4 * (size_t)FL_SECAGG_MAX_COUNTERS;
+        for (uint32_t i = 0; i < r.n; i++) {
+            cr_assert_eq(r.masked_len[i], off + clen);
+            double c = s_chi2(r.masked[i] + off, clen); /* 16384 bytes, 64 per value */
+            cr_assert_lt(c, 330.52, "party %u, counters all %u: chi2 = %g", i, fill ? 1000 : 0,
+                         c);
+        }
+        int set[MAXN] = {1, 1, 1};
+        s_check_counters(&r, set);
+        /* sanity of the test itself: the plaintext counters are far from uniform */
+        uint8_t *plain = malloc(clen);
+        for (size_t b = 0; b < clen; b += 4)
+            fl_secagg_put32(plain + b, fill ? 1000 : 0);
+        cr_assert_gt(s_chi2(plain, clen), 1e4);
+        free(plain);
+        s_free(&r);
+    }
 }
