@@ -64,7 +64,7 @@ typedef struct {
     char log_json[FL_CONFIG_STR_MAX];
     char admin[FL_CONFIG_STR_MAX]; /* admin socket path (ipc) */
     int64_t rounds, min_nodes, round_timeout_ms, join_timeout_ms, max_abandoned;
-    int64_t autostart, exit_when_done;
+    int64_t autostart, exit_when_done, node_evaluation;
     char layers[FL_CONFIG_STR_MAX];
     char output[FL_CONFIG_STR_MAX];
     int64_t seed;
@@ -136,6 +136,15 @@ typedef struct {
     Fl__SecAggSettings sa_settings;
     uint32_t sa_u3; /* parties whose masked input is in the sum */
     fl_registry *reg; /* durable state, when [coordinator] state_dir is set */
+    /* The nodes' evaluation of the round's starting model (their held-out
+     * records): totals summed over this round's inputs. An evaluation-only
+     * round after the last one evaluates the final model. */
+    int eval_round;
+    uint64_t eval_sum[FL_WIRE_EVAL_COUNTERS(FL_WIRE_MAX_CLASSES)];
+    uint32_t eval_nodes;
+    uint32_t node_eval_version; /* model version of the last node evaluation, 0 = none */
+    uint64_t node_eval_examples;
+    double node_loss, node_acc, node_precision, node_recall, node_f1;
     fl_server_opt *opt;
     float *agg; /* this round's aggregate, before the server optimizer */
     /* Operator's admin channel (flctl). */
@@ -184,6 +193,7 @@ static int s_load_config(s_config *c, const char *path)
     c->max_abandoned = 3;
     c->autostart = 1;
     c->exit_when_done = 1;
+    c->node_evaluation = 1;
     c->seed = 1;
     c->local_steps = 10;
     c->learning_rate = 0.1;
@@ -218,6 +228,7 @@ static int s_load_config(s_config *c, const char *path)
         {"coordinator", "max_abandoned", FL_CONFIG_INT, &c->max_abandoned, 0, 0, 1000, 0},
         {"coordinator", "autostart", FL_CONFIG_INT, &c->autostart, 0, 0, 1, 0},
         {"coordinator", "exit_when_done", FL_CONFIG_INT, &c->exit_when_done, 0, 0, 1, 0},
+        {"coordinator", "node_evaluation", FL_CONFIG_INT, &c->node_evaluation, 0, 0, 1, 0},
         {"model", "layers", FL_CONFIG_STRING, c->layers, 1, 0, 0, 0},
         {"model", "output", FL_CONFIG_STRING, c->output, 0, 0, 0, 0},
         {"model", "seed", FL_CONFIG_INT, &c->seed, 0, 0, 9.0e15, 0},
@@ -314,8 +325,10 @@ static void s_fill_round_start(s_coord *co, Fl__Envelope *env, Fl__RoundStart *r
     st->learning_rate = (float)co->cfg.learning_rate;
     st->clip_norm = (float)co->cfg.clip_norm;
     st->sampling_rate = (float)co->cfg.sampling_rate;
-    st->total_rounds = (uint32_t)co->cfg.rounds;
+    /* The evaluation round after the last one is numbered past it. */
+    st->total_rounds = co->eval_round ? co->round : (uint32_t)co->cfg.rounds;
     st->min_nodes = (uint32_t)co->cfg.min_nodes;
+    st->evaluate_only = co->eval_round != 0;
     fl_wire_spec_encode(&co->spec, sp, co->wire_sizes, co->wire_layers, co->wire_layer_ptrs);
     rs->round = co->round;
     rs->settings = st;
@@ -387,6 +400,12 @@ static int s_secagg_begin(s_coord *co)
     co->sa_settings.max_weight = (uint32_t)co->cfg.secagg_max_weight;
     co->sa_settings.n_participants = n;
     co->sa_settings.participants = co->party_names;
+    if (co->cfg.node_evaluation) {
+        /* Counters sum exactly in Z_2^32 as long as n * max_counter < 2^32. */
+        co->sa_settings.num_counters =
+            (uint32_t)FL_WIRE_EVAL_COUNTERS(fl_wire_eval_classes(&co->spec));
+        co->sa_settings.max_counter = 0xffffffffu / n;
+    }
     s_fill_round_start(co, &env, &rs, &st, &sp);
     rs.secagg = &co->sa_settings;
     memset(&p, 0, sizeof p);
@@ -396,6 +415,8 @@ static int s_secagg_begin(s_coord *co)
     p.dim = (uint32_t)co->num_params;
     p.clip_range = co->sa_settings.clip_range;
     p.max_weight = co->sa_settings.max_weight;
+    p.num_counters = co->sa_settings.num_counters;
+    p.max_counter = co->sa_settings.max_counter;
     p.identity_pks = (const uint8_t(*)[32])co->party_pks;
     fl_wire_secagg_context(co->cfg.consortium, &rs, p.context);
     co->sa_u3 = 0;
@@ -418,6 +439,8 @@ static void s_start_round(s_coord *co)
     }
     s_fill_round_start(co, &env, &rs, &st, &sp);
     fl_fedavg_reset(co->avg);
+    memset(co->eval_sum, 0, sizeof co->eval_sum);
+    co->eval_nodes = 0;
     for (size_t i = 0; i < co->num_nodes; i++) {
         s_node *n = &co->nodes[i];
         n->participant = 0;
@@ -438,6 +461,13 @@ static void s_start_round(s_coord *co)
                     co->round, sent, (long long)co->cfg.min_nodes);
         co->phase = S_WAIT_NODES;
         co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
+        return;
+    }
+    if (co->eval_round) {
+        fl_log_info("round %u: evaluation of model version %u by %zu nodes on their held-out "
+                    "records (no training)", co->round, co->rounds_done, sent);
+        co->phase = S_IN_ROUND;
+        co->deadline = s_now() + (double)co->cfg.round_timeout_ms / 1000.0;
         return;
     }
     if (co->reg && fl_registry_round_started(co->reg, co->round, (uint32_t)sent) != FL_OK)
@@ -506,11 +536,19 @@ static void s_print_progress(s_coord *co, size_t contributors)
     fflush(stdout);
 }
 
+static void s_finish_eval_round(s_coord *co, size_t contributors);
+
 /* A round that cannot complete: the same round number runs again when
  * enough nodes are back, up to max_abandoned times in a row. Nodes that went
  * silent stay joined: a dead connection is noticed when a send fails. */
 static void s_abandon_round(s_coord *co, const char *why)
 {
+    if (co->eval_round) {
+        fl_log_warn("evaluation round %u abandoned: %s; the final model stays unevaluated by "
+                    "the nodes", co->round, why);
+        s_finish_eval_round(co, 0);
+        return;
+    }
     co->abandoned_in_row++;
     fl_log_warn("round %u abandoned: %s (attempt %d of %lld)", co->round, why,
                 co->abandoned_in_row, (long long)co->cfg.max_abandoned + 1);
@@ -529,12 +567,86 @@ static void s_abandon_round(s_coord *co, const char *why)
 
 static void s_complete_round(s_coord *co, size_t contributors);
 
+/* The nodes' evaluation totals (co->eval_sum) of model version `version`:
+ * consortium-wide metrics, logged and recorded. Totals whose confusion
+ * counts do not add up to their example count are refused (a node can
+ * send anything; under secure aggregation it cannot be singled out). */
+static void s_record_node_eval(s_coord *co, uint32_t version, uint32_t nodes)
+{
+    uint32_t k = fl_wire_eval_classes(&co->spec);
+    uint64_t examples = co->eval_sum[(size_t)k * k + 1], total = 0;
+    fl_registry_metrics m;
+
+    if (!co->cfg.node_evaluation || version == 0 || examples == 0)
+        return;
+    for (size_t i = 0; i < (size_t)k * k; i++)
+        total += co->eval_sum[i];
+    if (total != examples) {
+        fl_log_warn("model version %u: the nodes' evaluation totals are inconsistent (%llu "
+                    "confusion counts for %llu examples); not recorded", version,
+                    (unsigned long long)total, (unsigned long long)examples);
+        return;
+    }
+    fl_metrics_from_confusion(co->eval_sum, k, &m.accuracy, &m.precision, &m.recall, &m.f1);
+    m.loss = (double)co->eval_sum[(size_t)k * k] / FL_WIRE_EVAL_LOSS_SCALE / (double)examples;
+    m.auc = NAN;
+    co->node_eval_version = version;
+    co->node_eval_examples = examples;
+    co->node_loss = m.loss;
+    co->node_acc = m.accuracy;
+    co->node_precision = m.precision;
+    co->node_recall = m.recall;
+    co->node_f1 = m.f1;
+    fl_log_info("model version %u on the nodes' held-out records (%llu examples, %u inputs): "
+                "accuracy %.4f, precision %.4f, recall %.4f, F1 %.4f, loss %.4f", version,
+                (unsigned long long)examples, nodes, m.accuracy, m.precision, m.recall, m.f1,
+                m.loss);
+    if (co->reg && fl_registry_evaluation(co->reg, version, &m, examples, nodes) != FL_OK)
+        fl_log_warn("%s", fl_error_last());
+}
+
+/* The evaluation-only round is over (with or without totals): announce the
+ * unchanged final model and finish. */
+static void s_finish_eval_round(s_coord *co, size_t contributors)
+{
+    Fl__Envelope env;
+    Fl__RoundResult rr = FL__ROUND_RESULT__INIT;
+    fl_secagg_server_free(co->sa);
+    co->sa = NULL;
+    co->eval_round = 0;
+    co->abandoned_in_row = 0;
+    fl_wire_envelope_init(&env, co->cfg.consortium);
+    rr.round = co->round;
+    rr.participants = (uint32_t)contributors;
+    rr.final = co->cfg.exit_when_done != 0;
+    rr.n_params = co->num_params;
+    rr.params = co->model;
+    rr.model_sha256.len = 32;
+    rr.model_sha256.data = co->model_digest;
+    env.body_case = FL__ENVELOPE__BODY_ROUND_RESULT;
+    env.round_result = &rr;
+    for (size_t i = 0; i < co->num_nodes; i++) {
+        s_node *n = &co->nodes[i];
+        if (n->joined && fl_transport_send(co->router, n->rid, n->rid_len, &env) != FL_OK)
+            n->joined = 0;
+    }
+    co->phase = S_DONE;
+    if (!co->cfg.exit_when_done)
+        fl_log_info("all %lld planned rounds completed; waiting for 'flctl start --rounds N'",
+                    (long long)co->cfg.rounds);
+}
+
 /* Without secure aggregation: the FedAvg of the updates received. */
 static void s_finish_round(s_coord *co)
 {
     size_t contributors = fl_fedavg_count(co->avg);
     char why[128];
 
+    if (co->eval_round && contributors > 0) {
+        s_record_node_eval(co, co->rounds_done, co->eval_nodes);
+        s_finish_eval_round(co, contributors);
+        return;
+    }
     if (contributors < (size_t)co->cfg.min_nodes) {
         snprintf(why, sizeof why, "%zu updates arrived, %lld needed", contributors,
                  (long long)co->cfg.min_nodes);
@@ -546,6 +658,7 @@ static void s_finish_round(s_coord *co)
         s_stop = -1;
         return;
     }
+    s_record_node_eval(co, co->round - 1, co->eval_nodes);
     fl_server_opt_step(co->opt, co->model, co->agg);
     s_complete_round(co, contributors);
 }
@@ -555,7 +668,7 @@ static void s_complete_round(s_coord *co, size_t contributors)
 {
     Fl__Envelope env;
     Fl__RoundResult rr = FL__ROUND_RESULT__INIT;
-    int final, done;
+    int final, done, eval_next;
 
     co->abandoned_in_row = 0;
     fl_secagg_server_free(co->sa);
@@ -595,7 +708,8 @@ static void s_complete_round(s_coord *co, size_t contributors)
     /* Nodes are told to exit only if this coordinator exits too; one that
      * stays up for more rounds keeps them connected. */
     done = co->round >= (uint32_t)co->cfg.rounds;
-    final = done && co->cfg.exit_when_done;
+    eval_next = done && co->cfg.node_evaluation;
+    final = done && co->cfg.exit_when_done && !eval_next;
     fl_wire_envelope_init(&env, co->cfg.consortium);
     rr.round = co->round;
     rr.participants = (uint32_t)contributors;
@@ -612,6 +726,19 @@ static void s_complete_round(s_coord *co, size_t contributors)
             fl_log_warn("node %s is unreachable; it must join again", n->name);
             n->joined = 0;
         }
+    }
+    if (eval_next) {
+        /* One more exchange, without training, for the nodes to evaluate
+         * the final model on their held-out records. */
+        co->eval_round = 1;
+        co->round++;
+        if (s_count_joined(co) >= (size_t)co->cfg.min_nodes) {
+            s_start_round(co);
+        } else {
+            co->phase = S_WAIT_NODES;
+            co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
+        }
+        return;
     }
     if (done) {
         co->phase = S_DONE;
@@ -691,6 +818,18 @@ static void s_secagg_advance(s_coord *co)
             s_abandon_round(co, why);
             goto done;
         }
+        if (co->cfg.node_evaluation &&
+            fl_secagg_server_counters(co->sa, co->eval_sum) != FL_OK) {
+            fl_log_warn("round %u: no evaluation totals: %s", co->round, fl_error_last());
+            memset(co->eval_sum, 0, sizeof co->eval_sum);
+        }
+        if (co->eval_round) {
+            free(sum);
+            s_record_node_eval(co, co->rounds_done, co->sa_u3);
+            s_finish_eval_round(co, co->sa_u3);
+            goto done;
+        }
+        s_record_node_eval(co, co->round - 1, co->sa_u3);
         /* FedAvg from the sums alone: sum of w_u x_u over the total weight. */
         for (size_t i = 0; i < co->num_params; i++)
             co->agg[i] = (float)(sum[i] / (double)total);
@@ -840,6 +979,17 @@ static void s_on_update(s_coord *co, fl_transport_msg *m, const Fl__Update *u)
     if (fl_fedavg_add(co->avg, u->params, u->num_samples) != FL_OK) {
         s_send_error(co, m->rid, m->rid_len, FL_EPROTO, fl_error_last());
         return;
+    }
+    if (co->cfg.node_evaluation && u->n_eval_counts > 0) {
+        size_t want = FL_WIRE_EVAL_COUNTERS(fl_wire_eval_classes(&co->spec));
+        if (u->n_eval_counts == want) {
+            for (size_t i = 0; i < want; i++)
+                co->eval_sum[i] += u->eval_counts[i];
+            co->eval_nodes++;
+        } else {
+            fl_log_warn("round %u: %s sent %zu evaluation totals, this model has %zu; ignored",
+                        co->round, n->name, u->n_eval_counts, want);
+        }
     }
     n->answered = 1;
     n->epsilon = u->epsilon;
@@ -1036,6 +1186,24 @@ static void s_admin_status(s_coord *co, fl_admin_buf *r)
         fl_admin_buf_num(r, co->last_recall);
         fl_admin_buf_printf(r, ",\"f1\":");
         fl_admin_buf_num(r, co->last_f1);
+        fl_admin_buf_printf(r, "}");
+    } else {
+        fl_admin_buf_printf(r, "null");
+    }
+    /* The nodes' own evaluation (held-out records, summed totals). */
+    fl_admin_buf_printf(r, ",\"node_metrics\":");
+    if (co->node_eval_version) {
+        fl_admin_buf_printf(r, "{\"version\":%u,\"examples\":%llu,\"loss\":",
+                            co->node_eval_version, (unsigned long long)co->node_eval_examples);
+        fl_admin_buf_num(r, co->node_loss);
+        fl_admin_buf_printf(r, ",\"accuracy\":");
+        fl_admin_buf_num(r, co->node_acc);
+        fl_admin_buf_printf(r, ",\"precision\":");
+        fl_admin_buf_num(r, co->node_precision);
+        fl_admin_buf_printf(r, ",\"recall\":");
+        fl_admin_buf_num(r, co->node_recall);
+        fl_admin_buf_printf(r, ",\"f1\":");
+        fl_admin_buf_num(r, co->node_f1);
         fl_admin_buf_printf(r, "}");
     } else {
         fl_admin_buf_printf(r, "null");
@@ -1690,6 +1858,8 @@ static int s_run(const char *config_path)
         } else if (co->phase == S_WAIT_NODES) {
             if (s_count_joined(co) >= (size_t)co->cfg.min_nodes)
                 s_start_round(co);
+            else if (s_now() > co->deadline && co->eval_round)
+                s_abandon_round(co, "too few nodes joined for the evaluation round");
             else if (s_now() > co->deadline) {
                 fl_log_error("only %zu of the %lld nodes needed joined within %.0f s: check the "
                              "nodes' logs, their keys' enrollment and the address they connect "

@@ -30,6 +30,7 @@
 #include "dp/fl_ledger.h"
 #include "log/fl_log.h"
 #include "nn/fl_dataset.h"
+#include "nn/fl_metrics.h"
 #include "nn/fl_mlp.h"
 #include "node/fl_trainer.h"
 #include "proto/fl_wire.h"
@@ -50,6 +51,8 @@ typedef struct {
     char key[FL_CONFIG_STR_MAX];
     char schema[FL_CONFIG_STR_MAX];
     char data[FL_CONFIG_STR_MAX];
+    char holdout[FL_CONFIG_STR_MAX];
+    double holdout_fraction;
     char ledger[FL_CONFIG_STR_MAX];
     char accountant[FL_CONFIG_STR_MAX];
     char peers[FL_CONFIG_STR_MAX];
@@ -64,13 +67,13 @@ typedef struct {
     fl_schema *schema;
     unsigned char schema_digest[32];
     fl_dataset *ds;
+    fl_dataset *hold; /* held-out records, or NULL */
+    float *hold_probs;
     fl_identity *id;
     fl_identity_public server;
     void *ctx, *sock, *monitor;
     fl_mlp *mlp;
-    uint32_t sizes[FL_WIRE_MAX_LAYERS + 1];
-    size_t num_sizes;
-    uint32_t output_kind;
+    fl_model_spec spec; /* of mlp */
     fl_trainer *trainer;
     /* Privacy: the ledger holds every charge; the plan is fixed at the
      * first round of a session (see s_plan). */
@@ -85,6 +88,10 @@ typedef struct {
     fl_secagg_client *sa;
     uint32_t sa_round, sa_next_step, sa_weight;
     uint8_t (*sa_pks)[32];
+    /* This round's evaluation of its starting model (FL_WIRE_EVAL_COUNTERS). */
+    uint64_t eval[FL_WIRE_EVAL_COUNTERS(FL_WIRE_MAX_CLASSES)];
+    uint32_t eval_sa[FL_WIRE_EVAL_COUNTERS(FL_WIRE_MAX_CLASSES)];
+    size_t n_eval;
 } s_node;
 
 static volatile sig_atomic_t s_stop;
@@ -118,6 +125,11 @@ static int s_load_config(s_config *c, const char *path)
         {"node", "log_json", FL_CONFIG_PATH, c->log_json, 0, 0, 0, 0},
         {"data", "schema", FL_CONFIG_PATH, c->schema, 1, 0, 0, 0},
         {"data", "train", FL_CONFIG_PATH, c->data, 1, 0, 0, 0},
+        /* Held-out records for evaluating each global model: a CSV of their
+         * own, or a fraction of the training file set aside (never trained
+         * on). Only totals leave the node, summed by secure aggregation. */
+        {"data", "holdout", FL_CONFIG_PATH, c->holdout, 0, 0, 0, 0},
+        {"data", "holdout_fraction", FL_CONFIG_DOUBLE, &c->holdout_fraction, 0, 0, 0.9, 0},
         /* The hospital's own budget: set here by its privacy officer, and
          * nothing the coordinator sends can change it. */
         {"privacy", "epsilon_max", FL_CONFIG_DOUBLE, &c->epsilon_max, 1, 1e-3, 100, 0},
@@ -175,29 +187,34 @@ static void s_send_decline(s_node *nd, uint32_t round, int code, const char *rea
     (void)s_send(nd, &env);
 }
 
-/* Make sure the MLP matches the round's spec and our schema. */
+/* Make sure the model matches the round's spec and our data. */
 static int s_prepare_model(s_node *nd, const Fl__ModelSpec *sp)
 {
-    int same = nd->mlp && sp->n_layer_sizes == nd->num_sizes && sp->output_kind == nd->output_kind &&
-               memcmp(sp->layer_sizes, nd->sizes, nd->num_sizes * sizeof(uint32_t)) == 0;
-    uint32_t outputs = sp->layer_sizes[sp->n_layer_sizes - 1];
-    if (same)
+    fl_model_spec spec;
+    uint32_t sizes[FL_SPEC_MAX_LAYERS + 1];
+    size_t n = 0, outputs;
+    int rc;
+
+    if ((rc = fl_wire_spec_decode(sp, &spec)) != FL_OK)
+        return rc;
+    if (nd->mlp && memcmp(&spec, &nd->spec, sizeof spec) == 0)
         return FL_OK;
-    if (sp->layer_sizes[0] != nd->ds->d)
-        return fl_error_set(FL_EINVAL, "the model takes %u inputs but our schema has %zu features",
-                            sp->layer_sizes[0], nd->ds->d);
-    if ((sp->output_kind == FL_MLP_OUT_SIGMOID_BCE && nd->ds->num_classes != 2) ||
-        (sp->output_kind == FL_MLP_OUT_SOFTMAX_CE && outputs != nd->ds->num_classes))
-        return fl_error_set(FL_EINVAL, "the model's output (%u units) does not fit our %u classes",
+    outputs = fl_model_spec_num_outputs(&spec);
+    if (fl_model_spec_num_inputs(&spec) != nd->ds->d)
+        return fl_error_set(FL_EINVAL, "the model takes %zu inputs but our data has %zu features",
+                            fl_model_spec_num_inputs(&spec), nd->ds->d);
+    if ((spec.output_kind == FL_MLP_OUT_SIGMOID_BCE && nd->ds->num_classes != 2) ||
+        (spec.output_kind == FL_MLP_OUT_SOFTMAX_CE && outputs != nd->ds->num_classes))
+        return fl_error_set(FL_EINVAL, "the model's output (%zu units) does not fit our %u classes",
                             outputs, nd->ds->num_classes);
+    if (fl_model_spec_to_sizes(&spec, sizes, &n) != FL_OK)
+        return fl_error_set(FL_EINVAL, "this node runs only MLP models");
     fl_trainer_free(nd->trainer);
     nd->trainer = NULL;
     fl_mlp_free(nd->mlp);
     nd->mlp = NULL;
-    nd->num_sizes = sp->n_layer_sizes;
-    memcpy(nd->sizes, sp->layer_sizes, nd->num_sizes * sizeof(uint32_t));
-    nd->output_kind = sp->output_kind;
-    return fl_mlp_new(&nd->mlp, nd->sizes, nd->num_sizes, (fl_mlp_output)nd->output_kind);
+    nd->spec = spec;
+    return fl_mlp_new(&nd->mlp, sizes, n, (fl_mlp_output)spec.output_kind);
 }
 
 /*
@@ -304,6 +321,8 @@ static int s_secagg_prepare(s_node *nd, const Fl__RoundStart *rs)
     p.dim = (uint32_t)rs->n_params;
     p.clip_range = sa->clip_range;
     p.max_weight = sa->max_weight;
+    p.num_counters = sa->num_counters;
+    p.max_counter = sa->max_counter;
     p.identity_pks = (const uint8_t(*)[32])nd->sa_pks;
     fl_wire_secagg_context(nd->cfg.consortium, rs, p.context);
     if ((rc = fl_secagg_client_new(&nd->sa, &p, me, nd->id)) != FL_OK)
@@ -368,7 +387,8 @@ static void s_on_secagg(s_node *nd, const Fl__SecAgg *m)
     case 1: rc = fl_secagg_client_share(nd->sa, m->payload.data, m->payload.len, &msg, &len); break;
     case 2:
         rc = fl_secagg_client_masked(nd->sa, m->payload.data, m->payload.len,
-                                     fl_mlp_params(nd->mlp), nd->sa_weight, &clipped, &msg, &len);
+                                     fl_mlp_params(nd->mlp), nd->sa_weight,
+                                     nd->eval_sa, &clipped, &msg, &len);
         if (rc == FL_OK && clipped)
             fl_log_warn("round %u: %u of %zu parameters were outside the secure-aggregation "
                         "range [-R, R] and were clipped: consider a larger clip_range", m->round,
@@ -394,6 +414,184 @@ static void s_on_secagg(s_node *nd, const Fl__SecAgg *m)
     }
 }
 
+/* Sets aside holdout_fraction of the training records for evaluation. The
+ * rows come from a permutation seeded by the node's name and record count:
+ * the same rows on every restart, so a held-out record is never trained on
+ * in any session. */
+static int s_holdout_split(s_node *nd)
+{
+    fl_dataset *ds = nd->ds, *h;
+    size_t n = ds->n, d = ds->d, k = (size_t)floor((double)n * nd->cfg.holdout_fraction), kept = 0;
+    unsigned char seed[32], *chosen;
+    uint32_t *perm;
+    crypto_hash_sha256_state st;
+
+    if (k == 0 || k >= n)
+        return fl_error_set(FL_EINVAL, "[data] holdout_fraction = %g of %zu records leaves %zu "
+                            "held out: need at least 1 held out and 1 to train on",
+                            nd->cfg.holdout_fraction, n, k);
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, (const unsigned char *)"flc holdout v1", 14);
+    crypto_hash_sha256_update(&st, (const unsigned char *)nd->cfg.name, strlen(nd->cfg.name));
+    {
+        uint64_t n64 = n;
+        crypto_hash_sha256_update(&st, (const unsigned char *)&n64, sizeof n64);
+    }
+    crypto_hash_sha256_final(&st, seed);
+    perm = malloc(n * sizeof *perm);
+    chosen = calloc(n, 1);
+    h = calloc(1, sizeof *h);
+    if (!perm || !chosen || !h || !(h->X = malloc(k * d * sizeof(float))) ||
+        !(h->y = malloc(k * sizeof(int32_t)))) {
+        free(perm);
+        free(chosen);
+        fl_dataset_free(h);
+        return fl_error_set(FL_ENOMEM, "out of memory splitting the held-out records");
+    }
+    randombytes_buf_deterministic(perm, n * sizeof *perm, seed);
+    {
+        /* The first k steps of a Fisher-Yates shuffle of the row indices,
+         * driven by the deterministic words (modulo bias is irrelevant:
+         * the choice only has to be fixed, not uniform). */
+        uint32_t *idx = malloc(n * sizeof *idx);
+        if (!idx) {
+            free(perm);
+            free(chosen);
+            fl_dataset_free(h);
+            return fl_error_set(FL_ENOMEM, "out of memory splitting the held-out records");
+        }
+        for (size_t i = 0; i < n; i++)
+            idx[i] = (uint32_t)i;
+        for (size_t i = 0; i < k; i++) {
+            size_t j = i + perm[i] % (n - i);
+            uint32_t t = idx[i];
+            idx[i] = idx[j];
+            idx[j] = t;
+            chosen[idx[i]] = 1;
+        }
+        free(idx);
+    }
+    for (size_t i = 0, o = 0; i < n; i++) {
+        if (chosen[i]) {
+            memcpy(h->X + o * d, ds->X + i * d, d * sizeof(float));
+            h->y[o++] = ds->y[i];
+        } else {
+            memmove(ds->X + kept * d, ds->X + i * d, d * sizeof(float));
+            ds->y[kept++] = ds->y[i];
+        }
+    }
+    h->n = k;
+    h->d = d;
+    h->num_classes = ds->num_classes;
+    ds->n = kept;
+    free(perm);
+    free(chosen);
+    nd->hold = h;
+    return FL_OK;
+}
+
+/* Evaluates the round's starting model on the held-out records: K x K
+ * confusion counts, the loss sum in 1/FL_WIRE_EVAL_LOSS_SCALE nats and the
+ * count (proto/fl_wire.h). Only these totals leave the node. */
+static void s_evaluate(s_node *nd, const Fl__RoundStart *rs)
+{
+    fl_model_spec spec;
+    uint32_t k;
+    double mean = 0.0, loss;
+    size_t outputs;
+
+    nd->n_eval = 0;
+    if (!nd->hold || fl_wire_spec_decode(rs->spec, &spec) != FL_OK)
+        return;
+    k = fl_wire_eval_classes(&spec);
+    outputs = fl_model_spec_num_outputs(&spec);
+    if (k > FL_WIRE_MAX_CLASSES)
+        return;
+    free(nd->hold_probs);
+    nd->hold_probs = malloc(nd->hold->n * outputs * sizeof(float));
+    if (!nd->hold_probs) {
+        fl_log_warn("round %u: out of memory evaluating the model", rs->round);
+        return;
+    }
+    memcpy(fl_mlp_params(nd->mlp), rs->params, rs->n_params * sizeof(float));
+    if (fl_mlp_evaluate(nd->mlp, nd->hold->X, nd->hold->y, nd->hold->n, &mean,
+                        nd->hold_probs) != FL_OK ||
+        fl_metrics_confusion_matrix(nd->hold_probs, nd->hold->y, nd->hold->n, k,
+                                    spec.output_kind == 1, nd->eval) != FL_OK) {
+        fl_log_warn("round %u: evaluation on the held-out records failed: %s", rs->round,
+                    fl_error_last());
+        return;
+    }
+    loss = mean * (double)nd->hold->n * FL_WIRE_EVAL_LOSS_SCALE;
+    nd->eval[(size_t)k * k] = isfinite(loss) && loss < 9.0e15 ? (uint64_t)llround(loss)
+                                                               : (uint64_t)9.0e15;
+    nd->eval[(size_t)k * k + 1] = nd->hold->n;
+    nd->n_eval = FL_WIRE_EVAL_COUNTERS(k);
+}
+
+/* The evaluation as secure-aggregation counters, each within the round's
+ * public bound: a count above it cannot be represented, so the node then
+ * reports nothing (zeros); the loss sum alone is capped. */
+static void s_eval_counters(s_node *nd, uint32_t num, uint32_t max)
+{
+    memset(nd->eval_sa, 0, sizeof nd->eval_sa);
+    if (num == 0 || nd->n_eval != num)
+        return;
+    for (uint32_t i = 0; i < num; i++) {
+        if (i == num - 2) {
+            nd->eval_sa[i] = nd->eval[i] > max ? max : (uint32_t)nd->eval[i];
+        } else if (nd->eval[i] > max) {
+            fl_log_warn("held-out evaluation not reported: %llu records exceed the round's "
+                        "counter bound %u", (unsigned long long)nd->eval[num - 1], max);
+            memset(nd->eval_sa, 0, sizeof nd->eval_sa);
+            return;
+        } else {
+            nd->eval_sa[i] = (uint32_t)nd->eval[i];
+        }
+    }
+}
+
+static double s_epsilon_spent(const s_node *nd)
+{
+    size_t n = fl_ledger_num_charges(nd->ledger);
+    return n ? fl_ledger_charge_at(nd->ledger, n - 1)->epsilon : 0.0;
+}
+
+/* An evaluation-only round: no training, no privacy charge; the node sends
+ * the round's model back unchanged with its evaluation totals. */
+static void s_evaluate_only(s_node *nd, const Fl__RoundStart *rs)
+{
+    int rc;
+    memcpy(fl_mlp_params(nd->mlp), rs->params, rs->n_params * sizeof(float));
+    if (rs->secagg && rs->secagg->enabled) {
+        if ((rc = s_secagg_prepare(nd, rs)) != FL_OK) {
+            fl_log_error("declining evaluation round %u: %s", rs->round, fl_error_last());
+            s_send_decline(nd, rs->round, rc, fl_error_last());
+            return;
+        }
+        s_eval_counters(nd, rs->secagg->num_counters, rs->secagg->max_counter);
+        s_secagg_advertise(nd, rs->round, s_epsilon_spent(nd));
+    } else {
+        Fl__Envelope env;
+        Fl__Update u = FL__UPDATE__INIT;
+        fl_wire_envelope_init(&env, nd->cfg.consortium);
+        u.round = rs->round;
+        u.num_samples = nd->ds->n;
+        u.n_params = rs->n_params;
+        u.params = rs->params;
+        u.base_sha256 = rs->model_sha256;
+        u.epsilon = s_epsilon_spent(nd);
+        u.delta = nd->cfg.delta;
+        u.n_eval_counts = nd->n_eval;
+        u.eval_counts = nd->eval;
+        env.body_case = FL__ENVELOPE__BODY_UPDATE;
+        env.update = &u;
+        (void)s_send(nd, &env);
+    }
+    fl_log_info("round %u: evaluation only (no training, no privacy charge)%s", rs->round,
+                nd->n_eval ? "; held-out totals sent" : "; no held-out records to evaluate");
+}
+
 static void s_on_round_start(s_node *nd, const Fl__RoundStart *rs)
 {
     const Fl__RoundSettings *st = rs->settings;
@@ -414,6 +612,16 @@ static void s_on_round_start(s_node *nd, const Fl__RoundStart *rs)
         /* The coordinator abandoned the round and runs it again: it is new
          * training with fresh noise, and is charged again. */
         fl_log_info("round %u runs again (the previous attempt was abandoned)", rs->round);
+    if (st->evaluate_only) {
+        if ((rc = s_prepare_model(nd, rs->spec)) != FL_OK) {
+            fl_log_error("declining evaluation round %u: %s", rs->round, fl_error_last());
+            s_send_decline(nd, rs->round, rc, fl_error_last());
+            return;
+        }
+        s_evaluate(nd, rs);
+        s_evaluate_only(nd, rs);
+        return;
+    }
     if ((rc = s_prepare_model(nd, rs->spec)) != FL_OK || (rc = s_plan(nd, st)) != FL_OK) {
         fl_log_error("declining round %u: %s", rs->round, fl_error_last());
         s_send_decline(nd, rs->round, rc, fl_error_last());
@@ -426,6 +634,11 @@ static void s_on_round_start(s_node *nd, const Fl__RoundStart *rs)
         s_send_decline(nd, rs->round, rc, fl_error_last());
         return;
     }
+    /* Evaluate the round's starting model (the last global one) before
+     * training changes the parameters. */
+    s_evaluate(nd, rs);
+    if (nd->sa)
+        s_eval_counters(nd, rs->secagg->num_counters, rs->secagg->max_counter);
     /* Budget check BEFORE training: the epsilon the ledger would reach after
      * this round's steps must stay within our own cap. */
     rc = fl_ledger_epsilon_after(nd->ledger, nd->accountant, nd->q, nd->sigma, st->local_steps,
@@ -504,6 +717,8 @@ static void s_on_round_start(s_node *nd, const Fl__RoundStart *rs)
         u.steps = st->local_steps;
         u.epsilon = eps_after;
         u.delta = nd->cfg.delta;
+        u.n_eval_counts = nd->n_eval;
+        u.eval_counts = nd->eval;
         env.body_case = FL__ENVELOPE__BODY_UPDATE;
         env.update = &u;
         if (s_send(nd, &env) == FL_OK)
@@ -598,8 +813,25 @@ static int s_run(const char *config_path)
         goto done;
     }
     fl_schema_digest(nd->schema, nd->schema_digest);
+    if (nd->cfg.holdout[0] && nd->cfg.holdout_fraction > 0) {
+        fl_log_error("%s: [data] holdout and holdout_fraction both given: use one",
+                     config_path);
+        goto done;
+    }
+    if (nd->cfg.holdout[0] &&
+        fl_dataset_load_csv(&nd->hold, nd->cfg.holdout, nd->schema) != FL_OK) {
+        fl_log_error("%s", fl_error_last());
+        goto done;
+    }
+    if (nd->cfg.holdout_fraction > 0 && s_holdout_split(nd) != FL_OK) {
+        fl_log_error("%s: %s", config_path, fl_error_last());
+        goto done;
+    }
     fl_log_info("loaded %zu local records with %zu features%s", nd->ds->n, nd->ds->d,
                 nd->ds->clamped ? " (some values clamped to the schema's public ranges)" : "");
+    if (nd->hold)
+        fl_log_info("%zu held-out records evaluate each global model (only totals are sent)",
+                    nd->hold->n);
     nd->ctx = zmq_ctx_new();
     snprintf(mon_ep, sizeof mon_ep, "inproc://flnode-monitor-%ld", (long)getpid());
     if (!nd->ctx ||
@@ -697,6 +929,8 @@ done:
     fl_mlp_free(nd->mlp);
     fl_identity_free(nd->id);
     fl_dataset_free(nd->ds);
+    fl_dataset_free(nd->hold);
+    free(nd->hold_probs);
     fl_schema_free(nd->schema);
     free(nd);
     return exit_code;

@@ -147,6 +147,9 @@ idle_timeout_ms = 120000
 [data]
 schema = $data/schema.ini
 train = data/shard-$i.csv
+; a fifth of the hospital's records is held out to evaluate each global
+; model; only the summed totals leave the hospital (secure aggregation)
+holdout_fraction = 0.2
 
 [privacy]
 epsilon_max = $epsilon
@@ -185,6 +188,8 @@ summary="$workdir/out/summary.json"
 num() { sed -n "s/.*\"$1\": \([0-9.eE+-]*\).*/\1/p" "$summary" | head -n 1; }
 acc=$(num accuracy); auc=$(num auc); eps=$(num epsilon_max); secs=$(num seconds)
 echo "== done in ${secs}s: test accuracy $acc, ROC AUC $auc, epsilon spent $eps (cap $epsilon, delta 1e-5) per hospital"
+node_eval=$(grep -o "model version [0-9]* on the nodes' held-out records.*" "$workdir/logs/coordinator.log" | tail -n 1)
+[ -n "$node_eval" ] && echo "== hospitals' own evaluation of the final $node_eval"
 echo "== model: $workdir/out/model.flm, summary: $summary, logs: $workdir/logs/"
 for i in $(seq 1 "$nodes"); do
   name="hospital-$i"
