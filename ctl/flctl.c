@@ -8,6 +8,10 @@
  *   flctl enroll NAME NODE_PUB_FILE       admit a node's identity key
  *   flctl revoke NAME                     remove a node at once
  *   flctl pause | resume                  hold / continue new rounds
+ *   flctl start [--rounds N]              start training (autostart = 0), or N more rounds
+ *   flctl set KEY VALUE                   change a round setting from the next round on
+ *   flctl model export --format F --out FILE [--version N]
+ *                                         the global model as safetensors or ONNX
  *
  * It talks to a running flcoord over its admin socket (coordinator/fl_admin.h:
  * one JSON request, one JSON reply, on ipc://PATH, protected by the socket
@@ -15,11 +19,17 @@
  * is reported within --timeout seconds, never waited for.
  *
  * Output: aligned tables for a person, or with --json the coordinator's
- * reply, one JSON object on one line, for scripts.
+ * reply, one JSON object on one line, for scripts ('model export' prints its
+ * own: format, out, version, sha256).
  *
- * Exit status: 0 success, 1 local failure (an unreadable key file, a reply
- * that is not JSON), 2 usage error, 3 coordinator unreachable, 4 command
- * refused by the coordinator.
+ * 'model export' asks the coordinator which file holds the model, reads it
+ * itself (flctl runs on the coordinator's machine: the admin socket is a
+ * local file), checks its SHA-256 against the one the coordinator gave and
+ * writes the export atomically (export/fl_export.h).
+ *
+ * Exit status: 0 success, 1 local failure (an unreadable key or model file,
+ * an unwritable --out, a reply that is not JSON), 2 usage error,
+ * 3 coordinator unreachable, 4 command refused by the coordinator.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -33,7 +43,10 @@
 #include <zmq.h>
 
 #include "coordinator/fl_admin.h"
+#include "coordinator/fl_model_file.h"
+#include "export/fl_export.h"
 #include "identity/fl_identity.h"
+#include "proto/fl_wire.h"
 
 #define S_EXIT_FAIL 1
 #define S_EXIT_USAGE 2
@@ -54,7 +67,13 @@ static const char *const S_USAGE_MAIN =
     "  revoke NAME                  remove a node now: out of the next round, its\n"
     "                               messages and new connections refused\n"
     "  pause                        finish the round in progress, start no new one\n"
-    "  resume                       start rounds again\n\n"
+    "  resume                       start rounds again\n"
+    "  start [--rounds N]           start training (a coordinator with autostart = 0),\n"
+    "                               or N more rounds after the last one\n"
+    "  set KEY VALUE                change a round setting from the next round on\n"
+    "                               ('flctl set --help' lists the keys)\n"
+    "  model export --format safetensors|onnx --out FILE [--version N]\n"
+    "                               write the global model (or version N) for other tools\n\n"
     "Options (before or after the command):\n"
     "  --socket PATH      the coordinator's admin socket (default $FLCTL_SOCKET, else\n"
     "                     ./admin.sock); flcoord logs it at start-up, by default\n"
@@ -129,23 +148,99 @@ static const char *const S_USAGE_RESUME =
     "Lets a paused coordinator start rounds again (the next one starts as soon as\n"
     "enough nodes are online). Resuming a running coordinator is harmless.\n";
 
+static const char *const S_USAGE_START =
+    "usage: flctl start [--rounds N] [--socket PATH] [--json] [--timeout SECONDS]\n\n"
+    "Starts training. A coordinator configured with '[coordinator] autostart = 0'\n"
+    "waits in phase idle, with nodes joining, until this command; it then runs its\n"
+    "planned rounds (or N rounds with --rounds). After the last round (phase done)\n"
+    "'start --rounds N' runs N more rounds from the current model (a coordinator\n"
+    "with '[coordinator] exit_when_done = 0' stays up in phase done for this).\n"
+    "Refused (exit 4) while training is under way: use pause and resume to hold it.\n\n"
+    "  --rounds N  how many rounds to run (1..1000000); required after phase done\n"
+    "  --json      {\"ok\":true,\"phase\":...,\"rounds_planned\":...}\n";
+
+static const char *const S_USAGE_SET =
+    "usage: flctl set KEY VALUE [--socket PATH] [--json] [--timeout SECONDS]\n\n"
+    "Changes one setting of the running coordinator. It applies from the next round\n"
+    "that starts (the round in progress keeps its settings) and is validated with\n"
+    "the bounds of the configuration file; a refused value changes nothing (exit 4).\n"
+    "The change lasts until the coordinator stops: edit its configuration file to\n"
+    "keep it. Nodes still enforce their own privacy budget: a round whose settings\n"
+    "would take a hospital past its epsilon cap is declined by that hospital.\n\n"
+    "KEY is one of (the names of the configuration file, section.key):\n"
+    "  coordinator.min_nodes         nodes needed to start a round and accept its result\n"
+    "  coordinator.round_timeout_ms  wait for updates without secure aggregation (ms)\n"
+    "  secagg.step_timeout_ms        wait per secure-aggregation step (ms)\n"
+    "  secagg.threshold              Shamir threshold t (0 = more than two thirds of\n"
+    "                                the round's parties)\n"
+    "  training.local_steps          DP-SGD steps per node per round\n"
+    "  training.learning_rate        the nodes' learning rate\n"
+    "  server.optimizer              fedavg, fedavgm or fedadam\n"
+    "  server.learning_rate          server optimizer learning rate\n"
+    "  server.momentum               fedavgm momentum\n"
+    "  server.beta1, server.beta2    fedadam moment decay rates\n"
+    "  server.tau                    fedadam adaptivity (epsilon in the denominator)\n\n"
+    "  --json  {\"ok\":true,\"key\":...,\"value\":...,\"applies_from_round\":...}\n";
+
+static const char *const S_USAGE_MODEL =
+    "usage: flctl model export --format safetensors|onnx --out FILE [--version N]\n"
+    "                          [--socket PATH] [--json] [--timeout SECONDS]\n\n"
+    "Writes the coordinator's global model - the latest, or version N (the model\n"
+    "after round N) - to FILE for use outside the consortium. flctl asks the\n"
+    "coordinator which model file holds it (the coordinator keeps every version in\n"
+    "its [coordinator] state_dir; without one, or before the first round completes,\n"
+    "the request is refused with exit 4), reads that file, checks its SHA-256\n"
+    "against the coordinator's, and writes FILE atomically. Run it on the\n"
+    "coordinator's machine, as its user.\n\n"
+    "  --format safetensors  tensors layers.<i>.weight / layers.<i>.bias (F32, PyTorch\n"
+    "                        shapes) with metadata format, spec, output, sha256, version\n"
+    "  --format onnx         an ONNX model (IR 8, opset 13): input 'input' [N, d] or\n"
+    "                        [N, C, H, W], output 'probabilities' [N, outputs]\n"
+    "  --out FILE            where to write (replaced if it exists)\n"
+    "  --version N           which model version (default: the latest)\n"
+    "  --json                {\"ok\":true,\"format\":...,\"out\":...,\"version\":...,\n"
+    "                        \"sha256\":...}\n";
+
 typedef struct {
     const char *name;
     const char *usage;
-    int nargs; /* positional arguments */
+    int nargs;           /* positional arguments */
+    const char *missing; /* what to say when they are missing */
 } s_command;
 
 static const s_command s_commands[] = {
-    {"status", S_USAGE_STATUS, 0}, {"nodes", S_USAGE_NODES, 0},   {"rounds", S_USAGE_ROUNDS, 0},
-    {"round", S_USAGE_ROUND, 1},   {"enroll", S_USAGE_ENROLL, 2}, {"revoke", S_USAGE_REVOKE, 1},
-    {"pause", S_USAGE_PAUSE, 0},   {"resume", S_USAGE_RESUME, 0},
+    {"status", S_USAGE_STATUS, 0, NULL},
+    {"nodes", S_USAGE_NODES, 0, NULL},
+    {"rounds", S_USAGE_ROUNDS, 0, NULL},
+    {"round", S_USAGE_ROUND, 1, "the round number N is required"},
+    {"enroll", S_USAGE_ENROLL, 2, "NAME and NODE_PUB_FILE are required"},
+    {"revoke", S_USAGE_REVOKE, 1, "NAME is required"},
+    {"pause", S_USAGE_PAUSE, 0, NULL},
+    {"resume", S_USAGE_RESUME, 0, NULL},
+    {"start", S_USAGE_START, 0, NULL},
+    {"set", S_USAGE_SET, 2, "KEY and VALUE are required"},
+    {"model", S_USAGE_MODEL, 1, "the subcommand 'export' is required"},
 };
+
+/* The keys 'flctl set' accepts: those the coordinator changes at run time. */
+static const char *const s_set_keys[] = {
+    "coordinator.min_nodes", "coordinator.round_timeout_ms", "secagg.step_timeout_ms",
+    "secagg.threshold",      "training.local_steps",         "training.learning_rate",
+    "server.optimizer",      "server.learning_rate",         "server.momentum",
+    "server.beta1",          "server.beta2",                 "server.tau",
+};
+
+#define S_MAX_VERSION 1000000L
 
 typedef struct {
     const char *socket;
     int json;
     double timeout;
     long last;
+    long rounds;        /* start --rounds, 0 = not given */
+    long version;       /* model export --version, -1 = the latest */
+    const char *format; /* model export --format */
+    const char *out;    /* model export --out */
 } s_opts;
 
 static int s_usage_error(const char *cmd, const char *usage, const char *fmt, ...)
@@ -307,6 +402,8 @@ static const char *s_phase_text(const char *phase)
         return "round in progress";
     if (strcmp(phase, "waiting") == 0)
         return "waiting for nodes";
+    if (strcmp(phase, "idle") == 0)
+        return "idle (waiting for 'flctl start')";
     return phase;
 }
 
@@ -397,6 +494,127 @@ static void s_print_rounds(const fl_json *r, int detail)
     }
 }
 
+/* Sends `req`, parses the reply into *r (the text stays in *reply) and
+ * checks "ok".  Returns 0, or the exit code after saying what went wrong;
+ * a refusal's reply is printed with --json.  The caller frees *r and *reply
+ * either way. */
+static int s_request(const s_opts *o, const char *cmd, const char *req, fl_json **r,
+                     char **reply)
+{
+    int code = s_call(o, cmd, req, reply);
+    *r = NULL;
+    if (code != 0)
+        return code;
+    if (fl_admin_json_parse(r, *reply, strlen(*reply)) != FL_OK ||
+        (*r)->type != FL_JSON_OBJECT || !fl_admin_json_get(*r, "ok") ||
+        fl_admin_json_get(*r, "ok")->type != FL_JSON_BOOL) {
+        fprintf(stderr, "flctl %s: the coordinator's reply is not a JSON object with \"ok\" "
+                "(%s): is '%s' a coordinator's admin socket of the same version?\n", cmd,
+                *r ? "no \"ok\"" : fl_error_last(), o->socket);
+        return S_EXIT_FAIL;
+    }
+    if (!s_bool(*r, "ok")) {
+        if (o->json)
+            printf("%s\n", *reply);
+        fprintf(stderr, "flctl %s: refused by the coordinator: %s\n", cmd,
+                s_str(*r, "error", "(no reason given)"));
+        return S_EXIT_REFUSED;
+    }
+    return 0;
+}
+
+/* ----------------------------------------------------- model export */
+
+/* Asks for the model, reads the file the coordinator names, checks its
+ * SHA-256 and writes the export.  The latest model's file is rewritten
+ * after every round, so a digest that does not match (the file changed
+ * between the answer and the read) is asked for again, a few times. */
+static int s_model_export(const s_opts *o, fl_json **r, char **reply)
+{
+    fl_model_file mf;
+    uint8_t digest[FL_WIRE_DIGEST_BYTES];
+    char hex[2 * FL_WIRE_DIGEST_BYTES + 1], req[96];
+    const char *path, *want;
+    double version;
+    int rc, code = S_EXIT_FAIL;
+
+    memset(&mf, 0, sizeof mf);
+    if (o->version >= 0)
+        snprintf(req, sizeof req, "{\"cmd\":\"model\",\"version\":%ld}", o->version);
+    else
+        snprintf(req, sizeof req, "{\"cmd\":\"model\"}");
+    for (int attempt = 1;; attempt++) {
+        fl_admin_json_free(*r);
+        free(*reply);
+        *r = NULL;
+        *reply = NULL;
+        fl_model_file_clear(&mf);
+        code = s_request(o, "model", req, r, reply);
+        if (code != 0)
+            return code;
+        path = s_str(*r, "path", NULL);
+        want = s_str(*r, "sha256", NULL);
+        version = s_num(*r, "version");
+        if (!path || !want || isnan(version) || version < 0 || version > 4294967295.0) {
+            fprintf(stderr, "flctl model: the coordinator's reply has no model path, sha256 or "
+                    "version: is '%s' a coordinator of the same version?\n", o->socket);
+            return S_EXIT_FAIL;
+        }
+        if (fl_model_file_load(&mf, path) != FL_OK) {
+            fprintf(stderr, "flctl model: cannot read the model file the coordinator named: %s "
+                    "(flctl must run on the coordinator's machine, as its user)\n",
+                    fl_error_last());
+            return S_EXIT_FAIL;
+        }
+        fl_wire_model_digest(mf.params, mf.num_params, digest);
+        for (size_t i = 0; i < sizeof digest; i++)
+            snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+        if (strcmp(hex, want) == 0)
+            break;
+        if (o->version >= 0 || attempt == 3) {
+            fprintf(stderr, "flctl model: the model file '%s' has SHA-256 %s, but the "
+                    "coordinator says %s: the file changed or is damaged; nothing written\n",
+                    path, hex, want);
+            fl_model_file_clear(&mf);
+            return S_EXIT_FAIL;
+        }
+        usleep(200000);
+    }
+    if (strcmp(o->format, "onnx") == 0)
+        rc = fl_export_onnx(o->out, &mf.spec, mf.params, mf.num_params, hex,
+                            (uint32_t)version);
+    else
+        rc = fl_export_safetensors(o->out, &mf.spec, mf.params, mf.num_params, hex,
+                                   (uint32_t)version);
+    if (rc != FL_OK) {
+        fprintf(stderr, "flctl model: %s\n", fl_error_last());
+        fl_model_file_clear(&mf);
+        return S_EXIT_FAIL;
+    }
+    if (o->json) {
+        fl_admin_buf b;
+        fl_admin_buf_init(&b, FL_ADMIN_MAX_MSG);
+        fl_admin_buf_printf(&b, "{\"ok\":true,\"format\":");
+        fl_admin_buf_str(&b, o->format);
+        fl_admin_buf_printf(&b, ",\"out\":");
+        fl_admin_buf_str(&b, o->out);
+        fl_admin_buf_printf(&b, ",\"version\":%.0f,\"sha256\":", version);
+        fl_admin_buf_str(&b, hex);
+        fl_admin_buf_printf(&b, "}");
+        printf("%s\n", b.data);
+        fl_admin_buf_free(&b);
+    } else {
+        char spec[FL_SPEC_TEXT_MAX];
+        if (fl_model_spec_format(&mf.spec, spec, sizeof spec) != FL_OK)
+            snprintf(spec, sizeof spec, "?");
+        printf("wrote %s (%s): model version %.0f, %zu parameters, %s output\n"
+               "  spec    %s\n  sha256  %s\n", o->out, o->format, version, mf.num_params,
+               mf.spec.output_kind == 1 ? "sigmoid" : "softmax", spec, hex);
+    }
+    fl_model_file_clear(&mf);
+    return 0;
+}
+
 /* ------------------------------------------------------------ main */
 
 static int s_run(const s_command *c, const s_opts *o, char **pos)
@@ -406,6 +624,10 @@ static int s_run(const s_command *c, const s_opts *o, char **pos)
     fl_json *r = NULL;
     int code;
 
+    if (strcmp(c->name, "model") == 0) {
+        code = s_model_export(o, &r, &reply);
+        goto done;
+    }
     fl_admin_buf_init(&req, FL_ADMIN_MAX_MSG);
     fl_admin_buf_printf(&req, "{\"cmd\":");
     fl_admin_buf_str(&req, c->name);
@@ -433,32 +655,23 @@ static int s_run(const s_command *c, const s_opts *o, char **pos)
     } else if (strcmp(c->name, "revoke") == 0) {
         fl_admin_buf_printf(&req, ",\"name\":");
         fl_admin_buf_str(&req, pos[0]);
+    } else if (strcmp(c->name, "set") == 0) {
+        fl_admin_buf_printf(&req, ",\"key\":");
+        fl_admin_buf_str(&req, pos[0]);
+        fl_admin_buf_printf(&req, ",\"value\":");
+        fl_admin_buf_str(&req, pos[1]);
+    } else if (strcmp(c->name, "start") == 0 && o->rounds > 0) {
+        fl_admin_buf_printf(&req, ",\"rounds\":%ld", o->rounds);
     }
     fl_admin_buf_printf(&req, "}");
     if (req.overflow) {
         fl_admin_buf_free(&req);
         return s_usage_error(c->name, c->usage, "%s", "arguments too long");
     }
-    code = s_call(o, c->name, req.data, &reply);
+    code = s_request(o, c->name, req.data, &r, &reply);
     fl_admin_buf_free(&req);
     if (code != 0)
-        return code;
-    if (fl_admin_json_parse(&r, reply, strlen(reply)) != FL_OK || r->type != FL_JSON_OBJECT ||
-        !fl_admin_json_get(r, "ok") || fl_admin_json_get(r, "ok")->type != FL_JSON_BOOL) {
-        fprintf(stderr, "flctl %s: the coordinator's reply is not a JSON object with \"ok\" "
-                "(%s): is '%s' a coordinator's admin socket of the same version?\n", c->name,
-                r ? "no \"ok\"" : fl_error_last(), o->socket);
-        code = S_EXIT_FAIL;
         goto done;
-    }
-    if (!s_bool(r, "ok")) {
-        if (o->json)
-            printf("%s\n", reply);
-        fprintf(stderr, "flctl %s: refused by the coordinator: %s\n", c->name,
-                s_str(r, "error", "(no reason given)"));
-        code = S_EXIT_REFUSED;
-        goto done;
-    }
     if (o->json) {
         printf("%s\n", reply);
     } else if (strcmp(c->name, "status") == 0) {
@@ -475,6 +688,12 @@ static int s_run(const s_command *c, const s_opts *o, char **pos)
                s_bool(r, "was_online") ? " (it was online: out of the next round, its messages "
                                          "refused)" : "",
                s_num(r, "nodes_enrolled"));
+    } else if (strcmp(c->name, "set") == 0) {
+        printf("set %s = %s, from round %.0f on\n", s_str(r, "key", "?"),
+               s_str(r, "value", "?"), s_num(r, "applies_from_round"));
+    } else if (strcmp(c->name, "start") == 0) {
+        printf("started: phase %s, %.0f rounds planned\n",
+               s_phase_text(s_str(r, "phase", "?")), s_num(r, "rounds_planned"));
     } else {
         printf("%s: phase %s, round %.0f\n", s_bool(r, "paused") ? "paused" : "resumed",
                s_phase_text(s_str(r, "phase", "?")), s_num(r, "round"));
@@ -486,20 +705,61 @@ done:
     return code;
 }
 
-/* Options that every command takes, before or after the command name. */
-enum { S_OPT_SOCKET = 1000, S_OPT_JSON, S_OPT_TIMEOUT, S_OPT_LAST, S_OPT_HELP, S_OPT_VERSION };
+/* Options that every command takes, before or after the command name, and
+ * those of one command (rejected with the others). */
+enum {
+    S_OPT_SOCKET = 1000,
+    S_OPT_JSON,
+    S_OPT_TIMEOUT,
+    S_OPT_LAST,
+    S_OPT_HELP,
+    S_OPT_VERSION,
+    S_OPT_ROUNDS,
+    S_OPT_FORMAT,
+    S_OPT_OUT,
+    S_OPT_MODEL_VERSION
+};
+
+/* The command word, found before option parsing: 'model' reads --version N
+ * as the model's version, every other command as flctl's own --version. */
+static const char *s_find_command(int argc, char **argv)
+{
+    static const char *const with_arg[] = {"--socket", "--timeout", "--last", "--rounds",
+                                           "--format", "--out"};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int skip = 0;
+        if (strcmp(a, "--") == 0)
+            return i + 1 < argc ? argv[i + 1] : NULL;
+        if (a[0] != '-')
+            return a;
+        for (size_t k = 0; k < sizeof with_arg / sizeof with_arg[0]; k++)
+            if (strcmp(a, with_arg[k]) == 0)
+                skip = 1;
+        i += skip;
+    }
+    return NULL;
+}
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"socket", required_argument, 0, S_OPT_SOCKET},
-                                         {"json", no_argument, 0, S_OPT_JSON},
-                                         {"timeout", required_argument, 0, S_OPT_TIMEOUT},
-                                         {"last", required_argument, 0, S_OPT_LAST},
-                                         {"help", no_argument, 0, S_OPT_HELP},
+#define S_COMMON_OPTS                                                                          \
+    {"socket", required_argument, 0, S_OPT_SOCKET}, {"json", no_argument, 0, S_OPT_JSON},     \
+        {"timeout", required_argument, 0, S_OPT_TIMEOUT},                                      \
+        {"last", required_argument, 0, S_OPT_LAST}, {"help", no_argument, 0, S_OPT_HELP},      \
+        {"rounds", required_argument, 0, S_OPT_ROUNDS},                                        \
+        {"format", required_argument, 0, S_OPT_FORMAT},                                        \
+        {"out", required_argument, 0, S_OPT_OUT}
+    static const struct option opts[] = {S_COMMON_OPTS,
                                          {"version", no_argument, 0, S_OPT_VERSION},
                                          {0, 0, 0, 0}};
-    s_opts o = {NULL, 0, 5.0, 0};
+    static const struct option model_opts[] = {
+        S_COMMON_OPTS, {"version", required_argument, 0, S_OPT_MODEL_VERSION}, {0, 0, 0, 0}};
+#undef S_COMMON_OPTS
+    s_opts o = {NULL, 0, 5.0, 0, 0, -1, NULL, NULL};
     const s_command *cmd = NULL;
+    const char *first = s_find_command(argc, argv), *only = NULL;
+    int is_model = first && strcmp(first, "model") == 0;
     char *pos[8];
     int npos = 0, c, help = 0;
     const char *env = getenv("FLCTL_SOCKET");
@@ -507,31 +767,55 @@ int main(int argc, char **argv)
     o.socket = env && *env ? env : "./admin.sock";
     /* Permute mode: options may come before or after the command. */
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        const char *name = cmd ? cmd->name : NULL;
-        const char *usage = cmd ? cmd->usage : S_USAGE_MAIN;
+    while ((c = getopt_long(argc, argv, "h", is_model ? model_opts : opts, NULL)) != -1) {
         switch (c) {
         case S_OPT_SOCKET:
             if (!*optarg)
-                return s_usage_error(name, usage, "%s", "--socket needs a path");
+                return s_usage_error(NULL, S_USAGE_MAIN, "%s", "--socket needs a path");
             o.socket = optarg;
             break;
         case S_OPT_JSON: o.json = 1; break;
         case S_OPT_TIMEOUT:
-            if (s_parse_timeout(name, usage, optarg, &o.timeout) != 0)
+            if (s_parse_timeout(NULL, S_USAGE_MAIN, optarg, &o.timeout) != 0)
                 return S_EXIT_USAGE;
             break;
         case S_OPT_LAST:
             if (s_parse_uint(optarg, 1, FL_ADMIN_MAX_ROWS, &o.last) != 0)
                 return s_usage_error("rounds", S_USAGE_ROUNDS, "--last '%s' must be an integer "
                                      "in 1..%d", optarg, FL_ADMIN_MAX_ROWS);
+            only = only ? only : "rounds";
+            break;
+        case S_OPT_ROUNDS:
+            if (s_parse_uint(optarg, 1, 1000000, &o.rounds) != 0)
+                return s_usage_error("start", S_USAGE_START, "--rounds '%s' must be an integer "
+                                     "in 1..1000000", optarg);
+            only = only ? only : "start";
+            break;
+        case S_OPT_FORMAT:
+            if (strcmp(optarg, "safetensors") != 0 && strcmp(optarg, "onnx") != 0)
+                return s_usage_error("model", S_USAGE_MODEL, "--format '%s' is not "
+                                     "safetensors or onnx", optarg);
+            o.format = optarg;
+            only = only ? only : "model";
+            break;
+        case S_OPT_OUT:
+            if (!*optarg)
+                return s_usage_error("model", S_USAGE_MODEL, "%s", "--out needs a file name");
+            o.out = optarg;
+            only = only ? only : "model";
+            break;
+        case S_OPT_MODEL_VERSION:
+            if (s_parse_uint(optarg, 1, S_MAX_VERSION, &o.version) != 0)
+                return s_usage_error("model", S_USAGE_MODEL, "--version '%s' must be a model "
+                                     "version (a round) in 1..%ld", optarg, S_MAX_VERSION);
             break;
         case 'h':
         case S_OPT_HELP: help = 1; break;
         case S_OPT_VERSION: printf("flctl 0.1.0\n"); return 0;
         default:
-            return s_usage_error(NULL, S_USAGE_MAIN, "unknown or incomplete option '%s'",
-                                 argv[optind - 1]);
+            return s_usage_error(is_model ? "model" : NULL, is_model ? S_USAGE_MODEL
+                                                                    : S_USAGE_MAIN,
+                                 "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
     for (int i = optind; i < argc; i++) {
@@ -557,15 +841,37 @@ int main(int argc, char **argv)
     }
     if (!cmd)
         return s_usage_error(NULL, S_USAGE_MAIN, "%s", "a command is required");
-    if (o.last && strcmp(cmd->name, "rounds") != 0)
-        return s_usage_error(cmd->name, cmd->usage, "%s", "--last is an option of 'rounds'");
+    if (only && strcmp(cmd->name, only) != 0)
+        return s_usage_error(cmd->name, cmd->usage, "%s is an option of '%s%s'",
+                             strcmp(only, "rounds") == 0  ? "--last"
+                             : strcmp(only, "start") == 0 ? "--rounds"
+                             : o.format                   ? "--format"
+                                                          : "--out",
+                             only, strcmp(only, "model") == 0 ? " export" : "");
     if (npos < cmd->nargs)
-        return s_usage_error(cmd->name, cmd->usage, "%s",
-                             cmd->nargs == 2 ? "NAME and NODE_PUB_FILE are required"
-                             : strcmp(cmd->name, "round") == 0 ? "the round number N is required"
-                                                                : "NAME is required");
+        return s_usage_error(cmd->name, cmd->usage, "%s", cmd->missing);
     if (npos > cmd->nargs)
         return s_usage_error(cmd->name, cmd->usage, "unexpected argument '%s'",
                              pos[cmd->nargs]);
+    if (strcmp(cmd->name, "set") == 0) {
+        int known = 0;
+        for (size_t k = 0; k < sizeof s_set_keys / sizeof s_set_keys[0]; k++)
+            known |= strcmp(pos[0], s_set_keys[k]) == 0;
+        if (!known)
+            return s_usage_error(cmd->name, cmd->usage, "'%s' is not a setting that can be "
+                                 "changed at run time (see the list below)", pos[0]);
+        if (!*pos[1])
+            return s_usage_error(cmd->name, cmd->usage, "the value of %s is empty", pos[0]);
+    }
+    if (strcmp(cmd->name, "model") == 0) {
+        if (strcmp(pos[0], "export") != 0)
+            return s_usage_error(cmd->name, cmd->usage, "unknown subcommand '%s': the "
+                                 "subcommand is 'export'", pos[0]);
+        if (!o.format)
+            return s_usage_error(cmd->name, cmd->usage, "%s",
+                                 "--format safetensors|onnx is required");
+        if (!o.out)
+            return s_usage_error(cmd->name, cmd->usage, "%s", "--out FILE is required");
+    }
     return s_run(cmd, &o, pos);
 }

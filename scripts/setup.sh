@@ -4,22 +4,26 @@
 # and builds.  Safe to run again: it installs nothing twice and rebuilds
 # only what changed.
 #
-# usage: scripts/setup.sh [--sanitize] [--build-dir DIR] [--no-build]
+# usage: scripts/setup.sh [--sanitize] [--build-dir DIR] [--no-build] [--bench]
 #   --sanitize       build with AddressSanitizer + UBSan (default dir: build-asan)
 #   --build-dir DIR  build in DIR (default: build)
 #   --no-build       only install packages
+#   --bench          also install python3-torch and python3-numpy (opt-in, large)
+#                    for bench/torch_bench.py and bench/compare.sh
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 sanitize=OFF
 build_dir=""
 do_build=1
+bench=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --sanitize) sanitize=ON; shift ;;
     --build-dir) build_dir=$2; shift 2 ;;
     --no-build) do_build=0; shift ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --bench) bench=1; shift ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -35,8 +39,20 @@ packages=(gcc libc6-dev make cmake pkg-config
 # Test-only: headless Chromium renders flaudit's HTML report and ImageMagick
 # checks the chart in the screenshot (tests/audit/check_report_html.sh);
 # Fashion-MNIST (IDX files) exercises the image loader on real data.
+# numpy and onnx read the model exports independently (tests/export), and
+# Node.js runs onnxruntime-node on the ONNX export (below).
+# docker-compose validates docker-compose.yml, iproute2 (ip, tc) builds the
+# network namespaces of tests/netns, valgrind runs the memcheck test.
+# clang and its runtimes (libFuzzer, ASan, UBSan) build the fuzz targets
+# that scripts/test.sh runs (scripts/fuzz.sh).
 # Installed by default, because the tests need them.
-test_packages=(chromium imagemagick dataset-fashion-mnist)
+test_packages=(chromium imagemagick dataset-fashion-mnist python3-numpy python3-onnx nodejs
+               docker-compose iproute2 valgrind clang libclang-rt-dev)
+# Opt-in (--bench): PyTorch 1.13 with functorch, the baseline that
+# bench/compare.sh measures us against (bench/torch_bench.py).
+if [ "$bench" = 1 ]; then
+  test_packages+=(python3-torch python3-numpy)
+fi
 
 missing=()
 for p in "${packages[@]}" "${test_packages[@]}"; do
@@ -59,6 +75,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "setup: all required Debian packages are installed"
+fi
+
+# Test-only: onnxruntime-node (its exact version is pinned in
+# tests/export/package-lock.json) runs the ONNX exports.  The CPU runtime
+# ships inside the npm package, so its install script (which would fetch
+# GPU builds) is not run.  Some nodejs packages bring npm, Debian's does not.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing Debian's npm (for onnxruntime-node in tests/export)"
+  if [ "$(id -u)" -eq 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm || true
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm || true
+  fi
+fi
+if [ ! -d "$here/tests/export/node_modules/onnxruntime-node" ] && command -v npm >/dev/null 2>&1; then
+  echo "setup: installing onnxruntime-node for the export tests (npm ci in tests/export)"
+  (cd "$here/tests/export" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 fi
 
 [ "$do_build" = 1 ] || exit 0
