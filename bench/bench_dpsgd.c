@@ -1,56 +1,143 @@
 /*
  * bench_dpsgd: what differential privacy costs per training step.  On
- * random data, in the same run, it measures examples/s of
- *   plain   - fl_mlp_gradient on a 256-row batch (the baseline),
- *   ghost   - fl_mlp_clipped_gradient_sum on the same batch (clipping only),
- *   dp      - fl_dpsgd_step_clipped over the ghost path: Poisson sampling,
- *             clipped sum, discrete Gaussian noise, division by qN,
- *   dp-expl - fl_dpsgd_step over fl_mlp_example_gradients (per-example
- *             gradients materialised and clipped by fl_dp_clip_rows),
- * each followed by the same SGD update, plus the sampler and the noise
- * alone, for MLP 30-128-64-1 (sigmoid) and 784-256-128-10 (softmax) with
- * batch 256 (q = 256/N).  It also times a 1024^3 sgemm to give the
- * machine's GFLOP/s and reports the fraction the plain and private steps
- * reach.  OpenBLAS thread counts are set with openblas_set_num_threads
- * (fl_mlp_set_blas_threads).  Warm-up, then several repeats; best and
- * median reported; never fails on timing.
+ * random data, in the same run, for three workloads built with nn/fl_model
+ *   mlp30   MLP 30-128-64-1 (sigmoid), batch 256,
+ *   mlp784  MLP 784-256-128-10 (softmax), batch 256,
+ *   cnn     28x28x1 -> conv 16 3 -> pool -> conv 32 3 -> pool -> dense 10
+ *           (softmax), batch 128,
+ * it measures examples/s of
+ *   plain  - fl_model_gradient on a random batch (the baseline),
+ *   ghost  - fl_model_clipped_gradient_sum on the same batch (clipping only),
+ *   dp     - fl_trainer_run, the node's DP-SGD step: Poisson sampling,
+ *            ghost-clipped sum, discrete Gaussian noise (dp/fl_noise),
+ *            division by qN (dp/fl_dpsgd),
+ * each followed by the same SGD update; plus the sampler and the noise
+ * alone and, with one BLAS thread on a machine with a spare core, an
+ * ESTIMATE of a pipelined step that draws the noise on a second thread
+ * while the gradient computes (see s_overlap_step: bench-only, not the
+ * node's path).  It times a square sgemm (512^3) in the same run for the
+ * machine's GFLOP/s and reports the fraction a plain step reaches.
+ * Warm-up, then several repeats; medians (and best) reported; never fails
+ * on timing.
  *
- * Usage: bench_dpsgd [repeats=7] [steps=20] [threads=1,2] [N=10000]
+ * Usage: bench_dpsgd [--threads N[,M..]] [--json] [--repeats R] [--steps S]
+ *                    [--records N] [--workloads mlp30,mlp784,cnn]
+ *   (the old positional form "bench_dpsgd repeats steps threads N" works too)
+ * --json prints one line per workload and thread count:
+ *   {"workload":"cnn","batch":128,"threads":1,"plain_examples_per_s":..,
+ *    "dp_examples_per_s":..,"dp_over_plain_cost":..,"sgemm_gflops":..,
+ *    "step_gflops_fraction":..}
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cblas.h>
 #include <sodium.h>
 
-#include "dp/fl_dpsgd.h"
 #include "dp/fl_noise.h"
 #include "dp/fl_sampler.h"
 #include "nn/fl_mlp.h"
+#include "nn/fl_model.h"
+#include "node/fl_trainer.h"
 
-#define S_BATCH 256
-#define S_EXPL_CHUNK 64 /* rows per per-example call, as the trainer used */
 #define S_LR 1e-3f
+#define S_SGEMM_N 512
 
-enum { V_PLAIN, V_GHOST, V_DP, V_DPEXPL, V_SAMPLER, V_NOISE, V_COUNT };
-static const char *s_vname[V_COUNT] = {"plain SGD (fl_mlp_gradient)",
+enum { V_PLAIN, V_GHOST, V_DP, V_OVERLAP, V_SAMPLER, V_NOISE, V_COUNT };
+static const char *s_vname[V_COUNT] = {"plain SGD (fl_model_gradient)",
                                        "ghost clipped sum only",
-                                       "DP-SGD ghost (sample+clip+noise)",
-                                       "DP-SGD explicit per-example",
+                                       "DP-SGD, node path (fl_trainer_run)",
+                                       "DP-SGD, noise on 2nd thread (estimate)",
                                        "  Poisson sampler alone",
                                        "  noise (dim doubles) alone"};
 
 typedef struct {
-    fl_mlp *m;
-    const float *X;
-    const int32_t *y;
-    size_t d, P;
-    float *xb;
+    const char *name;
+    const char *spec; /* fl_model_spec_parse text */
+    uint32_t output_kind;
+    size_t batch;
+} s_workload;
+
+static const s_workload s_workloads[] = {
+    {"mlp30", "30,128,64,1", 1, 256},
+    {"mlp784", "784,256,128,10", 2, 256},
+    {"cnn", "input 28x28x1; conv 16 3; pool 2; conv 32 3; pool 2; dense 10", 2, 128},
+};
+
+/* A worker thread that draws one step's noise vector on request (for the
+ * overlap estimate).  Noise does not depend on the data, so it can be
+ * drawn while the gradient computes; each call seeds its own ChaCha20
+ * stream from randombytes_buf inside fl_noise, so the two threads' draws
+ * are independent CSPRNG output. */
+typedef struct {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int go, done, quit, rc;
+    double *buf;
+    size_t n;
+    double stddev;
+} s_noise_worker;
+
+static void *s_worker_main(void *arg)
+{
+    s_noise_worker *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->go && !w->quit)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (w->quit)
+            break;
+        w->go = 0;
+        pthread_mutex_unlock(&w->mu);
+        memset(w->buf, 0, w->n * sizeof *w->buf);
+        int rc = fl_noise_add_gaussian_f64(w->buf, w->n, w->stddev);
+        pthread_mutex_lock(&w->mu);
+        w->rc = rc;
+        w->done = 1;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    fl_noise_cache_free();
+    return NULL;
+}
+
+static void s_worker_start(s_noise_worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->done = 0;
+    w->go = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static int s_worker_wait(s_noise_worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &w->mu);
+    int rc = w->rc;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+typedef struct {
+    fl_model *m;
+    fl_dataset ds;
+    size_t B, P, N;
+    double q, clip, sigma;
+    float *xb, *grad;
     int32_t *yb;
+    size_t *idx;
+    double *dbuf, *acc;
+    fl_trainer *tr;
+    s_noise_worker *wk; /* NULL: no overlap estimate */
 } bctx;
 
 static double s_now(void)
@@ -69,25 +156,11 @@ static uint32_t s_rand(void)
 
 static void s_gather(bctx *c, const size_t *idx, size_t n)
 {
+    size_t d = c->ds.d;
     for (size_t i = 0; i < n; i++) {
-        memcpy(c->xb + i * c->d, c->X + idx[i] * c->d, c->d * sizeof(float));
-        c->yb[i] = c->y[idx[i]];
+        memcpy(c->xb + i * d, c->ds.X + idx[i] * d, d * sizeof(float));
+        c->yb[i] = c->ds.y[idx[i]];
     }
-}
-
-static int s_expl(void *vc, const size_t *idx, size_t n, float *G)
-{
-    bctx *c = vc;
-    s_gather(c, idx, n);
-    return fl_mlp_example_gradients(c->m, c->xb, c->yb, n, G, NULL);
-}
-
-static int s_ghost(void *vc, const size_t *idx, size_t n, double clip, float *sum,
-                   size_t *clipped)
-{
-    bctx *c = vc;
-    s_gather(c, idx, n);
-    return fl_mlp_clipped_gradient_sum(c->m, c->xb, c->yb, n, clip, sum, clipped, NULL);
 }
 
 static int s_cmp(const void *a, const void *b)
@@ -104,7 +177,7 @@ static double s_median(double *v, int n)
 
 static double s_sgemm_gflops(void)
 {
-    const int n = 1024;
+    const int n = S_SGEMM_N;
     float *A = malloc((size_t)n * n * sizeof *A), *B = malloc((size_t)n * n * sizeof *B);
     float *C = calloc((size_t)n * n, sizeof *C);
     double best = 1e30;
@@ -116,7 +189,7 @@ static double s_sgemm_gflops(void)
         A[i] = (float)(s_rand() % 1000) * 1e-3f;
         B[i] = (float)(s_rand() % 1000) * 1e-3f;
     }
-    for (int r = 0; r < 4; r++) { /* first run is the warm-up */
+    for (int r = 0; r < 6; r++) { /* first run is the warm-up */
         double t0 = s_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f,
                     C, n);
@@ -128,196 +201,330 @@ static double s_sgemm_gflops(void)
     return 2.0 * n * (double)n * n / best / 1e9;
 }
 
-/* One variant, `steps` steps; returns seconds. */
-static double s_run(int v, bctx *c, fl_dpsgd *dg, fl_dpsgd *de, float *grad, size_t *idx,
-                    size_t N, double q, double clip, double *dbuf, int steps, int *err)
+/* The overlap ESTIMATE: Poisson sampling and the ghost-clipped sum on
+ * this thread while the worker draws a noise vector of the same size and
+ * distribution, then (sum + noise) / qN and the update.  It omits the
+ * randomized rounding of the sum to the noise grid that fl_dpsgd does
+ * (dp/fl_noise), so it is a lower bound on what a pipelined node step
+ * would cost, not a private mechanism; it exists to size that change. */
+static int s_overlap_step(bctx *c)
 {
-    float *w = fl_mlp_params(c->m);
+    size_t b = 0, clipped;
+    int rc;
+    s_worker_start(c->wk);
+    if ((rc = fl_sampler_poisson(c->N, c->q, c->idx, &b)) != FL_OK) {
+        (void)s_worker_wait(c->wk);
+        return rc;
+    }
+    memset(c->acc, 0, c->P * sizeof *c->acc);
+    for (size_t off = 0; off < b && rc == FL_OK; off += c->B) {
+        size_t m = b - off < c->B ? b - off : c->B;
+        s_gather(c, c->idx + off, m);
+        rc = fl_model_clipped_gradient_sum(c->m, c->xb, c->yb, m, c->clip, c->grad, &clipped,
+                                           NULL);
+        for (size_t j = 0; rc == FL_OK && j < c->P; j++)
+            c->acc[j] += (double)c->grad[j];
+    }
+    int wrc = s_worker_wait(c->wk);
+    if (rc != FL_OK)
+        return rc;
+    if (wrc != FL_OK)
+        return wrc;
+    double denom = c->q * (double)c->N;
+    float *w = fl_model_params(c->m);
+    for (size_t j = 0; j < c->P; j++)
+        w[j] -= S_LR * (float)((c->acc[j] + c->wk->buf[j]) / denom);
+    return FL_OK;
+}
+
+/* One variant, `steps` steps; returns seconds (negative on error). */
+static double s_run(int v, bctx *c, int steps)
+{
+    float *w = fl_model_params(c->m);
     double t0 = s_now();
-    for (int s = 0; s < steps && !*err; s++) {
+    if (v == V_DP) { /* all steps in one call, as a node runs a round */
+        if (fl_trainer_run(c->tr, (size_t)steps, S_LR, NULL) != FL_OK) {
+            fprintf(stderr, "bench_dpsgd: %s: %s\n", s_vname[v], fl_error_last());
+            return -1.0;
+        }
+        return s_now() - t0;
+    }
+    for (int s = 0; s < steps; s++) {
         int rc = FL_OK;
         double loss;
         size_t b, clipped;
         switch (v) {
         case V_PLAIN:
         case V_GHOST:
-            /* a random batch of 256 (plain SGD would draw one too) */
-            for (size_t i = 0; i < S_BATCH; i++)
-                idx[i] = s_rand() % N;
-            s_gather(c, idx, S_BATCH);
+            /* a random batch of B (plain SGD would draw one too) */
+            for (size_t i = 0; i < c->B; i++)
+                c->idx[i] = s_rand() % c->N;
+            s_gather(c, c->idx, c->B);
             rc = v == V_PLAIN
-                     ? fl_mlp_gradient(c->m, c->xb, c->yb, S_BATCH, grad, &loss)
-                     : fl_mlp_clipped_gradient_sum(c->m, c->xb, c->yb, S_BATCH, clip, grad,
-                                                   &clipped, &loss);
+                     ? fl_model_gradient(c->m, c->xb, c->yb, c->B, c->grad, &loss)
+                     : fl_model_clipped_gradient_sum(c->m, c->xb, c->yb, c->B, c->clip,
+                                                     c->grad, &clipped, &loss);
+            for (size_t j = 0; rc == FL_OK && j < c->P; j++)
+                w[j] -= S_LR * c->grad[j];
             break;
-        case V_DP:
-            rc = fl_dpsgd_step_clipped(dg, s_ghost, c, grad, &b);
-            break;
-        case V_DPEXPL:
-            rc = fl_dpsgd_step(de, s_expl, c, grad, &b);
+        case V_OVERLAP:
+            rc = s_overlap_step(c);
             break;
         case V_SAMPLER:
-            rc = fl_sampler_poisson(N, q, idx, &b);
+            rc = fl_sampler_poisson(c->N, c->q, c->idx, &b);
             break;
         case V_NOISE:
             /* non-zero inputs, as in a step: randomized rounding of a
              * non-grid value draws CSPRNG bits, of zero does not */
             for (size_t j = 0; j < c->P; j++)
-                dbuf[j] = (double)grad[j] * 0.01 + 1e-3;
-            rc = fl_noise_add_gaussian_f64(dbuf, c->P, clip);
+                c->dbuf[j] = (double)c->grad[j] * 0.01 + 1e-3;
+            rc = fl_noise_add_gaussian_f64(c->dbuf, c->P, c->sigma * c->clip);
             break;
         }
         if (rc != FL_OK) {
             fprintf(stderr, "bench_dpsgd: %s: %s\n", s_vname[v], fl_error_last());
-            *err = 1;
+            return -1.0;
         }
-        if (v <= V_DPEXPL)
-            for (size_t j = 0; j < c->P; j++)
-                w[j] -= S_LR * grad[j];
     }
     return s_now() - t0;
 }
 
-static int s_bench_model(const uint32_t *sizes, size_t ns, fl_mlp_output kind, size_t N,
-                         int reps, int steps, double peak)
+/* Flops of one plain step of batch B: per layer with parameters, forward
+ * 2B f_l, weight gradient 2B f_l, and the input gradient 2B f_l for every
+ * such layer above the first (f_l = C_out C_in k^2 Ho Wo for conv, in*out
+ * for dense; pooling, activations and the loss are not counted). */
+static double s_step_flops(const fl_model_spec *s, size_t B)
 {
-    int rc = 1, err = 0;
-    fl_mlp *m = NULL;
-    fl_dpsgd *dg = NULL, *de = NULL;
-    bctx c = {0};
-    float *X = NULL, *grad = NULL;
-    int32_t *y = NULL;
-    size_t *idx = NULL;
-    double *dbuf = NULL, *t[V_COUNT] = {0};
-    const double q = (double)S_BATCH / (double)N, sigma = 1.0;
+    double all = 0.0, above = 0.0;
+    int seen = 0;
+    for (uint32_t l = 0; l < s->num_layers; l++) {
+        uint32_t c, h, w, oc, oh, ow;
+        if (fl_model_spec_shape(s, (int)l - 1, &c, &h, &w) != FL_OK ||
+            fl_model_spec_shape(s, (int)l, &oc, &oh, &ow) != FL_OK)
+            return 0.0;
+        double f;
+        if (s->layers[l].kind == FL_LAYER_CONV)
+            f = (double)oc * c * s->layers[l].kernel * s->layers[l].kernel * oh * ow;
+        else if (s->layers[l].kind == FL_LAYER_DENSE)
+            f = (double)c * h * w * oc;
+        else
+            continue;
+        all += f;
+        if (seen)
+            above += f;
+        seen = 1;
+    }
+    return 2.0 * (double)B * (2.0 * all + above);
+}
 
-    if (fl_mlp_new(&m, sizes, ns, kind) != FL_OK)
+static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double peak,
+                   int json)
+{
+    int rc = 1;
+    bctx c = {0};
+    fl_model_spec spec;
+    double *t[V_COUNT] = {0}, *nr = NULL;
+    s_noise_worker wk = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    int worker_up = 0;
+    const int threads = fl_mlp_blas_threads();
+
+    if (fl_model_spec_parse(&spec, wl->spec, wl->output_kind) != FL_OK ||
+        fl_model_new(&c.m, &spec) != FL_OK)
         goto done;
     unsigned char seed[32] = {7};
-    fl_mlp_init(m, seed);
-    size_t d = sizes[0], P = fl_mlp_num_params(m), k = sizes[ns - 1];
-    X = malloc(N * d * sizeof *X);
-    y = malloc(N * sizeof *y);
-    grad = malloc(P * sizeof *grad);
-    idx = malloc(N * sizeof *idx);
-    dbuf = malloc(P * sizeof *dbuf);
-    c = (bctx){m, X, y, d, P, malloc(S_BATCH * d * sizeof(float)),
-               malloc(S_BATCH * sizeof(int32_t))};
+    fl_model_init(c.m, seed);
+    c.B = wl->batch;
+    c.N = N;
+    c.P = fl_model_num_params(c.m);
+    c.q = (double)c.B / (double)N;
+    c.sigma = 1.0;
+    size_t d = fl_model_num_inputs(c.m), k = fl_model_num_outputs(c.m);
+    c.ds = (fl_dataset){.n = N, .d = d, .num_classes = k == 1 ? 2 : (uint32_t)k};
+    c.ds.X = malloc(N * d * sizeof(float));
+    c.ds.y = malloc(N * sizeof(int32_t));
+    c.grad = calloc(c.P, sizeof *c.grad);
+    c.idx = malloc(N * sizeof *c.idx);
+    c.dbuf = malloc(c.P * sizeof *c.dbuf);
+    c.acc = malloc(c.P * sizeof *c.acc);
+    c.xb = malloc(c.B * d * sizeof(float));
+    c.yb = malloc(c.B * sizeof(int32_t));
+    nr = malloc(c.B * sizeof *nr);
     for (int v = 0; v < V_COUNT; v++)
-        t[v] = malloc((size_t)reps * sizeof(double));
-    if (!X || !y || !grad || !idx || !dbuf || !c.xb || !c.yb || !t[V_COUNT - 1])
+        t[v] = calloc((size_t)reps, sizeof(double));
+    if (!c.ds.X || !c.ds.y || !c.grad || !c.idx || !c.dbuf || !c.acc || !c.xb || !c.yb || !nr ||
+        !t[V_COUNT - 1])
         goto done;
+    /* MLP features in [-1, 1), image pixels in [0, 1) */
+    int image = spec.in_h > 1;
     for (size_t i = 0; i < N * d; i++)
-        X[i] = (float)(s_rand() % 2001) * 1e-3f - 1.0f;
+        c.ds.X[i] = image ? (float)(s_rand() % 1000) * 1e-3f
+                          : (float)(s_rand() % 2001) * 1e-3f - 1.0f;
     for (size_t i = 0; i < N; i++)
-        y[i] = (int32_t)(s_rand() % (k == 1 ? 2 : k));
+        c.ds.y[i] = (int32_t)(s_rand() % (k == 1 ? 2 : k));
 
     /* Clip norm: the median per-example norm at init, so about half the
      * examples are clipped (the regime DP-SGD runs in). */
-    double *nr = malloc(S_BATCH * sizeof *nr);
-    if (!nr || fl_mlp_example_norms(m, X, y, S_BATCH, nr) != FL_OK) {
-        free(nr);
+    if (fl_model_example_norms(c.m, c.ds.X, c.ds.y, c.B, nr) != FL_OK)
         goto done;
-    }
-    double clip = s_median(nr, S_BATCH);
-    free(nr);
-    if (fl_dpsgd_new_clipped(&dg, P, N, q, clip, sigma, S_BATCH) != FL_OK ||
-        fl_dpsgd_new(&de, P, N, q, clip, sigma, S_EXPL_CHUNK) != FL_OK)
+    c.clip = s_median(nr, (int)c.B);
+    if (fl_trainer_new_model(&c.tr, c.m, &c.ds, c.q, c.clip, c.sigma) != FL_OK)
         goto done;
+    fl_mlp_set_blas_threads(threads); /* the trainer sets 1 unless the env says */
 
-    /* Flops of one 256-row step: forward 2B*in*o per layer, backward
-     * deltas 2B*in*o for every layer above the first, weight gradients
-     * 2B*in*o per layer (the ghost path adds O(B * widths) for norms). */
-    double wsum = 0, wabove = 0;
-    for (size_t l = 0; l + 1 < ns; l++) {
-        wsum += (double)sizes[l] * sizes[l + 1];
-        if (l > 0)
-            wabove += (double)sizes[l] * sizes[l + 1];
+    /* The overlap estimate uses a second core only where one is free: with
+     * T BLAS threads on all cores an extra thread would oversubscribe. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < cores) {
+        wk.buf = malloc(c.P * sizeof *wk.buf);
+        wk.n = c.P;
+        wk.stddev = c.sigma * c.clip;
+        if (!wk.buf || pthread_create(&wk.th, NULL, s_worker_main, &wk) != 0)
+            goto done;
+        worker_up = 1;
+        c.wk = &wk;
     }
-    double flops = 2.0 * S_BATCH * (2.0 * wsum + wabove);
 
-    int steps_v[V_COUNT];
-    for (int v = 0; v < V_COUNT; v++)
-        steps_v[v] = steps;
-    /* the explicit path writes 256 x P floats per step: fewer steps */
-    steps_v[V_DPEXPL] = P > 100000 ? (steps / 10 > 1 ? steps / 10 : 1) : steps;
-
-    for (int r = -1; r < reps; r++) /* r = -1: warm-up (grows all scratch) */
+    double flops = s_step_flops(&spec, c.B);
+    for (int r = -1; r < reps; r++) /* r = -1: warm-up (first touch of all scratch) */
         for (int v = 0; v < V_COUNT; v++) {
-            double sec = s_run(v, &c, dg, de, grad, idx, N, q, clip, dbuf, steps_v[v], &err);
-            if (err)
+            if (v == V_OVERLAP && !c.wk)
+                continue;
+            double sec = s_run(v, &c, steps);
+            if (sec < 0)
                 goto done;
             if (r >= 0)
-                t[v][r] = sec / steps_v[v]; /* seconds per step */
+                t[v][r] = sec / steps;
         }
 
-    printf("\nMLP");
-    for (size_t l = 0; l < ns; l++)
-        printf("%s%u", l ? "-" : " ", sizes[l]);
-    printf(" (%s), %zu params, N = %zu, q = %.4g (E[batch] = %d), C = %.3g, sigma = %.1g, "
-           "OpenBLAS threads = %d\n", kind == FL_MLP_OUT_SIGMOID_BCE ? "sigmoid" : "softmax", P,
-           N, q, S_BATCH, clip, sigma, fl_mlp_blas_threads());
-    printf("  step flops (plain) = %.1f MFLOP\n", flops / 1e6);
     double best[V_COUNT], med[V_COUNT];
     for (int v = 0; v < V_COUNT; v++) {
         qsort(t[v], (size_t)reps, sizeof(double), s_cmp);
         best[v] = t[v][0];
         med[v] = s_median(t[v], reps);
     }
-    printf("  %-36s %12s %12s %10s %9s\n", "variant", "ex/s best", "ex/s median", "ms/step",
-           "% sgemm");
-    for (int v = 0; v < V_COUNT; v++) {
-        if (v >= V_SAMPLER) {
-            printf("  %-36s %12s %12s %10.3f\n", s_vname[v], "", "", 1e3 * med[v]);
-            continue;
+    double B = (double)c.B;
+    if (json) {
+        printf("{\"workload\":\"%s\",\"batch\":%zu,\"threads\":%d,"
+               "\"plain_examples_per_s\":%.1f,\"dp_examples_per_s\":%.1f,"
+               "\"dp_over_plain_cost\":%.4f,\"sgemm_gflops\":%.2f,"
+               "\"step_gflops_fraction\":%.4f}\n",
+               wl->name, c.B, threads, B / med[V_PLAIN], B / med[V_DP],
+               med[V_DP] / med[V_PLAIN], peak, flops / med[V_PLAIN] / 1e9 / peak);
+        fflush(stdout);
+    } else {
+        printf("\n%s: %s, %zu params, N = %zu, q = %.4g (E[batch] = %zu), C = %.3g, "
+               "sigma = %.1g, OpenBLAS threads = %d\n", wl->name, wl->spec, c.P, N, c.q, c.B,
+               c.clip, c.sigma, threads);
+        printf("  step flops (plain) = %.1f MFLOP\n", flops / 1e6);
+        printf("  %-40s %11s %11s %9s %8s\n", "variant", "ex/s best", "ex/s median",
+               "ms/step", "% sgemm");
+        for (int v = 0; v < V_COUNT; v++) {
+            if (v == V_OVERLAP && !c.wk)
+                continue;
+            if (v >= V_SAMPLER) {
+                printf("  %-40s %11s %11s %9.3f\n", s_vname[v], "", "", 1e3 * med[v]);
+                continue;
+            }
+            printf("  %-40s %11.0f %11.0f %9.3f %7.1f%%\n", s_vname[v], B / best[v],
+                   B / med[v], 1e3 * med[v], 100.0 * flops / med[v] / 1e9 / peak);
         }
-        double pct = 100.0 * flops / med[v] / 1e9 / peak;
-        printf("  %-36s %12.0f %12.0f %10.3f %8.1f%%\n", s_vname[v], S_BATCH / best[v],
-               S_BATCH / med[v], 1e3 * med[v], pct);
+        printf("  cost ghost-sum / plain           : best %.3f  median %.3f\n",
+               best[V_GHOST] / best[V_PLAIN], med[V_GHOST] / med[V_PLAIN]);
+        printf("  cost DP (node path) / plain      : best %.3f  median %.3f  (target <= %s)\n",
+               best[V_DP] / best[V_PLAIN], med[V_DP] / med[V_PLAIN],
+               image ? "1.6" : "1.15");
+        if (c.wk)
+            printf("  cost DP, noise overlapped / plain: best %.3f  median %.3f  (estimate)\n",
+                   best[V_OVERLAP] / best[V_PLAIN], med[V_OVERLAP] / med[V_PLAIN]);
     }
-    printf("  ratio ghost-sum / plain (cost)      : best %.3f  median %.3f\n",
-           best[V_GHOST] / best[V_PLAIN], med[V_GHOST] / med[V_PLAIN]);
-    printf("  ratio DP-ghost / plain (cost)       : best %.3f  median %.3f  (target <= 1.15)\n",
-           best[V_DP] / best[V_PLAIN], med[V_DP] / med[V_PLAIN]);
-    printf("  ratio DP-explicit / plain (cost)    : best %.3f  median %.3f\n",
-           best[V_DPEXPL] / best[V_PLAIN], med[V_DPEXPL] / med[V_PLAIN]);
-    printf("  speed-up ghost vs explicit DP-SGD   : median %.2fx\n", med[V_DPEXPL] / med[V_DP]);
     rc = 0;
 done:
     if (rc)
-        fprintf(stderr, "bench_dpsgd: setup or step failed: %s\n", fl_error_last());
-    fl_dpsgd_free(dg);
-    fl_dpsgd_free(de);
-    fl_mlp_free(m);
-    free(X), free(y), free(grad), free(idx), free(dbuf), free(c.xb), free(c.yb);
+        fprintf(stderr, "bench_dpsgd: %s: setup or step failed: %s\n", wl->name,
+                fl_error_last());
+    if (worker_up) {
+        pthread_mutex_lock(&wk.mu);
+        wk.quit = 1;
+        pthread_cond_broadcast(&wk.cv);
+        pthread_mutex_unlock(&wk.mu);
+        pthread_join(wk.th, NULL);
+    }
+    free(wk.buf);
+    fl_trainer_free(c.tr);
+    fl_model_free(c.m);
+    free(c.ds.X), free(c.ds.y), free(c.grad), free(c.idx), free(c.dbuf), free(c.acc);
+    free(c.xb), free(c.yb), free(nr);
     for (int v = 0; v < V_COUNT; v++)
         free(t[v]);
     return rc;
 }
 
+static int s_usage(void)
+{
+    fprintf(stderr, "usage: bench_dpsgd [--threads N[,M..]] [--json] [--repeats R>=1] "
+                    "[--steps S>=1] [--records N>=256] [--workloads mlp30,mlp784,cnn]\n"
+                    "       bench_dpsgd [repeats] [steps] [threads=1,2] [N=10000]\n");
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
-    int reps = argc > 1 ? atoi(argv[1]) : 7;
-    int steps = argc > 2 ? atoi(argv[2]) : 20;
-    const char *threads = argc > 3 ? argv[3] : "1,2";
-    size_t N = argc > 4 ? (size_t)strtoull(argv[4], NULL, 10) : 10000;
-    if (reps < 1 || steps < 1 || N < S_BATCH || sodium_init() < 0) {
-        fprintf(stderr, "usage: bench_dpsgd [repeats>=1] [steps>=1] [threads=1,2] "
-                        "[N>=%d]\n", S_BATCH);
+    int reps = 7, steps = 20, json = 0, pos = 0;
+    const char *threads = "1,2", *which = "mlp30,mlp784,cnn";
+    size_t N = 10000;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int more = i + 1 < argc;
+        if (!strcmp(a, "--json"))
+            json = 1;
+        else if (!strcmp(a, "--threads") && more)
+            threads = argv[++i];
+        else if (!strcmp(a, "--repeats") && more)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(a, "--steps") && more)
+            steps = atoi(argv[++i]);
+        else if (!strcmp(a, "--records") && more)
+            N = (size_t)strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--workloads") && more)
+            which = argv[++i];
+        else if (a[0] != '-' && pos == 0)
+            reps = atoi(a), pos++;
+        else if (a[0] != '-' && pos == 1)
+            steps = atoi(a), pos++;
+        else if (a[0] != '-' && pos == 2)
+            threads = a, pos++;
+        else if (a[0] != '-' && pos == 3)
+            N = (size_t)strtoull(a, NULL, 10), pos++;
+        else
+            return s_usage();
+    }
+    if (reps < 1 || steps < 1 || N < 256)
+        return s_usage();
+    if (sodium_init() < 0) {
+        fprintf(stderr, "bench_dpsgd: sodium_init failed\n");
         return 1;
     }
-    static const uint32_t small[] = {30, 128, 64, 1}, mnist[] = {784, 256, 128, 10};
     char buf[64];
     snprintf(buf, sizeof buf, "%s", threads);
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         int nt = atoi(tok);
+        if (nt < 1)
+            return s_usage();
         fl_mlp_set_blas_threads(nt);
         double peak = s_sgemm_gflops();
-        printf("\n=== OpenBLAS threads = %d: sgemm 1024^3 = %.1f GFLOP/s (best of 3) ===\n",
-               fl_mlp_blas_threads(), peak);
-        if (s_bench_model(small, 4, FL_MLP_OUT_SIGMOID_BCE, N, reps, steps, peak) ||
-            s_bench_model(mnist, 4, FL_MLP_OUT_SOFTMAX_CE, N, reps, steps, peak))
-            return 1;
+        if (!json)
+            printf("\n=== OpenBLAS threads = %d: sgemm %d^3 = %.1f GFLOP/s (best of 5) ===\n",
+                   fl_mlp_blas_threads(), S_SGEMM_N, peak);
+        for (size_t w = 0; w < sizeof s_workloads / sizeof s_workloads[0]; w++) {
+            const char *nm = s_workloads[w].name, *p = strstr(which, nm);
+            size_t len = strlen(nm);
+            /* a whole item of the comma-separated list */
+            while (p && !((p == which || p[-1] == ',') && (p[len] == ',' || p[len] == '\0')))
+                p = strstr(p + 1, nm);
+            if (p && s_bench(&s_workloads[w], N, reps, steps, peak, json))
+                return 1;
+        }
     }
     return 0;
 }

@@ -44,6 +44,7 @@
 #include "nn/fl_dataset.h"
 #include "nn/fl_metrics.h"
 #include "nn/fl_mlp.h"
+#include "nn/fl_model.h"
 #include "proto/fl_wire.h"
 #include "secagg/fl_secagg.h"
 #include "storage/fl_storage.h"
@@ -72,6 +73,9 @@ typedef struct {
     double learning_rate, clip_norm, sampling_rate;
     char schema[FL_CONFIG_STR_MAX];
     char test_data[FL_CONFIG_STR_MAX];
+    char data_format[FL_CONFIG_STR_MAX]; /* csv or idx */
+    char test_images[FL_CONFIG_STR_MAX], test_labels[FL_CONFIG_STR_MAX];
+    int64_t test_count;
     int64_t secagg_enabled, secagg_threshold, secagg_neighbours, secagg_max_weight, step_timeout_ms;
     double secagg_clip_range;
     char server_optimizer[FL_CONFIG_STR_MAX];
@@ -105,7 +109,7 @@ typedef struct {
     fl_schema *schema;
     unsigned char schema_digest[32];
     fl_dataset *test;
-    fl_mlp *mlp;
+    fl_model *mlp; /* the model, for evaluating on the public test set */
     fl_model_spec spec;
     uint32_t wire_sizes[FL_SPEC_MAX_LAYERS + 1];
     Fl__LayerSpec wire_layers[FL_SPEC_MAX_LAYERS];
@@ -205,6 +209,7 @@ static int s_load_config(s_config *c, const char *path)
     c->secagg_max_weight = 10000;
     c->step_timeout_ms = 30000;
     snprintf(c->server_optimizer, sizeof c->server_optimizer, "fedavg");
+    snprintf(c->data_format, sizeof c->data_format, "csv");
     c->server_lr = 1.0;
     c->server_momentum = 0.9;
     c->server_beta1 = 0.9;
@@ -236,8 +241,12 @@ static int s_load_config(s_config *c, const char *path)
         {"training", "learning_rate", FL_CONFIG_DOUBLE, &c->learning_rate, 0, 1e-6, 100, 0},
         {"training", "clip_norm", FL_CONFIG_DOUBLE, &c->clip_norm, 0, 1e-6, 1e6, 0},
         {"training", "sampling_rate", FL_CONFIG_DOUBLE, &c->sampling_rate, 0, 1e-6, 1, 0},
-        {"data", "schema", FL_CONFIG_PATH, c->schema, 1, 0, 0, 0},
+        {"data", "format", FL_CONFIG_STRING, c->data_format, 0, 0, 0, 0},
+        {"data", "schema", FL_CONFIG_PATH, c->schema, 0, 0, 0, 0},
         {"data", "test_data", FL_CONFIG_PATH, c->test_data, 0, 0, 0, 0},
+        {"data", "test_images", FL_CONFIG_PATH, c->test_images, 0, 0, 0, 0},
+        {"data", "test_labels", FL_CONFIG_PATH, c->test_labels, 0, 0, 0, 0},
+        {"data", "test_count", FL_CONFIG_INT, &c->test_count, 0, 0, 1e9, 0},
         {"secagg", "enabled", FL_CONFIG_INT, &c->secagg_enabled, 0, 0, 1, 0},
         {"secagg", "threshold", FL_CONFIG_INT, &c->secagg_threshold, 0, 0, S_MAX_NODES, 0},
         {"secagg", "neighbours", FL_CONFIG_INT, &c->secagg_neighbours, 0, 0, S_MAX_NODES, 0},
@@ -254,6 +263,9 @@ static int s_load_config(s_config *c, const char *path)
     int rc = fl_config_load(path, f, sizeof f / sizeof f[0]);
     if (rc != FL_OK)
         return rc;
+    if (strcmp(c->data_format, "csv") == 0 ? !c->schema[0] : strcmp(c->data_format, "idx") != 0)
+        return fl_error_set(FL_EPARSE, "%s: [data] format = '%s': use csv (with schema = the "
+                            "consortium's schema file) or idx (images)", path, c->data_format);
     if (!fl_wire_name_ok(c->consortium))
         return fl_error_set(FL_EPARSE, "%s: [coordinator] consortium '%s' must be 1..%u "
                             "characters from [A-Za-z0-9._-]", path, c->consortium,
@@ -488,8 +500,8 @@ static void s_evaluate(s_coord *co)
     double loss = 0.0;
     if (!t)
         return;
-    memcpy(fl_mlp_params(co->mlp), co->model, co->num_params * sizeof(float));
-    if (fl_mlp_evaluate(co->mlp, t->X, t->y, t->n, &loss, co->probs) != FL_OK) {
+    memcpy(fl_model_params(co->mlp), co->model, co->num_params * sizeof(float));
+    if (fl_model_evaluate(co->mlp, t->X, t->y, t->n, &loss, co->probs) != FL_OK) {
         fl_log_warn("evaluation failed: %s", fl_error_last());
         return;
     }
@@ -1038,8 +1050,9 @@ static void s_on_secagg(s_coord *co, fl_transport_msg *m, const Fl__SecAgg *sm)
     if (step == FL_SECAGG_ADVERTISE) {
         n->epsilon = sm->epsilon;
         n->delta = sm->delta;
-        fl_log_info("round %u: %s trained and joined secure aggregation (epsilon %.3f at delta "
-                    "%.0e)", co->round, n->name, sm->epsilon, sm->delta);
+        fl_log_info("round %u: %s %s secure aggregation (epsilon %.3f at delta %.0e)",
+                    co->round, n->name, co->eval_round ? "evaluated and joined" : "trained and joined",
+                    sm->epsilon, sm->delta);
     }
 }
 
@@ -1630,36 +1643,44 @@ static int s_setup(s_coord *co, const char *config_path)
         return rc;
     if ((rc = s_parse_layers(co)) != FL_OK)
         return fl_error_wrap(rc, "%s", config_path);
-    if ((rc = fl_schema_load(&co->schema, co->cfg.schema)) != FL_OK)
+    if (strcmp(co->cfg.data_format, "idx") == 0) {
+        /* Images: the nodes' data is described by its pixel count alone. */
+        fl_wire_image_digest(fl_model_spec_num_inputs(&co->spec), co->schema_digest);
+        if (co->cfg.test_images[0] &&
+            (rc = fl_dataset_load_idx(&co->test, co->cfg.test_images, co->cfg.test_labels, 0,
+                                      (size_t)co->cfg.test_count)) != FL_OK)
+            return rc;
+        if (co->test && co->test->d != fl_model_spec_num_inputs(&co->spec))
+            return fl_error_set(FL_EINVAL, "%s: test images have %zu pixels, the model takes %zu "
+                                "inputs", config_path, co->test->d,
+                                fl_model_spec_num_inputs(&co->spec));
+    } else if ((rc = fl_schema_load(&co->schema, co->cfg.schema)) != FL_OK) {
         return rc;
-    fl_schema_digest(co->schema, co->schema_digest);
-    if (fl_schema_num_features(co->schema) != fl_model_spec_num_inputs(&co->spec))
+    } else {
+        fl_schema_digest(co->schema, co->schema_digest);
+    }
+    if (co->schema && fl_schema_num_features(co->schema) != fl_model_spec_num_inputs(&co->spec))
         return fl_error_set(FL_EINVAL, "%s: the model takes %zu inputs but schema '%s' has %zu "
                             "features: make [model] layers start with %zu", config_path,
                             fl_model_spec_num_inputs(&co->spec), co->cfg.schema,
                             fl_schema_num_features(co->schema),
                             fl_schema_num_features(co->schema));
-    if (co->cfg.test_data[0] &&
+    if (co->schema && co->cfg.test_data[0] &&
         (rc = fl_dataset_load_csv(&co->test, co->cfg.test_data, co->schema)) != FL_OK)
         return rc;
-    {
-        uint32_t sizes[FL_SPEC_MAX_LAYERS + 1];
-        size_t n = 0;
-        if ((rc = fl_model_spec_to_sizes(&co->spec, sizes, &n)) != FL_OK ||
-            (rc = fl_mlp_new(&co->mlp, sizes, n, (fl_mlp_output)co->spec.output_kind)) != FL_OK)
-            return fl_error_wrap(rc, "%s: [model] layers", config_path);
-    }
-    co->num_params = fl_mlp_num_params(co->mlp);
+    if ((rc = fl_model_new(&co->mlp, &co->spec)) != FL_OK)
+        return fl_error_wrap(rc, "%s: [model] layers", config_path);
+    co->num_params = fl_model_num_params(co->mlp);
     /* The initial model is public: a seeded, reproducible initialisation. */
     crypto_generichash(seed, sizeof seed, (const unsigned char *)&co->cfg.seed,
                        sizeof co->cfg.seed, NULL, 0);
-    fl_mlp_init(co->mlp, seed);
+    fl_model_init(co->mlp, seed);
     co->model = malloc(co->num_params * sizeof(float));
     co->probs = malloc(((co->test ? co->test->n : 0) + 1) * fl_model_spec_num_outputs(&co->spec) *
                        sizeof(float));
     if (!co->model || !co->probs)
         return fl_error_set(FL_ENOMEM, "out of memory");
-    memcpy(co->model, fl_mlp_params(co->mlp), co->num_params * sizeof(float));
+    memcpy(co->model, fl_model_params(co->mlp), co->num_params * sizeof(float));
     fl_wire_model_digest(co->model, co->num_params, co->model_digest);
     co->round = 1;
     if (co->cfg.state_dir[0]) {
@@ -1791,7 +1812,7 @@ static void s_teardown(s_coord *co)
     free(co->agg);
     fl_secagg_server_free(co->sa);
     free(co->party_pks);
-    fl_mlp_free(co->mlp);
+    fl_model_free(co->mlp);
     fl_dataset_free(co->test);
     fl_schema_free(co->schema);
     free(co->model);

@@ -109,7 +109,7 @@ static const char *const S_USAGE_ROUNDS =
     "aggregate), outcome (completed, abandoned, interrupted, running) and the test\n"
     "metrics. A round abandoned or interrupted and run again has one line per\n"
     "attempt. A coordinator without [coordinator] state_dir keeps no history.\n\n"
-    "  --last N  only the N most recent records (1..150; at most 150 are sent)\n"
+    "  --last N  only the N most recent records (1..100; at most 100 are sent)\n"
     "  --json    {\"ok\":true,\"rounds\":[{\"round\":...,\"started_at\":...,\n"
     "            \"ended_at\":...,\"participants\":...,\"contributors\":...,\n"
     "            \"outcome\":...,\"reason\":...,\"metrics\":{...}}]}\n";
@@ -416,8 +416,12 @@ static void s_print_status(const fl_json *r)
     printf("%-14s %s%s\n", "phase", s_phase_text(phase),
            paused && strcmp(phase, "round_in_progress") == 0
                ? " (pause requested: no new round after this one)" : "");
-    printf("%-14s %.0f of %.0f (%.0f completed)\n", "round", s_num(r, "round"),
-           s_num(r, "rounds_planned"), s_num(r, "rounds_completed"));
+    if (strcmp(phase, "done") == 0)
+        printf("%-14s all %.0f planned rounds completed\n", "round",
+               s_num(r, "rounds_completed"));
+    else
+        printf("%-14s %.0f of %.0f (%.0f completed)\n", "round", s_num(r, "round"),
+               s_num(r, "rounds_planned"), s_num(r, "rounds_completed"));
     if (!s_bool(r, "secagg"))
         printf("%-14s off (the coordinator sees each update)\n", "secure agg.");
     else
@@ -433,6 +437,15 @@ static void s_print_status(const fl_json *r)
                s_num(m, "round"), loss, acc, auc);
     } else {
         printf("%-14s none yet (no round completed, or no [data] test_data)\n", "last metrics");
+    }
+    m = fl_admin_json_get(r, "node_metrics");
+    if (m && m->type == FL_JSON_OBJECT) {
+        char loss[32], acc[32], f1[32];
+        s_metric(loss, sizeof loss, s_num(m, "loss"));
+        s_metric(acc, sizeof acc, s_num(m, "accuracy"));
+        s_metric(f1, sizeof f1, s_num(m, "f1"));
+        printf("%-14s model %.0f on %.0f held-out records: loss %s, accuracy %s, F1 %s\n",
+               "nodes' eval", s_num(m, "version"), s_num(m, "examples"), loss, acc, f1);
     }
     if (!s_bool(r, "history"))
         printf("%-14s not kept (no [coordinator] state_dir)\n", "history");

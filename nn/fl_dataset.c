@@ -8,6 +8,7 @@
  * straight to the problem.
  */
 #include "nn/fl_dataset.h"
+#include "nn/fl_idx.h"
 #include "storage/fl_storage.h"
 
 #include <errno.h>
@@ -394,6 +395,76 @@ void fl_dataset_free(fl_dataset *ds)
     free(ds->X);
     free(ds->y);
     free(ds);
+}
+
+int fl_dataset_load_idx(fl_dataset **out, const char *images_path, const char *labels_path,
+                        size_t start, size_t count)
+{
+    int rc = FL_OK;
+    fl_idx_images *im = NULL;
+    fl_idx_labels *lb = NULL;
+    fl_dataset *ds = NULL;
+
+    if (!out || !images_path || !labels_path)
+        abort();
+    *out = NULL;
+    if ((rc = fl_idx_load_images(&im, images_path)) != FL_OK ||
+        (rc = fl_idx_load_labels(&lb, labels_path)) != FL_OK)
+        goto done;
+    if (im->n != lb->n) {
+        rc = fl_error_set(FL_EPARSE, "%s holds %zu images but %s holds %zu labels; pass an "
+                          "image file and the label file that belongs to it",
+                          images_path, im->n, labels_path, lb->n);
+        goto done;
+    }
+    if (start >= im->n || (count > 0 && count > im->n - start)) {
+        rc = fl_error_set(FL_EINVAL, "%s holds %zu images; rows %zu .. %zu%s are not all in "
+                          "it; pass a start below %zu and a count (0 = to the end) that "
+                          "stays inside the file", images_path, im->n, start,
+                          count ? start + count - 1 : im->n,
+                          count ? "" : " (to the end)", im->n);
+        goto done;
+    }
+    if (count == 0)
+        count = im->n - start;
+    /* The class count comes from the whole label file, not the slice, so
+     * nodes holding different slices of one data set agree on it. */
+    uint32_t classes = 10;
+    for (size_t i = 0; i < lb->n; i++)
+        if ((uint32_t)lb->labels[i] + 1 > classes)
+            classes = (uint32_t)lb->labels[i] + 1;
+    size_t d = im->rows * im->cols;
+    ds = calloc(1, sizeof *ds);
+    if (ds)
+        ds->y = malloc(count * sizeof *ds->y);
+    if (!ds || !ds->y) {
+        rc = fl_error_set(FL_ENOMEM, "%s: out of memory for %zu labels", labels_path, count);
+        goto done;
+    }
+    for (size_t i = 0; i < count; i++)
+        ds->y[i] = lb->labels[start + i];
+    /* Reuse the loader's pixel buffer: move the slice to its front and
+     * shrink it, rather than copying into fresh memory. */
+    if (start > 0)
+        memmove(im->pixels, im->pixels + start * d, count * d * sizeof(float));
+    if (count < im->n) {
+        float *p = realloc(im->pixels, count * d * sizeof(float));
+        if (p)
+            im->pixels = p;
+    }
+    ds->X = im->pixels; /* ownership moves to the dataset */
+    im->pixels = NULL;
+    ds->n = count;
+    ds->d = d;
+    ds->num_classes = classes;
+    ds->clamped = 0;
+    *out = ds;
+    ds = NULL;
+done:
+    fl_dataset_free(ds);
+    fl_idx_images_free(im);
+    fl_idx_labels_free(lb);
+    return rc;
 }
 
 int fl_dataset_load_csv(fl_dataset **out, const char *csv_path, const fl_schema *s)

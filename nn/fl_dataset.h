@@ -2,8 +2,9 @@
  * fl_dataset: the consortium's shared feature schema (an INI file naming
  * the features in order, their public fixed ranges, the label column and
  * the number of classes), a strict CSV loader that scales features into
- * [0,1] using only those public ranges, and a deterministic stratified
- * splitter that deals a CSV into a test file and per-hospital shards.
+ * [0,1] using only those public ranges, a loader for a slice of an IDX
+ * (MNIST-format) image set, and a deterministic stratified splitter that
+ * deals a CSV into a test file and per-hospital shards.
  *
  * Scaling never looks at statistics of the data, so nothing about a
  * hospital's records leaks through preprocessing.
@@ -73,6 +74,22 @@ typedef struct {
  *  FL_ENOMEM. */
 FL_NODISCARD int fl_dataset_load_csv(fl_dataset **out, const char *csv_path,
                                      const fl_schema *s);
+
+/** Loads rows start .. start+count-1 of an IDX image file and its label
+ *  file (MNIST / Fashion-MNIST format, plain or gzip; nn/fl_idx.h) as a
+ *  dataset: X is count x (H*W) (one channel, row-major pixels, each byte
+ *  scaled by the fixed public factor 1/255 into [0,1]), y the labels,
+ *  num_classes = max(10, largest label in the WHOLE label file + 1), so
+ *  every slice of one file gets the same class count; clamped 0.
+ *  count == 0 means "to the end of the file".  On success *out owns the
+ *  dataset (free with fl_dataset_free); on failure *out is NULL.
+ *  Errors: everything fl_idx_load_images / fl_idx_load_labels report
+ *  (FL_EIO, FL_EPARSE naming file and byte offset, FL_ENOMEM); FL_EPARSE
+ *  when the files hold different numbers of items (both named); FL_EINVAL
+ *  when start is not below the number of items or start+count exceeds it
+ *  (the message names the image file and its size). */
+FL_NODISCARD int fl_dataset_load_idx(fl_dataset **out, const char *images_path,
+                                     const char *labels_path, size_t start, size_t count);
 
 /** Frees a dataset and its arrays.  fl_dataset_free(NULL) is a no-op. */
 void fl_dataset_free(fl_dataset *ds);

@@ -1,14 +1,15 @@
 /*
  * fl_trainer: local DP-SGD rounds (see fl_trainer.h).  The clipped-sum
  * callback gathers the sampled rows into a contiguous block and asks the
- * MLP for the sum of their clipped per-example gradients by ghost clipping
- * (nn/fl_mlp: per-example norms from the backward deltas, then one sgemm
- * per layer, the cost of plain SGD); dp/fl_dpsgd does Poisson sampling,
- * the noise and the division by the expected batch size.
+ * model for the sum of their clipped per-example gradients by ghost
+ * clipping (nn/fl_mlp, nn/fl_model: per-example norms from the backward
+ * deltas, then each layer's weight gradient once, about the cost of plain
+ * SGD); dp/fl_dpsgd does Poisson sampling, the noise and the division by
+ * the expected batch size.
  *
  * Every buffer is allocated once, in fl_trainer_new: the gather block, the
- * gradient, the DP-SGD state; the MLP's own scratch grows to S_CHUNK rows
- * on the first step and is reused after that.  Steps do not allocate.
+ * gradient, the DP-SGD state; the model's own scratch is allocated on the
+ * first step and reused after that.  Steps do not allocate.
  */
 #include "node/fl_trainer.h"
 
@@ -24,7 +25,8 @@
 #define S_CHUNK 256
 
 struct fl_trainer {
-    fl_mlp *mlp;
+    fl_mlp *mlp;     /* exactly one of mlp and model is set */
+    fl_model *model;
     const fl_dataset *ds;
     fl_dpsgd *dp;
     float *xb;   /* S_CHUNK x d gathered features (private; wiped) */
@@ -41,20 +43,34 @@ static int s_clipped_sum(void *ctx, const size_t *idx, size_t n, double clip, fl
         memcpy(t->xb + i * d, t->ds->X + idx[i] * d, d * sizeof(float));
         t->yb[i] = t->ds->y[idx[i]];
     }
+    if (t->model)
+        return fl_model_clipped_gradient_sum(t->model, t->xb, t->yb, n, clip, sum, clipped,
+                                             NULL);
     return fl_mlp_clipped_gradient_sum(t->mlp, t->xb, t->yb, n, clip, sum, clipped, NULL);
 }
 
-int fl_trainer_new(fl_trainer **out, fl_mlp *mlp, const fl_dataset *ds, double q, double clip,
-                   double sigma)
+static size_t s_num_params(const fl_trainer *t)
+{
+    return t->model ? fl_model_num_params(t->model) : fl_mlp_num_params(t->mlp);
+}
+
+static float *s_params(fl_trainer *t)
+{
+    return t->model ? fl_model_params(t->model) : fl_mlp_params(t->mlp);
+}
+
+static int s_new(fl_trainer **out, fl_mlp *mlp, fl_model *model, const fl_dataset *ds,
+                 double q, double clip, double sigma)
 {
     fl_trainer *t = NULL;
-    size_t p = fl_mlp_num_params(mlp);
+    size_t p = model ? fl_model_num_params(model) : fl_mlp_num_params(mlp);
+    size_t d_in = model ? fl_model_num_inputs(model) : fl_mlp_num_inputs(mlp);
     int rc;
 
     *out = NULL;
-    if (ds->d != fl_mlp_num_inputs(mlp))
+    if (ds->d != d_in)
         return fl_error_set(FL_EINVAL, "fl_trainer_new: dataset has %zu features but the "
-                            "model takes %zu inputs", ds->d, fl_mlp_num_inputs(mlp));
+                            "model takes %zu inputs", ds->d, d_in);
     /* Several node processes share a machine, and at these sizes (batches
      * of a few hundred rows, layers of a few hundred units) threading one
      * sgemm gains little (docs/performance.md, "DP-SGD cost"): run OpenBLAS
@@ -65,6 +81,7 @@ int fl_trainer_new(fl_trainer **out, fl_mlp *mlp, const fl_dataset *ds, double q
     if (!t)
         return fl_error_set(FL_ENOMEM, "fl_trainer_new: out of memory");
     t->mlp = mlp;
+    t->model = model;
     t->ds = ds;
     t->xb = malloc(S_CHUNK * ds->d * sizeof(float));
     t->yb = malloc(S_CHUNK * sizeof(int32_t));
@@ -83,10 +100,22 @@ int fl_trainer_new(fl_trainer **out, fl_mlp *mlp, const fl_dataset *ds, double q
     return FL_OK;
 }
 
+int fl_trainer_new(fl_trainer **out, fl_mlp *mlp, const fl_dataset *ds, double q, double clip,
+                   double sigma)
+{
+    return s_new(out, mlp, NULL, ds, q, clip, sigma);
+}
+
+int fl_trainer_new_model(fl_trainer **out, fl_model *model, const fl_dataset *ds, double q,
+                         double clip, double sigma)
+{
+    return s_new(out, NULL, model, ds, q, clip, sigma);
+}
+
 int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch)
 {
-    float *w = fl_mlp_params(t->mlp);
-    size_t p = fl_mlp_num_params(t->mlp), total = 0;
+    float *w = s_params(t);
+    size_t p = s_num_params(t), total = 0;
     int rc = FL_OK;
     for (size_t s = 0; s < steps; s++) {
         size_t b = 0;

@@ -1,6 +1,7 @@
 /*
  * fl_trainer: a node's local training for one round — E steps of DP-SGD
- * (dp/fl_dpsgd) on the node's MLP (nn/fl_mlp) over its local dataset.
+ * (dp/fl_dpsgd) on the node's model (nn/fl_model: MLP or CNN; or an
+ * nn/fl_mlp directly) over its local dataset.
  */
 #ifndef FL_TRAINER_H
 #define FL_TRAINER_H
@@ -11,6 +12,7 @@
 #include "error/fl_error.h"
 #include "nn/fl_dataset.h"
 #include "nn/fl_mlp.h"
+#include "nn/fl_model.h"
 
 typedef struct fl_trainer fl_trainer;
 
@@ -25,7 +27,15 @@ typedef struct fl_trainer fl_trainer;
 FL_NODISCARD int fl_trainer_new(fl_trainer **out, fl_mlp *mlp, const fl_dataset *ds, double q,
                                 double clip, double sigma);
 
-/** Runs `steps` DP-SGD steps with learning rate lr, updating the MLP's
+/** As fl_trainer_new for any model built from a spec (nn/fl_model: MLP
+ *  or CNN); steps use fl_model_clipped_gradient_sum (mixed ghost
+ *  clipping for conv layers) with fl_dpsgd_step_clipped.  `model` and
+ *  `ds` are borrowed and must outlive the trainer.  Same threads rule and
+ *  errors as fl_trainer_new. */
+FL_NODISCARD int fl_trainer_new_model(fl_trainer **out, fl_model *model, const fl_dataset *ds,
+                                      double q, double clip, double sigma);
+
+/** Runs `steps` DP-SGD steps with learning rate lr, updating the model's
  *  parameters in place. *mean_batch receives the mean realised batch size
  *  (a local diagnostic; it is never sent).  No allocation per step. */
 FL_NODISCARD int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch);

@@ -32,6 +32,7 @@
 #include "nn/fl_dataset.h"
 #include "nn/fl_metrics.h"
 #include "nn/fl_mlp.h"
+#include "nn/fl_model.h"
 #include "node/fl_trainer.h"
 #include "proto/fl_wire.h"
 #include "secagg/fl_secagg.h"
@@ -50,7 +51,10 @@ typedef struct {
     char coordinator_key[FL_CONFIG_STR_MAX];
     char key[FL_CONFIG_STR_MAX];
     char schema[FL_CONFIG_STR_MAX];
+    char format[FL_CONFIG_STR_MAX]; /* csv or idx */
     char data[FL_CONFIG_STR_MAX];
+    char images[FL_CONFIG_STR_MAX], labels[FL_CONFIG_STR_MAX];
+    int64_t first, count;
     char holdout[FL_CONFIG_STR_MAX];
     double holdout_fraction;
     char ledger[FL_CONFIG_STR_MAX];
@@ -72,7 +76,7 @@ typedef struct {
     fl_identity *id;
     fl_identity_public server;
     void *ctx, *sock, *monitor;
-    fl_mlp *mlp;
+    fl_model *mlp;
     fl_model_spec spec; /* of mlp */
     fl_trainer *trainer;
     /* Privacy: the ledger holds every charge; the plan is fixed at the
@@ -123,8 +127,15 @@ static int s_load_config(s_config *c, const char *path)
         {"node", "key", FL_CONFIG_PATH, c->key, 1, 0, 0, 0},
         {"node", "idle_timeout_ms", FL_CONFIG_INT, &c->idle_timeout_ms, 0, 1000, 86400000, 0},
         {"node", "log_json", FL_CONFIG_PATH, c->log_json, 0, 0, 0, 0},
-        {"data", "schema", FL_CONFIG_PATH, c->schema, 1, 0, 0, 0},
-        {"data", "train", FL_CONFIG_PATH, c->data, 1, 0, 0, 0},
+        /* csv: records through the consortium's schema; idx: images and
+         * labels in MNIST's IDX format, rows first .. first+count-1. */
+        {"data", "format", FL_CONFIG_STRING, c->format, 0, 0, 0, 0},
+        {"data", "schema", FL_CONFIG_PATH, c->schema, 0, 0, 0, 0},
+        {"data", "train", FL_CONFIG_PATH, c->data, 0, 0, 0, 0},
+        {"data", "images", FL_CONFIG_PATH, c->images, 0, 0, 0, 0},
+        {"data", "labels", FL_CONFIG_PATH, c->labels, 0, 0, 0, 0},
+        {"data", "first", FL_CONFIG_INT, &c->first, 0, 0, 1e9, 0},
+        {"data", "count", FL_CONFIG_INT, &c->count, 0, 0, 1e9, 0},
         /* Held-out records for evaluating each global model: a CSV of their
          * own, or a fraction of the training file set aside (never trained
          * on). Only totals leave the node, summed by secure aggregation. */
@@ -142,9 +153,26 @@ static int s_load_config(s_config *c, const char *path)
          * every peer's signature against them. */
         {"secagg", "peers", FL_CONFIG_PATH, c->peers, 0, 0, 0, 0},
     };
-    int rc = fl_config_load(path, f, sizeof f / sizeof f[0]);
+    int rc;
+    snprintf(c->format, sizeof c->format, "csv");
+    rc = fl_config_load(path, f, sizeof f / sizeof f[0]);
     if (rc != FL_OK)
         return rc;
+    if (strcmp(c->format, "csv") == 0) {
+        if (!c->schema[0] || !c->data[0])
+            return fl_error_set(FL_EPARSE, "%s: [data] needs schema and train for format = csv",
+                                path);
+    } else if (strcmp(c->format, "idx") == 0) {
+        if (!c->images[0] || !c->labels[0])
+            return fl_error_set(FL_EPARSE, "%s: [data] needs images and labels (IDX files) for "
+                                "format = idx", path);
+        if (c->holdout[0])
+            return fl_error_set(FL_EPARSE, "%s: [data] holdout is a CSV file: with format = idx "
+                                "use holdout_fraction", path);
+    } else {
+        return fl_error_set(FL_EPARSE, "%s: [data] format = '%s': use csv or idx", path,
+                            c->format);
+    }
     if (!fl_wire_name_ok(c->name) || !fl_wire_name_ok(c->consortium))
         return fl_error_set(FL_EPARSE, "%s: [node] name and consortium must be 1..%u "
                             "characters from [A-Za-z0-9._-]", path, FL_WIRE_MAX_NAME);
@@ -191,8 +219,7 @@ static void s_send_decline(s_node *nd, uint32_t round, int code, const char *rea
 static int s_prepare_model(s_node *nd, const Fl__ModelSpec *sp)
 {
     fl_model_spec spec;
-    uint32_t sizes[FL_SPEC_MAX_LAYERS + 1];
-    size_t n = 0, outputs;
+    size_t outputs;
     int rc;
 
     if ((rc = fl_wire_spec_decode(sp, &spec)) != FL_OK)
@@ -207,14 +234,12 @@ static int s_prepare_model(s_node *nd, const Fl__ModelSpec *sp)
         (spec.output_kind == FL_MLP_OUT_SOFTMAX_CE && outputs != nd->ds->num_classes))
         return fl_error_set(FL_EINVAL, "the model's output (%zu units) does not fit our %u classes",
                             outputs, nd->ds->num_classes);
-    if (fl_model_spec_to_sizes(&spec, sizes, &n) != FL_OK)
-        return fl_error_set(FL_EINVAL, "this node runs only MLP models");
     fl_trainer_free(nd->trainer);
     nd->trainer = NULL;
-    fl_mlp_free(nd->mlp);
+    fl_model_free(nd->mlp);
     nd->mlp = NULL;
     nd->spec = spec;
-    return fl_mlp_new(&nd->mlp, sizes, n, (fl_mlp_output)spec.output_kind);
+    return fl_model_new(&nd->mlp, &spec);
 }
 
 /*
@@ -387,12 +412,12 @@ static void s_on_secagg(s_node *nd, const Fl__SecAgg *m)
     case 1: rc = fl_secagg_client_share(nd->sa, m->payload.data, m->payload.len, &msg, &len); break;
     case 2:
         rc = fl_secagg_client_masked(nd->sa, m->payload.data, m->payload.len,
-                                     fl_mlp_params(nd->mlp), nd->sa_weight,
+                                     fl_model_params(nd->mlp), nd->sa_weight,
                                      nd->eval_sa, &clipped, &msg, &len);
         if (rc == FL_OK && clipped)
             fl_log_warn("round %u: %u of %zu parameters were outside the secure-aggregation "
                         "range [-R, R] and were clipped: consider a larger clip_range", m->round,
-                        clipped, fl_mlp_num_params(nd->mlp));
+                        clipped, fl_model_num_params(nd->mlp));
         break;
     case 3:
         rc = fl_secagg_client_consist(nd->sa, m->payload.data, m->payload.len, &msg, &len);
@@ -513,8 +538,8 @@ static void s_evaluate(s_node *nd, const Fl__RoundStart *rs)
         fl_log_warn("round %u: out of memory evaluating the model", rs->round);
         return;
     }
-    memcpy(fl_mlp_params(nd->mlp), rs->params, rs->n_params * sizeof(float));
-    if (fl_mlp_evaluate(nd->mlp, nd->hold->X, nd->hold->y, nd->hold->n, &mean,
+    memcpy(fl_model_params(nd->mlp), rs->params, rs->n_params * sizeof(float));
+    if (fl_model_evaluate(nd->mlp, nd->hold->X, nd->hold->y, nd->hold->n, &mean,
                         nd->hold_probs) != FL_OK ||
         fl_metrics_confusion_matrix(nd->hold_probs, nd->hold->y, nd->hold->n, k,
                                     spec.output_kind == 1, nd->eval) != FL_OK) {
@@ -539,6 +564,10 @@ static void s_eval_counters(s_node *nd, uint32_t num, uint32_t max)
         return;
     for (uint32_t i = 0; i < num; i++) {
         if (i == num - 2) {
+            if (nd->eval[i] > max)
+                fl_log_warn("held-out loss sum %.1f nats is above the round's counter bound: "
+                            "reported as %.1f", (double)nd->eval[i] / FL_WIRE_EVAL_LOSS_SCALE,
+                            (double)max / FL_WIRE_EVAL_LOSS_SCALE);
             nd->eval_sa[i] = nd->eval[i] > max ? max : (uint32_t)nd->eval[i];
         } else if (nd->eval[i] > max) {
             fl_log_warn("held-out evaluation not reported: %llu records exceed the round's "
@@ -562,7 +591,7 @@ static double s_epsilon_spent(const s_node *nd)
 static void s_evaluate_only(s_node *nd, const Fl__RoundStart *rs)
 {
     int rc;
-    memcpy(fl_mlp_params(nd->mlp), rs->params, rs->n_params * sizeof(float));
+    memcpy(fl_model_params(nd->mlp), rs->params, rs->n_params * sizeof(float));
     if (rs->secagg && rs->secagg->enabled) {
         if ((rc = s_secagg_prepare(nd, rs)) != FL_OK) {
             fl_log_error("declining evaluation round %u: %s", rs->round, fl_error_last());
@@ -685,9 +714,9 @@ static void s_on_round_start(s_node *nd, const Fl__RoundStart *rs)
     }
     nd->last_round = rs->round;
 
-    memcpy(fl_mlp_params(nd->mlp), rs->params, rs->n_params * sizeof(float));
+    memcpy(fl_model_params(nd->mlp), rs->params, rs->n_params * sizeof(float));
     if (!nd->trainer &&
-        (rc = fl_trainer_new(&nd->trainer, nd->mlp, nd->ds, nd->q, nd->clip, nd->sigma)) != FL_OK) {
+        (rc = fl_trainer_new_model(&nd->trainer, nd->mlp, nd->ds, nd->q, nd->clip, nd->sigma)) != FL_OK) {
         fl_log_error("round %u: %s", rs->round, fl_error_last());
         s_send_decline(nd, rs->round, rc, fl_error_last());
         return;
@@ -711,8 +740,8 @@ static void s_on_round_start(s_node *nd, const Fl__RoundStart *rs)
         fl_wire_envelope_init(&env, nd->cfg.consortium);
         u.round = rs->round;
         u.num_samples = nd->ds->n;
-        u.n_params = fl_mlp_num_params(nd->mlp);
-        u.params = fl_mlp_params(nd->mlp);
+        u.n_params = fl_model_num_params(nd->mlp);
+        u.params = fl_model_params(nd->mlp);
         u.base_sha256 = rs->model_sha256;
         u.steps = st->local_steps;
         u.epsilon = eps_after;
@@ -760,6 +789,25 @@ static int s_on_message(s_node *nd, fl_transport_msg *m)
     return done;
 }
 
+/* The local records: a CSV through the consortium's schema, or a range of
+ * IDX images; and the digest that tells the coordinator which format. */
+static int s_load_data(s_node *nd)
+{
+    int rc;
+    if (strcmp(nd->cfg.format, "idx") == 0) {
+        if ((rc = fl_dataset_load_idx(&nd->ds, nd->cfg.images, nd->cfg.labels,
+                                      (size_t)nd->cfg.first, (size_t)nd->cfg.count)) != FL_OK)
+            return rc;
+        fl_wire_image_digest(nd->ds->d, nd->schema_digest);
+        return FL_OK;
+    }
+    if ((rc = fl_schema_load(&nd->schema, nd->cfg.schema)) != FL_OK ||
+        (rc = fl_dataset_load_csv(&nd->ds, nd->cfg.data, nd->schema)) != FL_OK)
+        return rc;
+    fl_schema_digest(nd->schema, nd->schema_digest);
+    return FL_OK;
+}
+
 static int s_run(const char *config_path)
 {
     s_node *nd = calloc(1, sizeof *nd);
@@ -773,8 +821,7 @@ static int s_run(const char *config_path)
     signal(SIGTERM, s_on_signal);
     signal(SIGPIPE, SIG_IGN);
     if ((rc = s_load_config(&nd->cfg, config_path)) != FL_OK ||
-        (rc = fl_schema_load(&nd->schema, nd->cfg.schema)) != FL_OK ||
-        (rc = fl_dataset_load_csv(&nd->ds, nd->cfg.data, nd->schema)) != FL_OK ||
+        (rc = s_load_data(nd)) != FL_OK ||
         (rc = fl_identity_load(&nd->id, nd->cfg.key)) != FL_OK ||
         (rc = fl_identity_load_public(&nd->server, nd->cfg.coordinator_key)) != FL_OK) {
         fl_log_error("%s", fl_error_last());
@@ -812,7 +859,6 @@ static int s_run(const char *config_path)
         fl_log_error("%s", fl_error_last());
         goto done;
     }
-    fl_schema_digest(nd->schema, nd->schema_digest);
     if (nd->cfg.holdout[0] && nd->cfg.holdout_fraction > 0) {
         fl_log_error("%s: [data] holdout and holdout_fraction both given: use one",
                      config_path);
@@ -926,7 +972,7 @@ done:
     fl_enroll_free(nd->peers);
     free(nd->sa_pks);
     fl_ledger_free(nd->ledger);
-    fl_mlp_free(nd->mlp);
+    fl_model_free(nd->mlp);
     fl_identity_free(nd->id);
     fl_dataset_free(nd->ds);
     fl_dataset_free(nd->hold);

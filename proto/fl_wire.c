@@ -124,6 +124,19 @@ void fl_wire_spec_encode(const fl_model_spec *spec, Fl__ModelSpec *sp, uint32_t 
     sp->layers = ptrs;
 }
 
+void fl_wire_image_digest(size_t d, uint8_t out[FL_WIRE_DIGEST_BYTES])
+{
+    crypto_hash_sha256_state st;
+    uint8_t le[8];
+    uint64_t d64 = d;
+    for (int i = 0; i < 8; i++)
+        le[i] = (uint8_t)(d64 >> (8 * i));
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, (const uint8_t *)"flc image data v1", 17);
+    crypto_hash_sha256_update(&st, le, sizeof le);
+    crypto_hash_sha256_final(&st, out);
+}
+
 uint32_t fl_wire_eval_classes(const fl_model_spec *spec)
 {
     size_t k = fl_model_spec_num_outputs(spec);

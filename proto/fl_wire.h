@@ -82,6 +82,12 @@ void fl_wire_spec_encode(const fl_model_spec *spec, Fl__ModelSpec *sp, uint32_t 
  *  2 for a sigmoid. */
 uint32_t fl_wire_eval_classes(const fl_model_spec *spec);
 
+/** The data-format digest of image data (IDX files) with `d` pixels per
+ *  example: what a node joining with images sends as Join.schema_digest,
+ *  in place of a CSV schema's digest. (Classes are checked against the
+ *  model's outputs when a round starts.) */
+void fl_wire_image_digest(size_t d, uint8_t out[FL_WIRE_DIGEST_BYTES]);
+
 /** True if `s` is a valid node or consortium name: 1..64 characters from
  *  [A-Za-z0-9._-]. */
 int fl_wire_name_ok(const char *s);

@@ -407,3 +407,133 @@ Test(dataset, split_rejects_bad_arguments)
     const char *tiny = s_write("t.csv", "a,y\n1,0\n2,1\n");
     cr_assert_eq(fl_dataset_split_csv(tiny, "y", 0.0, 3, seed, out), FL_EINVAL);
 }
+
+/* ---- fl_dataset_load_idx ---- */
+
+#define FASHION_DIR "/usr/share/datasets/fashion-mnist"
+
+/* Writes an IDX image file of n images rows x cols with pixel bytes
+ * (i * 7 + j) mod 256 (i the image, j the pixel), and a label file with
+ * the given labels; returns the paths in img/lab. */
+static void s_write_idx(const char *tag, uint32_t n, uint32_t rows, uint32_t cols,
+                        const unsigned char *labels, uint32_t nlab, const char **img,
+                        const char **lab)
+{
+    static char paths[4][256];
+    static int slot;
+    char *pi = paths[slot++ % 4], *pl = paths[slot++ % 4];
+    snprintf(pi, 256, "%s/%s-images.idx", g_dir, tag);
+    snprintf(pl, 256, "%s/%s-labels.idx", g_dir, tag);
+    FILE *f = fopen(pi, "wb");
+    cr_assert_not_null(f);
+    unsigned char h[16] = {0, 0, 8, 3};
+    uint32_t v[3] = {n, rows, cols};
+    for (int k = 0; k < 3; k++)
+        for (int b = 0; b < 4; b++)
+            h[4 + 4 * k + b] = (unsigned char)(v[k] >> (24 - 8 * b));
+    fwrite(h, 1, 16, f);
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t j = 0; j < rows * cols; j++)
+            fputc((int)((i * 7 + j) % 256), f);
+    fclose(f);
+    f = fopen(pl, "wb");
+    cr_assert_not_null(f);
+    unsigned char hl[8] = {0, 0, 8, 1, (unsigned char)(nlab >> 24), (unsigned char)(nlab >> 16),
+                           (unsigned char)(nlab >> 8), (unsigned char)nlab};
+    fwrite(hl, 1, 8, f);
+    fwrite(labels, 1, nlab, f);
+    fclose(f);
+    *img = pi;
+    *lab = pl;
+}
+
+Test(dataset, idx_slice_has_scaled_pixels_labels_and_ten_classes)
+{
+    const unsigned char lab[6] = {3, 1, 4, 1, 5, 9};
+    const char *img, *lb;
+    s_write_idx("six", 6, 3, 2, lab, 6, &img, &lb);
+    fl_dataset *ds = NULL;
+    cr_assert_eq(fl_dataset_load_idx(&ds, img, lb, 2, 3), FL_OK, "%s", fl_error_last());
+    cr_assert_eq(ds->n, 3u);
+    cr_assert_eq(ds->d, 6u);
+    cr_assert_eq(ds->num_classes, 10u); /* labels <= 9 */
+    cr_assert_eq(ds->clamped, 0u);
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert_eq(ds->y[i], lab[2 + i]);
+        for (size_t j = 0; j < 6; j++) /* byte ((2+i) 7 + j) / 255, by hand */
+            cr_assert_float_eq(ds->X[i * 6 + j], (float)(((2 + i) * 7 + j) % 256) / 255.0f,
+                               1e-7);
+    }
+    fl_dataset_free(ds);
+    /* count 0: to the end */
+    cr_assert_eq(fl_dataset_load_idx(&ds, img, lb, 4, 0), FL_OK, "%s", fl_error_last());
+    cr_assert_eq(ds->n, 2u);
+    cr_assert_eq(ds->y[1], 9);
+    cr_assert_float_eq(ds->X[6 + 5], (float)(5 * 7 + 5) / 255.0f, 1e-7);
+    fl_dataset_free(ds);
+    cr_assert_eq(fl_dataset_load_idx(&ds, img, lb, 0, 0), FL_OK);
+    cr_assert_eq(ds->n, 6u);
+    fl_dataset_free(ds);
+}
+
+Test(dataset, idx_class_count_is_largest_label_plus_one_over_the_whole_file)
+{
+    const unsigned char lab[4] = {0, 1, 14, 2};
+    const char *img, *lb;
+    s_write_idx("big", 4, 2, 2, lab, 4, &img, &lb);
+    fl_dataset *ds = NULL;
+    /* the slice 0..1 holds labels 0 and 1 only; the file's largest is 14 */
+    cr_assert_eq(fl_dataset_load_idx(&ds, img, lb, 0, 2), FL_OK, "%s", fl_error_last());
+    cr_assert_eq(ds->num_classes, 15u);
+    fl_dataset_free(ds);
+}
+
+Test(dataset, idx_rejects_slices_outside_the_file_and_mismatched_files)
+{
+    const unsigned char lab[5] = {0, 1, 2, 3, 4};
+    const char *img, *lb, *img4, *lb4;
+    s_write_idx("five", 5, 2, 2, lab, 5, &img, &lb);
+    static fl_dataset dummy;
+    fl_dataset *ds = &dummy; /* must come back NULL */
+    cr_assert_eq(fl_dataset_load_idx(&ds, img, lb, 5, 0), FL_EINVAL);
+    cr_assert_null(ds);
+    cr_assert(strstr(fl_error_last(), img) && strstr(fl_error_last(), "5 images"), "%s",
+              fl_error_last());
+    cr_assert_eq(fl_dataset_load_idx(&ds, img, lb, 3, 3), FL_EINVAL);
+    cr_assert_eq(fl_dataset_load_idx(&ds, img, lb, 0, SIZE_MAX), FL_EINVAL);
+    cr_assert_eq(fl_dataset_load_idx(&ds, img, lb, 3, 2), FL_OK);
+    fl_dataset_free(ds);
+    s_write_idx("four", 4, 2, 2, lab, 4, &img4, &lb4);
+    cr_assert_eq(fl_dataset_load_idx(&ds, img, lb4, 0, 0), FL_EPARSE);
+    cr_assert(strstr(fl_error_last(), img) && strstr(fl_error_last(), lb4), "%s",
+              fl_error_last());
+    char missing[300];
+    snprintf(missing, sizeof missing, "%s/none.idx", g_dir);
+    cr_assert_eq(fl_dataset_load_idx(&ds, missing, lb, 0, 0), FL_EIO);
+    cr_assert_null(ds);
+    cr_assert_eq(fl_dataset_load_idx(&ds, lb, lb, 0, 0), FL_EPARSE); /* labels as images */
+}
+
+Test(dataset, idx_loads_a_slice_of_real_fashion_mnist)
+{
+    fl_dataset *ds = NULL;
+    cr_assert_eq(fl_dataset_load_idx(&ds, FASHION_DIR "/t10k-images-idx3-ubyte.gz",
+                                     FASHION_DIR "/t10k-labels-idx1-ubyte.gz", 0, 10),
+                 FL_OK, "%s", fl_error_last());
+    /* 28 x 28 images; the first ten test labels of Fashion-MNIST (read from
+     * the published t10k-labels file with Python's gzip module) */
+    static const int32_t first[10] = {9, 2, 1, 1, 6, 1, 4, 6, 5, 7};
+    cr_assert_eq(ds->n, 10u);
+    cr_assert_eq(ds->d, 784u);
+    cr_assert_eq(ds->num_classes, 10u);
+    for (size_t i = 0; i < 10; i++)
+        cr_assert_eq(ds->y[i], first[i]);
+    for (size_t j = 0; j < 10 * 784; j++)
+        cr_assert(ds->X[j] >= 0.0f && ds->X[j] <= 1.0f);
+    fl_dataset_free(ds);
+    cr_assert_eq(fl_dataset_load_idx(&ds, FASHION_DIR "/t10k-images-idx3-ubyte.gz",
+                                     FASHION_DIR "/t10k-labels-idx1-ubyte.gz", 9995, 0),
+                 FL_OK, "%s", fl_error_last());
+    cr_assert_eq(ds->n, 5u);
+    fl_dataset_free(ds);
+}
