@@ -1736,7 +1736,9 @@ static int s_setup(s_coord *co, const char *config_path)
         fl_registry_model_path(co->reg, co->rounds_done, path, sizeof path);
         strncat(path, ".opt", sizeof path - strlen(path) - 1);
         rc = fl_server_opt_load(co->opt, path);
-        if (rc == FL_EINVAL || rc == FL_EIO)
+        if (rc == FL_OK)
+            fl_log_info("server optimizer state restored from %s", path);
+        else if (rc == FL_EINVAL || rc == FL_EIO)
             fl_log_warn("server optimizer starts from zero state: %s", fl_error_last());
         else if (rc != FL_OK)
             return rc;

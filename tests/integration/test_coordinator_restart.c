@@ -4,7 +4,8 @@
  * training, restarted on the same address with the same state directory,
  * and the three hospitals (secure aggregation on) reconnect by themselves
  * and finish the configured rounds; the model versions have neither gaps
- * nor duplicates.
+ * nor duplicates, and the server optimizer (FedAvgM) resumes with the
+ * velocity checkpointed beside the last model version.
  */
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -50,7 +51,8 @@ static void s_write_coordinator(const char *listen)
              "[training]\nsampling_rate = 0.25\nclip_norm = 1\nlearning_rate = 1\n"
              "local_steps = 3\n"
              "[data]\nschema = %s/data/wdbc/schema.ini\ntest_data = data/test.csv\n"
-             "[secagg]\nstep_timeout_ms = 3000\nmax_weight = 1000\n",
+             "[secagg]\nstep_timeout_ms = 3000\nmax_weight = 1000\n"
+             "[server]\noptimizer = fedavgm\n",
              listen, S_ROUNDS, FL_TEST_SOURCE_DIR);
     fl_test_write(s_dir, "coordinator.ini", text);
 }
@@ -140,6 +142,14 @@ Test(coordinator_restart, sigkill_mid_training_then_restart_completes_all_rounds
     cr_assert(contiguous, "model versions have a gap or a duplicate");
     cr_assert_gt(fl_test_read(s_dir, "coordinator.log", log, sizeof log), 0);
     cr_assert_not_null(strstr(log, "resuming from"), "%s", log);
+    /* FedAvgM's velocity continues from the checkpoint beside the model. */
+    cr_assert_not_null(strstr(log, "server optimizer state restored"), "%s", log);
+    cr_assert_null(strstr(log, "starts from zero state"), "%s", log);
+    for (int v = 1; v <= S_ROUNDS; v++) {
+        char name[64], buf[8];
+        snprintf(name, sizeof name, "state/models/model-%06d.flm.opt", v);
+        cr_assert_gt(fl_test_read(s_dir, name, buf, sizeof buf), 0, "%s is missing", name);
+    }
     {
         /* The interrupted round is on record as such. */
         char db[256];
