@@ -123,6 +123,7 @@ typedef struct {
     size_t num_nodes;
     s_phase phase;
     uint32_t round;        /* current round number, 1-based */
+    uint32_t attempt;      /* random, non-zero, new for every attempt of a round */
     int abandoned_in_row;
     double deadline;       /* seconds, CLOCK_MONOTONIC */
     double started;
@@ -343,6 +344,7 @@ static void s_fill_round_start(s_coord *co, Fl__Envelope *env, Fl__RoundStart *r
     st->evaluate_only = co->eval_round != 0;
     fl_wire_spec_encode(&co->spec, sp, co->wire_sizes, co->wire_layers, co->wire_layer_ptrs);
     rs->round = co->round;
+    rs->attempt = co->attempt;
     rs->settings = st;
     rs->spec = sp;
     rs->n_params = co->num_params;
@@ -442,6 +444,8 @@ static void s_start_round(s_coord *co)
     Fl__RoundSettings st = FL__ROUND_SETTINGS__INIT;
     Fl__ModelSpec sp = FL__MODEL_SPEC__INIT;
     size_t sent = 0;
+
+    co->attempt = randombytes_random() | 1u;
 
     if (co->cfg.secagg_enabled && s_secagg_begin(co) != FL_OK) {
         fl_log_warn("round %u: %s; waiting for more nodes", co->round, fl_error_last());
@@ -830,11 +834,29 @@ static void s_secagg_advance(s_coord *co)
             s_abandon_round(co, why);
             goto done;
         }
+        /* Honest parties keep their weight and counters within the public
+         * bounds; a sum beyond u3 times the bound can only come from a
+         * party that did not (the masks hide which one). */
+        if (total > (uint64_t)co->sa_u3 * co->sa_settings.max_weight) {
+            snprintf(why, sizeof why, "the summed weight %llu exceeds %u inputs x max_weight %u: "
+                     "a node sent an out-of-range weight", (unsigned long long)total,
+                     co->sa_u3, co->sa_settings.max_weight);
+            free(sum);
+            s_abandon_round(co, why);
+            goto done;
+        }
         if (co->cfg.node_evaluation &&
             fl_secagg_server_counters(co->sa, co->eval_sum) != FL_OK) {
             fl_log_warn("round %u: no evaluation totals: %s", co->round, fl_error_last());
             memset(co->eval_sum, 0, sizeof co->eval_sum);
         }
+        for (uint32_t i = 0; co->cfg.node_evaluation && i < co->sa_settings.num_counters; i++)
+            if (co->eval_sum[i] > (uint64_t)co->sa_u3 * co->sa_settings.max_counter) {
+                fl_log_warn("round %u: evaluation totals beyond their public bound (a node sent "
+                            "out-of-range counters); not recorded", co->round);
+                memset(co->eval_sum, 0, sizeof co->eval_sum);
+                break;
+            }
         if (co->eval_round) {
             free(sum);
             s_record_node_eval(co, co->rounds_done, co->sa_u3);
@@ -941,12 +963,22 @@ static void s_on_join(s_coord *co, fl_transport_msg *m, const Fl__Join *j)
     }
 }
 
-static s_node *s_round_sender(s_coord *co, fl_transport_msg *m, uint32_t round)
+static s_node *s_round_sender(s_coord *co, fl_transport_msg *m, uint32_t round,
+                              uint32_t attempt)
 {
     s_node *n = s_node_by_name(co, m->user_id);
     char msg[200];
     if (!n || !n->joined) {
         s_send_error(co, m->rid, m->rid_len, FL_ESTATE, "send a join message first");
+        return NULL;
+    }
+    if (co->phase == S_IN_ROUND && round == co->round && attempt != co->attempt) {
+        /* Late from an abandoned attempt of this round: it must not stand
+         * in for the node's answer to the attempt under way. */
+        fl_log_info("round %u: dropped a late message from %s for an earlier attempt",
+                    round, n->name);
+        snprintf(msg, sizeof msg, "message for an earlier attempt of round %u: ignored", round);
+        s_send_error(co, m->rid, m->rid_len, FL_ESTATE, msg);
         return NULL;
     }
     if (co->phase != S_IN_ROUND || round != co->round || !n->participant) {
@@ -973,7 +1005,7 @@ static void s_on_update(s_coord *co, fl_transport_msg *m, const Fl__Update *u)
                      "this round uses secure aggregation: send masked input, not an update");
         return;
     }
-    n = s_round_sender(co, m, u->round);
+    n = s_round_sender(co, m, u->round, u->attempt);
     if (!n)
         return;
     if (u->n_params != co->num_params) {
@@ -1012,7 +1044,7 @@ static void s_on_update(s_coord *co, fl_transport_msg *m, const Fl__Update *u)
 
 static void s_on_decline(s_coord *co, fl_transport_msg *m, const Fl__Decline *d)
 {
-    s_node *n = s_round_sender(co, m, d->round);
+    s_node *n = s_round_sender(co, m, d->round, co->attempt);
     if (!n)
         return;
     n->answered = 1;
@@ -1030,6 +1062,17 @@ static void s_on_secagg(s_coord *co, fl_transport_msg *m, const Fl__SecAgg *sm)
         snprintf(msg, sizeof msg, "secure-aggregation message for round %u is not expected: "
                  "the current round is %u%s", sm->round, co->round,
                  co->sa ? "" : " (without secure aggregation)");
+        s_send_error(co, m->rid, m->rid_len, FL_ESTATE, msg);
+        return;
+    }
+    if (sm->attempt != co->attempt) {
+        /* Late from an abandoned attempt of this round (same round, model
+         * and parties, so the same step numbers): feeding it to the server
+         * would displace the party's message for this attempt. */
+        fl_log_info("round %u: dropped a late secure-aggregation message from %s for an "
+                    "earlier attempt", co->round, n->name);
+        snprintf(msg, sizeof msg, "secure-aggregation message for an earlier attempt of round "
+                 "%u: ignored", sm->round);
         s_send_error(co, m->rid, m->rid_len, FL_ESTATE, msg);
         return;
     }

@@ -90,7 +90,7 @@ typedef struct {
     /* Secure aggregation of the current round. */
     fl_enroll *peers;
     fl_secagg_client *sa;
-    uint32_t sa_round, sa_next_step, sa_weight;
+    uint32_t sa_round, sa_next_step, sa_weight, sa_attempt;
     uint8_t (*sa_pks)[32];
     /* This round's evaluation of its starting model (FL_WIRE_EVAL_COUNTERS). */
     uint64_t eval[FL_WIRE_EVAL_COUNTERS(FL_WIRE_MAX_CLASSES)];
@@ -355,6 +355,7 @@ static int s_secagg_prepare(s_node *nd, const Fl__RoundStart *rs)
     /* The FedAvg weight travels inside the masked vector, bounded publicly. */
     nd->sa_weight = nd->ds->n < sa->max_weight ? (uint32_t)nd->ds->n : sa->max_weight;
     nd->sa_round = rs->round;
+    nd->sa_attempt = rs->attempt;
     nd->sa_next_step = 1;
     return FL_OK;
 }
@@ -365,6 +366,7 @@ static void s_secagg_send(s_node *nd, uint32_t step, uint8_t *payload, size_t le
     Fl__SecAgg m = FL__SEC_AGG__INIT;
     fl_wire_envelope_init(&env, nd->cfg.consortium);
     m.round = nd->sa_round;
+    m.attempt = nd->sa_attempt;
     m.step = step;
     m.payload.data = payload;
     m.payload.len = len;
@@ -605,6 +607,7 @@ static void s_evaluate_only(s_node *nd, const Fl__RoundStart *rs)
         Fl__Update u = FL__UPDATE__INIT;
         fl_wire_envelope_init(&env, nd->cfg.consortium);
         u.round = rs->round;
+        u.attempt = rs->attempt;
         u.num_samples = nd->ds->n;
         u.n_params = rs->n_params;
         u.params = rs->params;
@@ -739,6 +742,7 @@ static void s_on_round_start(s_node *nd, const Fl__RoundStart *rs)
         Fl__Update u = FL__UPDATE__INIT;
         fl_wire_envelope_init(&env, nd->cfg.consortium);
         u.round = rs->round;
+        u.attempt = rs->attempt;
         u.num_samples = nd->ds->n;
         u.n_params = fl_model_num_params(nd->mlp);
         u.params = fl_model_params(nd->mlp);

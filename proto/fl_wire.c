@@ -483,9 +483,10 @@ void fl_wire_secagg_context(const char *consortium, const Fl__RoundStart *rs,
     uint32_t bits;
 
     crypto_hash_sha256_init(&st);
-    s_hash_str(&st, "flc secagg context v2");
+    s_hash_str(&st, "flc secagg context v3");
     s_hash_str(&st, consortium);
     s_hash_u32(&st, rs->round);
+    s_hash_u32(&st, rs->attempt);
     crypto_hash_sha256_update(&st, rs->model_sha256.data, rs->model_sha256.len);
     s_hash_u32(&st, sa->threshold);
     s_hash_u32(&st, sa->neighbours);

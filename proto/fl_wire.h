@@ -93,7 +93,7 @@ void fl_wire_image_digest(size_t d, uint8_t out[FL_WIRE_DIGEST_BYTES]);
 int fl_wire_name_ok(const char *s);
 
 /** The secure-aggregation context of a round: SHA-256 over a domain tag,
- *  the consortium, the round number, the model's SHA-256 and every public
+ *  the consortium, the round number and attempt, the model's SHA-256 and every public
  *  secagg setting (threshold, neighbours, clip range, max weight, the
  *  participant list in order). Node and coordinator compute it from the same
  *  RoundStart; every secagg signature and encryption is bound to it, so a

@@ -128,3 +128,51 @@ Test(secagg_rounds, four_hospitals_finish_after_one_is_killed_mid_training)
             cr_assert_geq(st.charges, 7, "hospital-%d has %zu charges", i + 1, st.charges);
     }
 }
+
+static int s_log_has(const char *needle)
+{
+    static char buf[1 << 20];
+    long n = fl_test_read(s_dir, "coordinator.log", buf, sizeof buf);
+    return n > 0 && strstr(buf, needle) != NULL;
+}
+
+/* Two hospitals frozen while the round under way is abandoned: on waking
+ * they answer the abandoned attempt first. Those late messages carry the
+ * old attempt number and are dropped, so the rerun (same round, model and
+ * parties) still completes with every hospital, and training finishes. */
+Test(secagg_rounds, late_messages_from_an_abandoned_attempt_do_not_break_its_rerun)
+{
+    pid_t coord = s_start(), nodes[S_NODES];
+    static char log[1 << 18];
+    double t0;
+    int rc;
+
+    for (int i = 0; i < S_NODES; i++)
+        nodes[i] = s_node(i);
+    t0 = fl_test_now();
+    while (s_lines("hospital-4.ledger") < 1 && fl_test_now() - t0 < 60.0)
+        usleep(2000);
+    cr_assert_geq(s_lines("hospital-4.ledger"), 1, "hospital-4 did not train within 60 s");
+    kill(nodes[2], SIGSTOP);
+    kill(nodes[3], SIGSTOP);
+    t0 = fl_test_now();
+    while (!s_log_has("abandoned") && fl_test_now() - t0 < 30.0)
+        usleep(20000);
+    kill(nodes[2], SIGCONT);
+    kill(nodes[3], SIGCONT);
+    cr_assert(s_log_has("abandoned"), "no round was abandoned while two hospitals slept");
+
+    rc = fl_test_wait(coord, 150.0);
+    if (rc != 0) {
+        long n = fl_test_read(s_dir, "coordinator.log", log, sizeof log);
+        cr_assert_fail("the coordinator did not finish (status %d):\n%s", rc,
+                       n > 4000 ? log + n - 4000 : log);
+    }
+    for (int i = 0; i < S_NODES; i++)
+        fl_test_wait(nodes[i], 30.0);
+    cr_assert_gt(fl_test_read(s_dir, "summary.json", log, sizeof log), 0);
+    cr_assert_not_null(strstr(log, "\"rounds_completed\": 8"), "%s", log);
+    cr_assert(s_log_has("for an earlier attempt"), "no late message was seen");
+    cr_assert(s_log_has("secure aggregation complete, 4 inputs"),
+              "no round completed with all four hospitals after they woke");
+}
