@@ -574,15 +574,23 @@ done:
 
 /* ------------------------------------------------------- enrollment */
 
+/* The white space of sscanf's %s in fl_enroll_load (C isspace): the two
+ * readers must split a line alike, or a revoke could leave behind a line
+ * the coordinator still enrolls at its next start. */
+static int s_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
 /* The name on an enrollment line, or 0 for a blank or comment line. */
 static int s_line_name(const char *line, size_t len, char *name, size_t cap)
 {
     size_t i = 0, k = 0;
-    while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'))
+    while (i < len && s_space(line[i]))
         i++;
-    if (i == len || line[i] == '#' || line[i] == '\n')
+    if (i == len || line[i] == '#')
         return 0;
-    while (i < len && line[i] != ' ' && line[i] != '\t' && line[i] != '\n' && line[i] != '\r') {
+    while (i < len && !s_space(line[i])) {
         if (k + 1 < cap)
             name[k++] = line[i];
         i++;

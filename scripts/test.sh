@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Sets up (scripts/setup.sh), then runs the whole test suite with ctest twice:
 # under AddressSanitizer + UBSan (build-asan), then in the normal build
-# (build).  Exits non-zero if any test fails in either.
+# (build).  Then runs every fuzz target for a bounded time under ASan +
+# UBSan (scripts/fuzz.sh; FL_FUZZ_SECONDS per target, default 15;
+# FL_SKIP_FUZZ=1 skips it).  Exits non-zero if any test fails in either
+# build or a fuzzer finds a crash.
+# The deployment tests (tests/netns, docs/deployment.md) are in both runs:
+# netns_faults needs root (skipped otherwise), valgrind_consortium (1 to
+# 2.5 min) runs in the normal build only; ctest -LE 'netns|valgrind' leaves
+# them out.
 #
 # usage: scripts/test.sh [--no-sanitize] [ctest options...]
 set -uo pipefail
@@ -22,4 +29,16 @@ fi
 "$here/scripts/setup.sh" || exit 1
 echo "== test suite (normal build)"
 ctest --test-dir "$here/build" --output-on-failure "$@" || rc=1
+# Each fuzzer for a bounded time under ASan + UBSan (clang, build-fuzz);
+# skipped where clang cannot build libFuzzer binaries (fuzz.sh exits 77).
+if [ "${FL_SKIP_FUZZ:-0}" != 1 ]; then
+  echo "== fuzzing every decoder for ${FL_FUZZ_SECONDS:-15}s (scripts/fuzz.sh)"
+  "$here/scripts/fuzz.sh" --seconds "${FL_FUZZ_SECONDS:-15}"
+  frc=$?
+  if [ "$frc" = 77 ]; then
+    echo "== fuzzing skipped: clang with libFuzzer is not installed"
+  elif [ "$frc" != 0 ]; then
+    rc=1
+  fi
+fi
 exit $rc
