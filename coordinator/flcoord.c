@@ -1561,69 +1561,67 @@ static int s_admin_model(s_coord *co, const fl_json *req, fl_admin_buf *r)
     return FL_OK;
 }
 
+static int s_admin_pause_resume(s_coord *co, int pause, fl_admin_buf *r)
+{
+    if (pause && !co->paused)
+        fl_log_info("paused by the operator: %s", co->phase == S_IN_ROUND
+                        ? "round in progress finishes, no new round starts"
+                        : "no new round starts");
+    else if (!pause && co->paused)
+        fl_log_info("resumed by the operator at round %u", co->round);
+    co->paused = pause;
+    if (!pause && co->phase == S_WAIT_NODES)
+        co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
+    fl_admin_buf_printf(r, ",\"paused\":%s,\"phase\":\"%s\",\"round\":%u",
+                        pause ? "true" : "false", s_phase_name(co), co->round);
+    return FL_OK;
+}
+
+/* The admin commands: name, the request fields each accepts, and what it
+ * does (coordinator/fl_admin.h has the wire format). */
+typedef enum {
+    S_CMD_STATUS, S_CMD_NODES, S_CMD_PAUSE, S_CMD_RESUME, S_CMD_ROUNDS, S_CMD_ROUND,
+    S_CMD_ENROLL, S_CMD_REVOKE, S_CMD_SET, S_CMD_START, S_CMD_MODEL
+} s_cmd_id;
+
+static const struct {
+    const char *name;
+    s_cmd_id id;
+    const char *fields[2];
+    size_t n_fields;
+} s_commands[] = {
+    {"status", S_CMD_STATUS, {NULL, NULL}, 0},     {"nodes", S_CMD_NODES, {NULL, NULL}, 0},
+    {"pause", S_CMD_PAUSE, {NULL, NULL}, 0},       {"resume", S_CMD_RESUME, {NULL, NULL}, 0},
+    {"rounds", S_CMD_ROUNDS, {"last", NULL}, 1},   {"round", S_CMD_ROUND, {"round", NULL}, 1},
+    {"enroll", S_CMD_ENROLL, {"name", "key"}, 2},  {"revoke", S_CMD_REVOKE, {"name", NULL}, 1},
+    {"set", S_CMD_SET, {"key", "value"}, 2},       {"start", S_CMD_START, {"rounds", NULL}, 1},
+    {"model", S_CMD_MODEL, {"version", NULL}, 1},
+};
+
 static int s_admin_handle(void *arg, const char *cmd, const fl_json *req, fl_admin_buf *r)
 {
-    static const char *const f_rounds[] = {"last"}, *const f_round[] = {"round"},
-                             *const f_enroll[] = {"name", "key"}, *const f_revoke[] = {"name"},
-                             *const f_set[] = {"key", "value"}, *const f_start[] = {"rounds"},
-                             *const f_model[] = {"version"};
     s_coord *co = arg;
     int rc;
 
-    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "nodes") == 0 || strcmp(cmd, "pause") == 0 ||
-        strcmp(cmd, "resume") == 0) {
-        if ((rc = fl_admin_check_fields(req, NULL, 0)) != FL_OK)
+    for (size_t i = 0; i < sizeof s_commands / sizeof s_commands[0]; i++) {
+        if (strcmp(cmd, s_commands[i].name) != 0)
+            continue;
+        if ((rc = fl_admin_check_fields(req, s_commands[i].fields, s_commands[i].n_fields)) !=
+            FL_OK)
             return rc;
-        if (strcmp(cmd, "status") == 0) {
-            s_admin_status(co, r);
-        } else if (strcmp(cmd, "nodes") == 0) {
-            s_admin_nodes(co, r);
-        } else {
-            int pause = strcmp(cmd, "pause") == 0;
-            if (pause && !co->paused)
-                fl_log_info("paused by the operator: %s", co->phase == S_IN_ROUND
-                                ? "round in progress finishes, no new round starts"
-                                : "no new round starts");
-            else if (!pause && co->paused)
-                fl_log_info("resumed by the operator at round %u", co->round);
-            co->paused = pause;
-            if (!pause && co->phase == S_WAIT_NODES)
-                co->deadline = s_now() + (double)co->cfg.join_timeout_ms / 1000.0;
-            fl_admin_buf_printf(r, ",\"paused\":%s,\"phase\":\"%s\",\"round\":%u",
-                                pause ? "true" : "false", s_phase_name(co), co->round);
+        switch (s_commands[i].id) {
+        case S_CMD_STATUS: s_admin_status(co, r); return FL_OK;
+        case S_CMD_NODES: s_admin_nodes(co, r); return FL_OK;
+        case S_CMD_PAUSE: return s_admin_pause_resume(co, 1, r);
+        case S_CMD_RESUME: return s_admin_pause_resume(co, 0, r);
+        case S_CMD_ROUNDS: return s_admin_history(co, req, 0, r);
+        case S_CMD_ROUND: return s_admin_history(co, req, 1, r);
+        case S_CMD_ENROLL: return s_admin_enroll(co, req, r);
+        case S_CMD_REVOKE: return s_admin_revoke(co, req, r);
+        case S_CMD_SET: return s_admin_set(co, req, r);
+        case S_CMD_START: return s_admin_start(co, req, r);
+        case S_CMD_MODEL: return s_admin_model(co, req, r);
         }
-        return FL_OK;
-    }
-    if (strcmp(cmd, "rounds") == 0 || strcmp(cmd, "round") == 0) {
-        int one = strcmp(cmd, "round") == 0;
-        if ((rc = fl_admin_check_fields(req, one ? f_round : f_rounds, 1)) != FL_OK)
-            return rc;
-        return s_admin_history(co, req, one, r);
-    }
-    if (strcmp(cmd, "enroll") == 0) {
-        if ((rc = fl_admin_check_fields(req, f_enroll, 2)) != FL_OK)
-            return rc;
-        return s_admin_enroll(co, req, r);
-    }
-    if (strcmp(cmd, "revoke") == 0) {
-        if ((rc = fl_admin_check_fields(req, f_revoke, 1)) != FL_OK)
-            return rc;
-        return s_admin_revoke(co, req, r);
-    }
-    if (strcmp(cmd, "set") == 0) {
-        if ((rc = fl_admin_check_fields(req, f_set, 2)) != FL_OK)
-            return rc;
-        return s_admin_set(co, req, r);
-    }
-    if (strcmp(cmd, "start") == 0) {
-        if ((rc = fl_admin_check_fields(req, f_start, 1)) != FL_OK)
-            return rc;
-        return s_admin_start(co, req, r);
-    }
-    if (strcmp(cmd, "model") == 0) {
-        if ((rc = fl_admin_check_fields(req, f_model, 1)) != FL_OK)
-            return rc;
-        return s_admin_model(co, req, r);
     }
     return fl_error_set(FL_EINVAL, "unknown command '%.64s': use status, nodes, rounds, round, "
                         "enroll, revoke, pause, resume, set, start or model", cmd);

@@ -243,17 +243,13 @@ static void s_forward(fl_mlp *m, const float *X, size_t n)
     }
 }
 
-/* From the logits, per-example losses (optional) and the output delta
- * dLoss/dlogits into d[L-1]; returns the summed loss. */
-static double s_output_delta(fl_mlp *m, const int32_t *y, size_t n, float *losses)
+double fl_mlp_loss_delta(fl_mlp_output kind, const float *z, const int32_t *y, size_t n,
+                         size_t k, float *d, float *losses)
 {
-    size_t k = m->sizes[m->L];
-    const float *z = m->z[m->L - 1];
-    float *d = m->d[m->L - 1];
     double sum = 0.0;
     for (size_t i = 0; i < n; i++) {
         double loss;
-        if (m->kind == FL_MLP_OUT_SIGMOID_BCE) {
+        if (kind == FL_MLP_OUT_SIGMOID_BCE) {
             /* BCE with logits: max(z,0) - z*y + log1p(exp(-|z|)), stable for any z. */
             double zi = z[i], yi = (double)y[i];
             loss = fmax(zi, 0.0) - zi * yi + log1p(exp(-fabs(zi)));
@@ -279,6 +275,14 @@ static double s_output_delta(fl_mlp *m, const int32_t *y, size_t n, float *losse
         sum += loss;
     }
     return sum;
+}
+
+/* From the logits, per-example losses (optional) and the output delta
+ * dLoss/dlogits into d[L-1]; returns the summed loss. */
+static double s_output_delta(fl_mlp *m, const int32_t *y, size_t n, float *losses)
+{
+    return fl_mlp_loss_delta(m->kind, m->z[m->L - 1], y, n, m->sizes[m->L], m->d[m->L - 1],
+                             losses);
 }
 
 /* Back-propagates d[L-1] to every d[l] (batched sgemm). */

@@ -113,6 +113,15 @@ FL_NODISCARD int fl_mlp_clipped_gradient_sum(fl_mlp *m, const float *X, const in
 FL_NODISCARD int fl_mlp_example_norms(fl_mlp *m, const float *X, const int32_t *y, size_t n,
                                       double *norms);
 
+/** The output layer's loss and its gradient, shared by every model: for n
+ *  examples with logits z (n x k, row-major; k = 1 for a sigmoid) and
+ *  labels y (already checked to be in range), d (n x k) receives
+ *  dLoss/dlogits and losses (n, may be NULL) each example's loss (binary
+ *  cross-entropy with logits, or softmax cross-entropy via log-sum-exp).
+ *  Returns the summed loss. */
+double fl_mlp_loss_delta(fl_mlp_output kind, const float *z, const int32_t *y, size_t n,
+                         size_t k, float *d, float *losses);
+
 /** Sets the number of OpenBLAS threads for the whole process (values < 1
  *  mean 1).  Nodes run single-threaded (fl_trainer_new sets 1 unless the
  *  operator set OPENBLAS_NUM_THREADS) because several node processes share

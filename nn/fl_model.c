@@ -338,40 +338,12 @@ static int s_forward(fl_model *m, const float *X, size_t n)
     return rc;
 }
 
-/* Per-example losses and the output delta dLoss/dlogits into d[L-1], as
- * fl_mlp computes them; returns the summed loss. */
+/* The output delta dLoss/dlogits into d[L-1], as fl_mlp computes it;
+ * returns the summed loss. */
 static double s_output_delta(fl_model *m, const int32_t *y, size_t n)
 {
-    size_t k = m->n_out;
-    const float *z = m->layers[m->L - 1].a;
-    float *d = m->layers[m->L - 1].d;
-    double sum = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double loss;
-        if (m->spec.output_kind == FL_MLP_OUT_SIGMOID_BCE) {
-            /* BCE with logits: max(z,0) - z*y + log1p(exp(-|z|)). */
-            double zi = z[i], yi = (double)y[i];
-            loss = fmax(zi, 0.0) - zi * yi + log1p(exp(-fabs(zi)));
-            double p = zi >= 0.0 ? 1.0 / (1.0 + exp(-zi)) : exp(zi) / (1.0 + exp(zi));
-            d[i] = (float)(p - yi);
-        } else {
-            /* Softmax cross-entropy via log-sum-exp: loss = lse(z) - z_y. */
-            const float *zr = z + i * k;
-            float *dr = d + i * k;
-            double mx = zr[0];
-            for (size_t j = 1; j < k; j++)
-                mx = fmax(mx, (double)zr[j]);
-            double s = 0.0;
-            for (size_t j = 0; j < k; j++)
-                s += exp((double)zr[j] - mx);
-            double lse = mx + log(s);
-            loss = lse - (double)zr[y[i]];
-            for (size_t j = 0; j < k; j++)
-                dr[j] = (float)(exp((double)zr[j] - lse) - (j == (size_t)y[i] ? 1.0 : 0.0));
-        }
-        sum += loss;
-    }
-    return sum;
+    return fl_mlp_loss_delta((fl_mlp_output)m->spec.output_kind, m->layers[m->L - 1].a, y, n,
+                             m->n_out, m->layers[m->L - 1].d, NULL);
 }
 
 static void s_probs(const fl_model *m, size_t n, float *probs)
