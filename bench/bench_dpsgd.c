@@ -10,32 +10,37 @@
  *   ghost  - fl_model_clipped_gradient_sum on the same batch (clipping only),
  *   dp     - fl_trainer_run, the node's DP-SGD step: Poisson sampling,
  *            ghost-clipped sum, discrete Gaussian noise (dp/fl_noise),
- *            division by qN (dp/fl_dpsgd),
+ *            division by qN (dp/fl_dpsgd), with the noise drawn inline
+ *            (noise thread off, fl_trainer_set_noise_thread(t, 0)),
+ *   dp+wk  - the same node path with its noise worker thread (noise drawn
+ *            ahead on the second core into prepared batches), which the
+ *            trainer runs only when OpenBLAS has one thread and a second
+ *            CPU is online -- so only at --threads 1 here,
  * each followed by the same SGD update; plus the sampler and the noise
- * alone and, with one BLAS thread on a machine with a spare core, an
- * ESTIMATE of a pipelined step that draws the noise on a second thread
- * while the gradient computes (see s_overlap_step: bench-only, not the
- * node's path).  It times a square sgemm (512^3) in the same run for the
- * machine's GFLOP/s and reports the fraction a plain step reaches.
- * Warm-up, then several repeats; medians (and best) reported; never fails
- * on timing.
+ * alone.  Each timed DP run is preceded by two untimed steps, so the
+ * worker's double buffer is in its steady state (not both batches
+ * prefilled) when the clock starts.  It times a square sgemm (512^3) in
+ * the same run for the machine's GFLOP/s and reports the fraction a plain
+ * step reaches.  Warm-up, then several repeats; medians (and best)
+ * reported; never fails on timing.
  *
  * Usage: bench_dpsgd [--threads N[,M..]] [--json] [--repeats R] [--steps S]
  *                    [--records N] [--workloads mlp30,mlp784,cnn]
  *   (the old positional form "bench_dpsgd repeats steps threads N" works too)
- * --json prints one line per workload and thread count:
+ * --json prints, per workload and thread count, one line for the inline
+ * noise path and, if the worker ran, a second line for it:
  *   {"workload":"cnn","batch":128,"threads":1,"plain_examples_per_s":..,
  *    "dp_examples_per_s":..,"dp_over_plain_cost":..,"sgemm_gflops":..,
- *    "step_gflops_fraction":..}
+ *    "step_gflops_fraction":..,"noise_thread":false}
+ * (bench/compare.sh keeps the last line per workload: the node's default
+ * path.)
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <cblas.h>
 #include <sodium.h>
@@ -49,11 +54,11 @@
 #define S_LR 1e-3f
 #define S_SGEMM_N 512
 
-enum { V_PLAIN, V_GHOST, V_DP, V_OVERLAP, V_SAMPLER, V_NOISE, V_COUNT };
+enum { V_PLAIN, V_GHOST, V_DP, V_DPW, V_SAMPLER, V_NOISE, V_COUNT };
 static const char *s_vname[V_COUNT] = {"plain SGD (fl_model_gradient)",
                                        "ghost clipped sum only",
-                                       "DP-SGD, node path (fl_trainer_run)",
-                                       "DP-SGD, noise on 2nd thread (estimate)",
+                                       "DP-SGD node path, noise inline",
+                                       "DP-SGD node path, noise worker",
                                        "  Poisson sampler alone",
                                        "  noise (dim doubles) alone"};
 
@@ -70,63 +75,6 @@ static const s_workload s_workloads[] = {
     {"cnn", "input 28x28x1; conv 16 3; pool 2; conv 32 3; pool 2; dense 10", 2, 128},
 };
 
-/* A worker thread that draws one step's noise vector on request (for the
- * overlap estimate).  Noise does not depend on the data, so it can be
- * drawn while the gradient computes; each call seeds its own ChaCha20
- * stream from randombytes_buf inside fl_noise, so the two threads' draws
- * are independent CSPRNG output. */
-typedef struct {
-    pthread_t th;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int go, done, quit, rc;
-    double *buf;
-    size_t n;
-    double stddev;
-} s_noise_worker;
-
-static void *s_worker_main(void *arg)
-{
-    s_noise_worker *w = arg;
-    pthread_mutex_lock(&w->mu);
-    for (;;) {
-        while (!w->go && !w->quit)
-            pthread_cond_wait(&w->cv, &w->mu);
-        if (w->quit)
-            break;
-        w->go = 0;
-        pthread_mutex_unlock(&w->mu);
-        memset(w->buf, 0, w->n * sizeof *w->buf);
-        int rc = fl_noise_add_gaussian_f64(w->buf, w->n, w->stddev);
-        pthread_mutex_lock(&w->mu);
-        w->rc = rc;
-        w->done = 1;
-        pthread_cond_broadcast(&w->cv);
-    }
-    pthread_mutex_unlock(&w->mu);
-    fl_noise_cache_free();
-    return NULL;
-}
-
-static void s_worker_start(s_noise_worker *w)
-{
-    pthread_mutex_lock(&w->mu);
-    w->done = 0;
-    w->go = 1;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static int s_worker_wait(s_noise_worker *w)
-{
-    pthread_mutex_lock(&w->mu);
-    while (!w->done)
-        pthread_cond_wait(&w->cv, &w->mu);
-    int rc = w->rc;
-    pthread_mutex_unlock(&w->mu);
-    return rc;
-}
-
 typedef struct {
     fl_model *m;
     fl_dataset ds;
@@ -135,9 +83,9 @@ typedef struct {
     float *xb, *grad;
     int32_t *yb;
     size_t *idx;
-    double *dbuf, *acc;
-    fl_trainer *tr;
-    s_noise_worker *wk; /* NULL: no overlap estimate */
+    double *dbuf;
+    fl_trainer *tr;  /* noise thread off */
+    fl_trainer *trw; /* noise thread allowed */
 } bctx;
 
 static double s_now(void)
@@ -201,54 +149,25 @@ static double s_sgemm_gflops(void)
     return 2.0 * n * (double)n * n / best / 1e9;
 }
 
-/* The overlap ESTIMATE: Poisson sampling and the ghost-clipped sum on
- * this thread while the worker draws a noise vector of the same size and
- * distribution, then (sum + noise) / qN and the update.  It omits the
- * randomized rounding of the sum to the noise grid that fl_dpsgd does
- * (dp/fl_noise), so it is a lower bound on what a pipelined node step
- * would cost, not a private mechanism; it exists to size that change. */
-static int s_overlap_step(bctx *c)
-{
-    size_t b = 0, clipped;
-    int rc;
-    s_worker_start(c->wk);
-    if ((rc = fl_sampler_poisson(c->N, c->q, c->idx, &b)) != FL_OK) {
-        (void)s_worker_wait(c->wk);
-        return rc;
-    }
-    memset(c->acc, 0, c->P * sizeof *c->acc);
-    for (size_t off = 0; off < b && rc == FL_OK; off += c->B) {
-        size_t m = b - off < c->B ? b - off : c->B;
-        s_gather(c, c->idx + off, m);
-        rc = fl_model_clipped_gradient_sum(c->m, c->xb, c->yb, m, c->clip, c->grad, &clipped,
-                                           NULL);
-        for (size_t j = 0; rc == FL_OK && j < c->P; j++)
-            c->acc[j] += (double)c->grad[j];
-    }
-    int wrc = s_worker_wait(c->wk);
-    if (rc != FL_OK)
-        return rc;
-    if (wrc != FL_OK)
-        return wrc;
-    double denom = c->q * (double)c->N;
-    float *w = fl_model_params(c->m);
-    for (size_t j = 0; j < c->P; j++)
-        w[j] -= S_LR * (float)((c->acc[j] + c->wk->buf[j]) / denom);
-    return FL_OK;
-}
-
 /* One variant, `steps` steps; returns seconds (negative on error). */
 static double s_run(int v, bctx *c, int steps)
 {
     float *w = fl_model_params(c->m);
-    double t0 = s_now();
-    if (v == V_DP) { /* all steps in one call, as a node runs a round */
-        if (fl_trainer_run(c->tr, (size_t)steps, S_LR, NULL) != FL_OK) {
+    if (v == V_DP || v == V_DPW) { /* all steps in one call, as a node runs a round */
+        fl_trainer *tr = v == V_DP ? c->tr : c->trw;
+        /* two untimed steps: the worker's buffers reach their steady state */
+        if (fl_trainer_run(tr, 2, S_LR, NULL) != FL_OK) {
+            fprintf(stderr, "bench_dpsgd: %s: %s\n", s_vname[v], fl_error_last());
+            return -1.0;
+        }
+        double t0 = s_now();
+        if (fl_trainer_run(tr, (size_t)steps, S_LR, NULL) != FL_OK) {
             fprintf(stderr, "bench_dpsgd: %s: %s\n", s_vname[v], fl_error_last());
             return -1.0;
         }
         return s_now() - t0;
     }
+    double t0 = s_now();
     for (int s = 0; s < steps; s++) {
         int rc = FL_OK;
         double loss;
@@ -266,9 +185,6 @@ static double s_run(int v, bctx *c, int steps)
                                                      c->grad, &clipped, &loss);
             for (size_t j = 0; rc == FL_OK && j < c->P; j++)
                 w[j] -= S_LR * c->grad[j];
-            break;
-        case V_OVERLAP:
-            rc = s_overlap_step(c);
             break;
         case V_SAMPLER:
             rc = fl_sampler_poisson(c->N, c->q, c->idx, &b);
@@ -324,8 +240,6 @@ static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double p
     bctx c = {0};
     fl_model_spec spec;
     double *t[V_COUNT] = {0}, *nr = NULL;
-    s_noise_worker wk = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    int worker_up = 0;
     const int threads = fl_mlp_blas_threads();
 
     if (fl_model_spec_parse(&spec, wl->spec, wl->output_kind) != FL_OK ||
@@ -345,13 +259,12 @@ static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double p
     c.grad = calloc(c.P, sizeof *c.grad);
     c.idx = malloc(N * sizeof *c.idx);
     c.dbuf = malloc(c.P * sizeof *c.dbuf);
-    c.acc = malloc(c.P * sizeof *c.acc);
     c.xb = malloc(c.B * d * sizeof(float));
     c.yb = malloc(c.B * sizeof(int32_t));
     nr = malloc(c.B * sizeof *nr);
     for (int v = 0; v < V_COUNT; v++)
         t[v] = calloc((size_t)reps, sizeof(double));
-    if (!c.ds.X || !c.ds.y || !c.grad || !c.idx || !c.dbuf || !c.acc || !c.xb || !c.yb || !nr ||
+    if (!c.ds.X || !c.ds.y || !c.grad || !c.idx || !c.dbuf || !c.xb || !c.yb || !nr ||
         !t[V_COUNT - 1])
         goto done;
     /* MLP features in [-1, 1), image pixels in [0, 1) */
@@ -367,28 +280,16 @@ static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double p
     if (fl_model_example_norms(c.m, c.ds.X, c.ds.y, c.B, nr) != FL_OK)
         goto done;
     c.clip = s_median(nr, (int)c.B);
-    if (fl_trainer_new_model(&c.tr, c.m, &c.ds, c.q, c.clip, c.sigma) != FL_OK)
+    if (fl_trainer_new_model(&c.tr, c.m, &c.ds, c.q, c.clip, c.sigma) != FL_OK ||
+        fl_trainer_new_model(&c.trw, c.m, &c.ds, c.q, c.clip, c.sigma) != FL_OK)
         goto done;
+    fl_trainer_set_noise_thread(c.tr, 0);
+    fl_trainer_set_noise_thread(c.trw, 1);
     fl_mlp_set_blas_threads(threads); /* the trainer sets 1 unless the env says */
-
-    /* The overlap estimate uses a second core only where one is free: with
-     * T BLAS threads on all cores an extra thread would oversubscribe. */
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (threads < cores) {
-        wk.buf = malloc(c.P * sizeof *wk.buf);
-        wk.n = c.P;
-        wk.stddev = c.sigma * c.clip;
-        if (!wk.buf || pthread_create(&wk.th, NULL, s_worker_main, &wk) != 0)
-            goto done;
-        worker_up = 1;
-        c.wk = &wk;
-    }
 
     double flops = s_step_flops(&spec, c.B);
     for (int r = -1; r < reps; r++) /* r = -1: warm-up (first touch of all scratch) */
         for (int v = 0; v < V_COUNT; v++) {
-            if (v == V_OVERLAP && !c.wk)
-                continue;
             double sec = s_run(v, &c, steps);
             if (sec < 0)
                 goto done;
@@ -403,13 +304,21 @@ static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double p
         med[v] = s_median(t[v], reps);
     }
     double B = (double)c.B;
+    /* Did the worker variant really take its noise from the worker? (Not
+     * at --threads > 1, nor with FL_NOISE_THREAD=0.) */
+    const int worker = fl_trainer_noise_thread_running(c.trw) &&
+                       fl_trainer_prepared_noise_steps(c.trw) > 0;
     if (json) {
-        printf("{\"workload\":\"%s\",\"batch\":%zu,\"threads\":%d,"
-               "\"plain_examples_per_s\":%.1f,\"dp_examples_per_s\":%.1f,"
-               "\"dp_over_plain_cost\":%.4f,\"sgemm_gflops\":%.2f,"
-               "\"step_gflops_fraction\":%.4f}\n",
-               wl->name, c.B, threads, B / med[V_PLAIN], B / med[V_DP],
-               med[V_DP] / med[V_PLAIN], peak, flops / med[V_PLAIN] / 1e9 / peak);
+        for (int line = 0; line < 1 + worker; line++) {
+            int v = line ? V_DPW : V_DP;
+            printf("{\"workload\":\"%s\",\"batch\":%zu,\"threads\":%d,"
+                   "\"plain_examples_per_s\":%.1f,\"dp_examples_per_s\":%.1f,"
+                   "\"dp_over_plain_cost\":%.4f,\"sgemm_gflops\":%.2f,"
+                   "\"step_gflops_fraction\":%.4f,\"noise_thread\":%s}\n",
+                   wl->name, c.B, threads, B / med[V_PLAIN], B / med[v],
+                   med[v] / med[V_PLAIN], peak, flops / med[V_PLAIN] / 1e9 / peak,
+                   line ? "true" : "false");
+        }
         fflush(stdout);
     } else {
         printf("\n%s: %s, %zu params, N = %zu, q = %.4g (E[batch] = %zu), C = %.3g, "
@@ -419,7 +328,7 @@ static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double p
         printf("  %-40s %11s %11s %9s %8s\n", "variant", "ex/s best", "ex/s median",
                "ms/step", "% sgemm");
         for (int v = 0; v < V_COUNT; v++) {
-            if (v == V_OVERLAP && !c.wk)
+            if (v == V_DPW && !worker)
                 continue;
             if (v >= V_SAMPLER) {
                 printf("  %-40s %11s %11s %9.3f\n", s_vname[v], "", "", 1e3 * med[v]);
@@ -430,29 +339,26 @@ static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double p
         }
         printf("  cost ghost-sum / plain           : best %.3f  median %.3f\n",
                best[V_GHOST] / best[V_PLAIN], med[V_GHOST] / med[V_PLAIN]);
-        printf("  cost DP (node path) / plain      : best %.3f  median %.3f  (target <= %s)\n",
+        printf("  cost DP, noise inline / plain    : best %.3f  median %.3f  (target <= %s)\n",
                best[V_DP] / best[V_PLAIN], med[V_DP] / med[V_PLAIN],
                image ? "1.6" : "1.15");
-        if (c.wk)
-            printf("  cost DP, noise overlapped / plain: best %.3f  median %.3f  (estimate)\n",
-                   best[V_OVERLAP] / best[V_PLAIN], med[V_OVERLAP] / med[V_PLAIN]);
+        if (worker)
+            printf("  cost DP, noise worker / plain    : best %.3f  median %.3f  (target <= %s)\n",
+                   best[V_DPW] / best[V_PLAIN], med[V_DPW] / med[V_PLAIN],
+                   image ? "1.6" : "1.15");
+        else
+            printf("  (no noise worker: OpenBLAS at %d threads, or FL_NOISE_THREAD=0)\n",
+                   threads);
     }
     rc = 0;
 done:
     if (rc)
         fprintf(stderr, "bench_dpsgd: %s: setup or step failed: %s\n", wl->name,
                 fl_error_last());
-    if (worker_up) {
-        pthread_mutex_lock(&wk.mu);
-        wk.quit = 1;
-        pthread_cond_broadcast(&wk.cv);
-        pthread_mutex_unlock(&wk.mu);
-        pthread_join(wk.th, NULL);
-    }
-    free(wk.buf);
+    fl_trainer_free(c.trw);
     fl_trainer_free(c.tr);
     fl_model_free(c.m);
-    free(c.ds.X), free(c.ds.y), free(c.grad), free(c.idx), free(c.dbuf), free(c.acc);
+    free(c.ds.X), free(c.ds.y), free(c.grad), free(c.idx), free(c.dbuf);
     free(c.xb), free(c.yb), free(nr);
     for (int v = 0; v < V_COUNT; v++)
         free(t[v]);

@@ -172,9 +172,21 @@ void fl_dpsgd_free(fl_dpsgd *s)
     free(s);
 }
 
+double fl_dpsgd_noise_stddev(const fl_dpsgd *s)
+{
+    return s->sigma * s->clip;
+}
+
+size_t fl_dpsgd_dim(const fl_dpsgd *s)
+{
+    return s->dim;
+}
+
 /* Noise and normalisation, shared by both step kinds: s->acc holds the
- * clipped sum (double); grad_out receives (sum + noise) / (q N). */
-static int s_release(fl_dpsgd *s, float *grad_out)
+ * clipped sum (double); grad_out receives (sum + noise) / (q N).  The
+ * noise is drawn here, or taken from `noise` (prepared ahead) when that is
+ * not NULL. */
+static int s_release(fl_dpsgd *s, float *grad_out, fl_noise_batch *noise)
 {
     int rc;
     /* Gaussian mechanism on the clipped sum (Abadi et al. 2016, Algorithm
@@ -185,8 +197,17 @@ static int s_release(fl_dpsgd *s, float *grad_out)
      * the noise grid (randomized rounding) before adding the discrete
      * Gaussian (Canonne, Kamath & Steinke 2020), so what follows is
      * post-processing of an exact grid value (docs/privacy-accounting.md
-     * gives the sensitivity argument). */
-    if ((rc = fl_noise_add_gaussian_f64(s->acc, s->dim, s->sigma * s->clip)) != FL_OK)
+     * gives the sensitivity argument).
+     * Prepared noise: the batch's Z and rounding words were drawn from the
+     * CSPRNG independently of the data (possibly on another thread), so
+     * the release has the same law; the batch refuses a second apply, so
+     * each Z protects one release only (docs/privacy-accounting.md,
+     * "Prepared noise"). */
+    if (noise)
+        rc = fl_noise_batch_apply_f64(noise, s->acc, s->dim, fl_dpsgd_noise_stddev(s));
+    else
+        rc = fl_noise_add_gaussian_f64(s->acc, s->dim, fl_dpsgd_noise_stddev(s));
+    if (rc != FL_OK)
         return rc;
 
     /* Divide by the EXPECTED batch size q*N, a public constant (as in
@@ -194,9 +215,12 @@ static int s_release(fl_dpsgd *s, float *grad_out)
      * realised size b would make the output depend on b, which is itself a
      * function of the private sample and is not covered by the accountant. */
     {
-        double denom = s->q * (double)s->N;
+        /* times 1/(qN): a deterministic function of the released grid
+         * value (post-processing), within an ulp of the quotient and
+         * several times faster than a division per coordinate */
+        const double inv = 1.0 / (s->q * (double)s->N);
         for (size_t j = 0; j < s->dim; j++)
-            grad_out[j] = (float)(s->acc[j] / denom);
+            grad_out[j] = (float)(s->acc[j] * inv);
     }
     return FL_OK;
 }
@@ -240,7 +264,7 @@ int fl_dpsgd_step(fl_dpsgd *s, fl_dpsgd_grad_fn fn, void *ctx, float *grad_out,
         }
     }
 
-    if ((rc = s_release(s, grad_out)) != FL_OK)
+    if ((rc = s_release(s, grad_out, NULL)) != FL_OK)
         goto done;
     if (batch_size)
         *batch_size = b;
@@ -255,25 +279,53 @@ done:
     return rc;
 }
 
-int fl_dpsgd_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx, float *grad_out,
-                          size_t *batch_size)
+/* acc += part (acc = part if first), in one pass that also returns
+ * ||part||^2 (four partial sums, so the reduction is not one serial
+ * dependency chain). */
+static double s_accumulate(double *restrict acc, const float *restrict pt, size_t dim,
+                           int first)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    size_t j = 0;
+    if (first) {
+        for (; j + 4 <= dim; j += 4) {
+            double p0 = pt[j], p1 = pt[j + 1], p2 = pt[j + 2], p3 = pt[j + 3];
+            s0 += p0 * p0, s1 += p1 * p1, s2 += p2 * p2, s3 += p3 * p3;
+            acc[j] = p0, acc[j + 1] = p1, acc[j + 2] = p2, acc[j + 3] = p3;
+        }
+        for (; j < dim; j++) {
+            s0 += (double)pt[j] * pt[j];
+            acc[j] = pt[j];
+        }
+    } else {
+        for (; j + 4 <= dim; j += 4) {
+            double p0 = pt[j], p1 = pt[j + 1], p2 = pt[j + 2], p3 = pt[j + 3];
+            s0 += p0 * p0, s1 += p1 * p1, s2 += p2 * p2, s3 += p3 * p3;
+            acc[j] += p0, acc[j + 1] += p1, acc[j + 2] += p2, acc[j + 3] += p3;
+        }
+        for (; j < dim; j++) {
+            s0 += (double)pt[j] * pt[j];
+            acc[j] += pt[j];
+        }
+    }
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* fl_dpsgd_step_clipped (noise == NULL: drawn inline) and
+ * fl_dpsgd_step_clipped_prepared (noise from the batch). */
+static int s_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx,
+                          fl_noise_batch *noise, float *grad_out, size_t *batch_size)
 {
     int rc = FL_OK;
     size_t b = 0;
-
-    if (batch_size)
-        *batch_size = 0;
-    if (!s || !fn || !grad_out)
-        return fl_error_set(FL_EINVAL, "fl_dpsgd_step_clipped: NULL %s",
-                            !s ? "state" : !fn ? "clipped-sum function" : "grad_out");
-
-    for (size_t j = 0; j < s->dim; j++)
-        s->acc[j] = 0.0;
 
     /* Poisson sampling exactly as in fl_dpsgd_step (Mironov, Talwar &
      * Zhang 2019; Zhu & Wang 2019): the accountant assumes it. */
     if ((rc = fl_sampler_poisson(s->N, s->q, s->idx, &b)) != FL_OK)
         goto done;
+    if (b == 0) /* otherwise the first chunk assigns acc */
+        for (size_t j = 0; j < s->dim; j++)
+            s->acc[j] = 0.0;
 
     for (size_t off = 0; off < b; off += s->chunk) {
         size_t m = b - off < s->chunk ? b - off : s->chunk;
@@ -295,9 +347,7 @@ int fl_dpsgd_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx, fl
          * underestimation of sensitivity in differentially private
          * libraries") discuss this class of gap; docs/performance.md
          * ("DP-SGD cost") records it. */
-        double ss = 0.0;
-        for (size_t j = 0; j < s->dim; j++)
-            ss += (double)s->part[j] * (double)s->part[j];
+        double ss = s_accumulate(s->acc, s->part, s->dim, off == 0);
         double bound = (double)m * s->clip * (1.0 + 1e-3);
         if (!isfinite(ss) || sqrt(ss) > bound) {
             rc = fl_error_set(FL_EINVAL, "fl_dpsgd_step_clipped: a chunk of %zu examples "
@@ -306,11 +356,9 @@ int fl_dpsgd_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx, fl
                               (double)m * s->clip);
             goto done;
         }
-        for (size_t j = 0; j < s->dim; j++)
-            s->acc[j] += (double)s->part[j];
     }
 
-    if ((rc = s_release(s, grad_out)) != FL_OK)
+    if ((rc = s_release(s, grad_out, noise)) != FL_OK)
         goto done;
     if (batch_size)
         *batch_size = b;
@@ -323,4 +371,33 @@ done:
     sodium_memzero(s->part, s->dim * sizeof *s->part);
     sodium_memzero(s->acc, s->dim * sizeof *s->acc);
     return rc;
+}
+
+int fl_dpsgd_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx, float *grad_out,
+                          size_t *batch_size)
+{
+    if (batch_size)
+        *batch_size = 0;
+    if (!s || !fn || !grad_out)
+        return fl_error_set(FL_EINVAL, "fl_dpsgd_step_clipped: NULL %s",
+                            !s ? "state" : !fn ? "clipped-sum function" : "grad_out");
+    return s_step_clipped(s, fn, ctx, NULL, grad_out, batch_size);
+}
+
+int fl_dpsgd_step_clipped_prepared(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx,
+                                   fl_noise_batch *noise, float *grad_out,
+                                   size_t *batch_size)
+{
+    if (batch_size)
+        *batch_size = 0;
+    if (!s || !fn || !grad_out)
+        return fl_error_set(FL_EINVAL, "fl_dpsgd_step_clipped_prepared: NULL %s",
+                            !s ? "state" : !fn ? "clipped-sum function" : "grad_out");
+    if (!noise) {
+        for (size_t j = 0; j < s->dim; j++)
+            grad_out[j] = 0.0f;
+        return fl_error_set(FL_EINVAL, "fl_dpsgd_step_clipped_prepared: noise batch is "
+                            "NULL; use fl_dpsgd_step_clipped to draw noise inline");
+    }
+    return s_step_clipped(s, fn, ctx, noise, grad_out, batch_size);
 }

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 
+#include "dp/fl_noise.h"
 #include "error/fl_error.h"
 
 /** Computes per-example gradients of examples idx[0..n) into rows of G
@@ -78,6 +79,29 @@ FL_NODISCARD int fl_dpsgd_step(fl_dpsgd *s, fl_dpsgd_grad_fn fn, void *ctx,
  *  membership and the sum are wiped before returning. */
 FL_NODISCARD int fl_dpsgd_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx,
                                        float *grad_out, size_t *batch_size);
+
+/** As fl_dpsgd_step_clipped (same sampling, clipping check, accumulation
+ *  and division by q*N; an empty batch is still noised), but the noise
+ *  comes from `noise`, a batch of fl_dpsgd_dim(s) coordinates filled
+ *  with stddev fl_dpsgd_noise_stddev(s) (dp/fl_noise.h; typically on
+ *  another thread, ahead of the step), applied to the clipped sum with
+ *  fl_noise_batch_apply_f64: the released gradient has the same law as
+ *  fl_dpsgd_step_clipped's.  The batch is consumed (wiped; it must be
+ *  refilled before the next step) exactly when the step returns FL_OK;
+ *  on any error nothing was released and it stays filled.  Errors: those
+ *  of fl_dpsgd_step_clipped; FL_EINVAL if noise is NULL or was made or
+ *  filled for another size or stddev; FL_ESTATE if it is not filled.  On
+ *  error grad_out is zeroed. */
+FL_NODISCARD int fl_dpsgd_step_clipped_prepared(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn,
+                                                void *ctx, fl_noise_batch *noise,
+                                                float *grad_out, size_t *batch_size);
+
+/** The standard deviation sigma * C of the noise added to the clipped sum
+ *  (what a prepared batch for this state must be filled with). */
+double fl_dpsgd_noise_stddev(const fl_dpsgd *s);
+
+/** The number of parameters `dim` the state was made for. */
+size_t fl_dpsgd_dim(const fl_dpsgd *s);
 
 /** Clips each of the n rows of G (n x dim, row-major) in place to L2 norm
  *  <= C (finite, > 0): a row with norm > C is scaled by C/||g|| (times a

@@ -596,12 +596,36 @@ static int s_check_range(const double *v, size_t n, double stddev, double gamma,
                          const char *fn)
 {
     double lim = ldexp(gamma, 52);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) /* no early exit: a branch-free pass */
+        bad |= !(fabs(v[i]) < lim);
+    if (!bad)
+        return FL_OK;
     for (size_t i = 0; i < n; i++)
         if (!(fabs(v[i]) < lim))
             return fl_error_set(FL_ERANGE, "%s: value %g at index %zu is too large (or not "
                                 "finite) for noise stddev %g (grid %g): it must be below "
                                 "2^52 grid steps", fn, v[i], i, stddev, gamma);
     return FL_OK;
+}
+
+/* Unbiased randomized rounding of x = v/gamma (exact: gamma is a power of
+ * two) given the 32-bit CSPRNG word u, done on |x| and mirrored: the same
+ * law as floor(x) + Bernoulli(frac x).  a - f is exact (Sterbenz for a >=
+ * 1), the Bernoulli is exact: U = (u + U')/2^32 < f iff u < the top 32
+ * bits of f, or on equality U' < the rest (s_bern, which draws U' lazily
+ * from rp).  Shared by the inline path and prepared batches so both have
+ * the same law by construction. */
+static inline int64_t s_round(double x, uint32_t u, s_rng *rp)
+{
+    double a = fabs(x);
+    int64_t f = (int64_t)a;
+    double fr = a - (double)f, F = fr * 0x1p32;
+    uint32_t fi = (uint32_t)F;
+    int64_t k = f + (u < fi);
+    if (__builtin_expect(u == fi, 0))
+        k = f + s_bern(rp, F - (double)fi);
+    return x < 0 ? -k : k;
 }
 
 /* The shared core: each v[i] (already range-checked) becomes
@@ -616,20 +640,8 @@ static void s_add_grid_gaussian(s_rng *rp, const s_table *t, double *v, size_t n
     for (size_t i = 0; i < n; i++) {
         uint64_t w1, w2;
         s_rng_pair(rp, &w1, &w2);
-        /* Unbiased randomized rounding of x = v/gamma (exact: gamma is a
-         * power of two), done on |x| and mirrored: the same law as
-         * floor(x) + Bernoulli(frac x).  a - f is exact (Sterbenz for a >=
-         * 1), the Bernoulli is exact: U = (u + U')/2^32 < f iff u < the
-         * top 32 bits of f, or on equality U' < the rest (s_bern). */
-        double x = divide ? v[i] / gamma : v[i] * inv, a = fabs(x);
-        int64_t f = (int64_t)a;
-        double fr = a - (double)f, F = fr * 0x1p32;
-        uint32_t fi = (uint32_t)F, u = (uint32_t)w2;
-        int64_t k = f + (u < fi);
-        if (__builtin_expect(u == fi, 0))
-            k = f + s_bern(rp, F - (double)fi);
-        if (x < 0)
-            k = -k;
+        double x = divide ? v[i] / gamma : v[i] * inv;
+        int64_t k = s_round(x, (uint32_t)w2, rp);
         /* |k| <= 2^52 and |Z| <= 26729 (1 + K + K^2) < 2^33: the sum and
          * its power-of-two scaling are exact in double. */
         v[i] = (double)(k + s_grid_z(t, w1, w2, rp)) * gamma;
@@ -741,7 +753,175 @@ int fl_noise_add_gaussian(float *out, size_t n, double stddev)
     return FL_OK;
 }
 
+/* ---- prepared batches -------------------------------------------------
+ * fl_noise_add_gaussian_f64 draws, per coordinate, two CSPRNG words w1, w2:
+ * Z from w1 and the top half of w2 (plus, rarely, further words for an
+ * alias-table tie or rejection), and the rounding word u from the low
+ * half of w2 (plus, with probability 2^-32, further bits for a rounding
+ * tie).  None of this depends on the value being noised, so a batch draws
+ * Z_i and u_i ahead (fill) and apply does only the rounding and the
+ * addition.  Every draw is an independent uniform, so drawing Z_i and u_i
+ * on one thread and the tie bits U' on another changes nothing in the
+ * joint law of (R(x), Z): apply releases exactly what the inline path
+ * releases (Canonne, Kamath & Steinke 2020 discrete Gaussian on the
+ * randomized-rounded value; docs/privacy-accounting.md, "Prepared
+ * noise").  The privacy argument requires each Z to protect ONE release:
+ * reusing Z for two vectors x, y would release x - y without noise, so a
+ * filled batch is consumed (and wiped) by its first apply. */
+
+struct fl_noise_batch {
+    size_t n;
+    int64_t *z;  /* n: Z_i in grid units (secret; wiped) */
+    uint32_t *u; /* n: rounding words (secret; wiped) */
+    double stddev; /* what it was filled for */
+    int filled;  /* 1 from fill until apply */
+};
+
+static void s_batch_wipe(fl_noise_batch *b)
+{
+    if (b->z)
+        sodium_memzero(b->z, b->n * sizeof *b->z);
+    if (b->u)
+        sodium_memzero(b->u, b->n * sizeof *b->u);
+    b->stddev = 0.0;
+    b->filled = 0;
+}
+
+int fl_noise_batch_new(fl_noise_batch **out, size_t n)
+{
+    fl_noise_batch *b = NULL;
+
+    if (!out)
+        return fl_error_set(FL_EINVAL, "fl_noise_batch_new: out is NULL");
+    *out = NULL;
+    if (n > SIZE_MAX / sizeof(int64_t))
+        return fl_error_set(FL_ENOMEM, "fl_noise_batch_new: n=%zu coordinates overflow "
+                            "size_t", n);
+    b = calloc(1, sizeof *b);
+    if (!b)
+        return fl_error_set(FL_ENOMEM, "fl_noise_batch_new: out of memory");
+    b->n = n;
+    /* calloc(0) may return NULL; keep one element so a NULL means failure */
+    b->z = calloc(n ? n : 1, sizeof *b->z);
+    b->u = calloc(n ? n : 1, sizeof *b->u);
+    if (!b->z || !b->u) {
+        fl_noise_batch_free(b);
+        return fl_error_set(FL_ENOMEM, "fl_noise_batch_new: out of memory for %zu noise "
+                            "coordinates (12 bytes each)", n);
+    }
+    *out = b;
+    return FL_OK;
+}
+
+void fl_noise_batch_free(fl_noise_batch *b)
+{
+    if (!b)
+        return;
+    s_batch_wipe(b);
+    free(b->z);
+    free(b->u);
+    free(b);
+}
+
+int fl_noise_batch_fill(fl_noise_batch *b, double stddev)
+{
+    const s_table *t = NULL;
+    s_rng r;
+
+    if (!b)
+        return fl_error_set(FL_EINVAL, "fl_noise_batch_fill: batch is NULL");
+    if (b->filled)
+        return fl_error_set(FL_ESTATE, "fl_noise_batch_fill: the batch already holds noise "
+                            "that was never applied; apply it (each noise batch protects "
+                            "exactly one release) or free it before filling again");
+    if (!isfinite(stddev) || stddev < 0.0)
+        return fl_error_set(FL_EINVAL, "fl_noise_batch_fill: stddev=%g must be finite and "
+                            ">= 0", stddev);
+    if (stddev > 0.0 && b->n > 0) {
+        int rc = s_init();
+        if (rc == FL_OK)
+            rc = s_table_get(stddev, &t);
+        if (rc != FL_OK)
+            return rc;
+        s_rng_start(&r, 2 * b->n + 2);
+        for (size_t i = 0; i < b->n; i++) {
+            uint64_t w1, w2;
+            s_rng_pair(&r, &w1, &w2);
+            /* exactly the words s_add_grid_gaussian uses for coordinate i */
+            b->z[i] = s_grid_z(t, w1, w2, &r);
+            b->u[i] = (uint32_t)w2;
+        }
+        s_rng_wipe(&r);
+    }
+    b->stddev = stddev;
+    b->filled = 1;
+    return FL_OK;
+}
+
+int fl_noise_batch_apply_f64(fl_noise_batch *b, double *v, size_t n, double stddev)
+{
+    s_rng r;
+
+    if (!b)
+        return fl_error_set(FL_EINVAL, "fl_noise_batch_apply_f64: batch is NULL");
+    /* One-time pad: a consumed batch was wiped, so applying it would add
+     * no noise at all; a never-filled batch likewise. */
+    if (!b->filled)
+        return fl_error_set(FL_ESTATE, "fl_noise_batch_apply_f64: the batch holds no noise "
+                            "(never filled, or already applied once; noise may protect "
+                            "only one release): fill it first");
+    if (n != b->n)
+        return fl_error_set(FL_EINVAL, "fl_noise_batch_apply_f64: vector has %zu "
+                            "coordinates but the batch was made for %zu", n, b->n);
+    if (!v && n > 0)
+        return fl_error_set(FL_EINVAL, "fl_noise_batch_apply_f64: v is NULL with n=%zu", n);
+    if (!(stddev == b->stddev))
+        return fl_error_set(FL_EINVAL, "fl_noise_batch_apply_f64: stddev=%.17g but the batch "
+                            "was filled for stddev=%.17g; refill it for this stddev",
+                            stddev, b->stddev);
+    if (stddev > 0.0 && n > 0) {
+        double gamma = fl_noise_grid(stddev);
+        int rc = s_check_range(v, n, stddev, gamma, "fl_noise_batch_apply_f64");
+        if (rc == FL_OK)
+            rc = s_init();
+        if (rc != FL_OK)
+            return rc;
+        const double inv = 1.0 / gamma;
+        const int64_t *z = b->z;
+        const uint32_t *u = b->u;
+        s_rng_start(&r, 2); /* drawn from only on a rounding tie (2^-32) */
+        /* v/gamma exactly, as in s_add_grid_gaussian; exact in double as
+         * there: |k| <= 2^52, |Z| < 2^33 */
+        if (inv < INFINITY)
+            for (size_t i = 0; i < n; i++)
+                v[i] = (double)(s_round(v[i] * inv, u[i], &r) + z[i]) * gamma;
+        else
+            for (size_t i = 0; i < n; i++)
+                v[i] = (double)(s_round(v[i] / gamma, u[i], &r) + z[i]) * gamma;
+        s_rng_wipe(&r);
+    }
+    s_batch_wipe(b);
+    return FL_OK;
+}
+
 /* ---- test hooks (fl_noise_internal.h) --------------------------------- */
+
+void fl_noise_batch_buffers(const fl_noise_batch *b, const int64_t **z, const uint32_t **u,
+                            size_t *n)
+{
+    *z = b->z;
+    *u = b->u;
+    *n = b->n;
+}
+
+int fl_noise_batch_set_round_words(fl_noise_batch *b, uint32_t u)
+{
+    if (!b->filled)
+        return fl_error_set(FL_ESTATE, "fl_noise_batch_set_round_words: batch not filled");
+    for (size_t i = 0; i < b->n; i++)
+        b->u[i] = u;
+    return FL_OK;
+}
 
 static int s_hook_start(const char *fn, double stddev, const void *out, size_t n,
                         const s_table **t)

@@ -36,6 +36,51 @@ FL_NODISCARD int fl_noise_add_gaussian(float *out, size_t n, double stddev);
  *  the released value is a function of the grid value only. */
 FL_NODISCARD int fl_noise_add_gaussian_f64(double *out, size_t n, double stddev);
 
+/** Noise drawn ahead of the value it will protect (a "prepared batch"):
+ *  the discrete Gaussian Z_i and the randomized-rounding word of every
+ *  coordinate, drawn by fl_noise_batch_fill (on any thread: the noise does
+ *  not depend on the data), then consumed by fl_noise_batch_apply_f64,
+ *  which releases v[i] -> gamma * (R(v[i]/gamma) + Z_i) with exactly the
+ *  law of fl_noise_add_gaussian_f64.  ONE-TIME PAD: a filled batch is
+ *  applied at most once (two releases with the same Z would let their
+ *  difference cancel the noise); the object enforces it with FL_ESTATE.
+ *  Not internally locked: one thread at a time (hand it over under a
+ *  mutex, as node/fl_trainer does).  Secret: wiped after apply and on
+ *  free. */
+typedef struct fl_noise_batch fl_noise_batch;
+
+/** Creates an unfilled batch for vectors of n coordinates (12 bytes each,
+ *  allocated here; n may be 0).  *out owns it (fl_noise_batch_free).
+ *  FL_EINVAL if out is NULL, FL_ENOMEM on allocation failure. */
+FL_NODISCARD int fl_noise_batch_new(fl_noise_batch **out, size_t n);
+
+/** Draws the noise for standard deviation stddev (finite, >= 0; 0 draws
+ *  nothing and makes apply the identity, as fl_noise_add_gaussian_f64
+ *  with stddev 0) into an unfilled or consumed batch, from libsodium's
+ *  CSPRNG and the CALLING thread's table cache (call fl_noise_cache_free
+ *  before that thread exits).  Errors: FL_ESTATE if b holds a filled,
+ *  unapplied batch (apply or free it first); FL_EINVAL on a bad stddev or
+ *  NULL b; FL_ENOMEM, FL_ECRYPTO.  On error b stays unfilled. */
+FL_NODISCARD int fl_noise_batch_fill(fl_noise_batch *b, double stddev);
+
+/** Releases v[0..n) with the prepared noise: v[i] becomes gamma * (R(v[i]
+ *  / gamma) + Z_i), gamma = fl_noise_grid(stddev), R the unbiased
+ *  randomized rounding (its rare exact tie draws fresh CSPRNG bits on the
+ *  calling thread); the same law as fl_noise_add_gaussian_f64(v, n,
+ *  stddev).  Then wipes the batch and marks it consumed.  The caller owns
+ *  v.  Errors, all of which leave v unchanged and the batch as it was
+ *  (filled batches stay filled: nothing that depends on Z was released,
+ *  so a later single apply is still the only use): FL_ESTATE if b is not
+ *  filled (never filled, or already applied); FL_EINVAL if n differs from
+ *  the batch's size, stddev differs from the one it was filled with, or
+ *  v (with n > 0) or b is NULL; FL_ERANGE if some |v[i]| >= 2^52 gamma or
+ *  is not finite, as fl_noise_add_gaussian_f64; FL_ECRYPTO. */
+FL_NODISCARD int fl_noise_batch_apply_f64(fl_noise_batch *b, double *v, size_t n,
+                                          double stddev);
+
+/** Wipes and frees a batch; NULL is a no-op. */
+void fl_noise_batch_free(fl_noise_batch *b);
+
 /** The grid step gamma used for noise of standard deviation stddev > 0 (a
  *  power of two with stddev/gamma in [2^28, 2^29)); 0 for stddev <= 0 or
  *  non-finite. */

@@ -1,7 +1,8 @@
 /*
  * fl_noise_internal: the samplers behind fl_noise_add_gaussian, exposed
  * only so tests can check their distributions (tests/dp/) and the
- * benchmark can time the previous sampler (bench/bench_noise.c).  Not part
+ * benchmark can time the previous sampler (bench/bench_noise.c), and
+ * test hooks into prepared batches.  Not part
  * of the module's API; do not call from anywhere else.
  */
 #ifndef FL_NOISE_INTERNAL_H
@@ -10,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dp/fl_noise.h"
 #include "error/fl_error.h"
 
 /** Fills out[0..n) with i.i.d. draws of the discrete Gaussian N_Z(0,
@@ -45,5 +47,16 @@ FL_NODISCARD int fl_noise_table_info(double stddev, double *base_sigma, const vo
 /** exp(-x) for x = x_hi + x_lo in [0, 100] in the double-double
  *  arithmetic used to build the tables: *hi + *lo.  FL_EINVAL outside. */
 FL_NODISCARD int fl_noise_exp_neg_dd(double x_hi, double x_lo, double *hi, double *lo);
+
+/** Test hook: the secret buffers of a batch (Z_i as int64, the rounding
+ *  words as uint32; n entries each), so tests can check that apply wipes
+ *  them and can read Z to isolate the rounding. */
+void fl_noise_batch_buffers(const fl_noise_batch *b, const int64_t **z, const uint32_t **u,
+                            size_t *n);
+
+/** Test hook: sets every rounding word of a FILLED batch to u, so a test
+ *  can force the exact tie of the randomized rounding.  FL_ESTATE if b is
+ *  not filled. */
+FL_NODISCARD int fl_noise_batch_set_round_words(fl_noise_batch *b, uint32_t u);
 
 #endif

@@ -9,12 +9,31 @@
  *
  * Every buffer is allocated once, in fl_trainer_new: the gather block, the
  * gradient, the DP-SGD state; the model's own scratch is allocated on the
- * first step and reused after that.  Steps do not allocate.
+ * first step and reused after that (and the noise worker's two batches
+ * when it starts, on the first fl_trainer_run).  Steps do not allocate.
+ *
+ * Noise worker.  The Gaussian noise of a step does not depend on the data,
+ * so it can be drawn before the step, on the core that single-threaded
+ * OpenBLAS leaves idle.  A worker thread keeps S_NBUF prepared batches
+ * (dp/fl_noise) filled: while step t consumes one, it fills the other for
+ * step t+1.  Batch ownership moves between the threads under one mutex
+ * (states EMPTY -> FILLING (worker) -> READY -> INUSE (step) -> EMPTY);
+ * the batch object itself refuses a second apply, so no bug here can make
+ * two releases share noise.  Why drawing ahead is private: the batch holds
+ * exactly the CSPRNG draws the inline path would make, none depends on the
+ * data, and each protects one release (Canonne, Kamath & Steinke 2020
+ * discrete Gaussian on the randomized-rounded sum; the one-time-pad
+ * argument is in docs/privacy-accounting.md, "Prepared noise").
  */
 #include "node/fl_trainer.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -24,6 +43,22 @@
  * rows as plain SGD with a 256 batch. */
 #define S_CHUNK 256
 
+#define S_NBUF 2      /* double buffering */
+#define S_WAIT_SEC 10 /* longest wait for a prepared batch before drawing inline */
+
+enum { S_EMPTY, S_FILLING, S_READY, S_INUSE };
+
+typedef struct {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* broadcast on every state change; CLOCK_MONOTONIC */
+    fl_noise_batch *b[S_NBUF];
+    int st[S_NBUF]; /* S_EMPTY.. (under mu) */
+    double stddev;  /* fl_dpsgd_noise_stddev of the trainer's state */
+    int quit;       /* under mu: the worker exits after its current fill */
+    int failed;     /* under mu: a fill failed; the worker stopped filling */
+} s_worker;
+
 struct fl_trainer {
     fl_mlp *mlp;     /* exactly one of mlp and model is set */
     fl_model *model;
@@ -32,7 +67,161 @@ struct fl_trainer {
     float *xb;   /* S_CHUNK x d gathered features (private; wiped) */
     int32_t *yb; /* S_CHUNK labels (private; wiped) */
     float *grad; /* num_params */
+    int noise_thread_allowed;
+    int worker_unavailable; /* starting it failed once: do not retry */
+    long cpus;              /* online CPUs at creation */
+    s_worker *wk;           /* NULL: no worker thread */
+    size_t prepared_steps;
 };
+
+/* Index of a batch in state st, or -1 (mu held). */
+static int s_find(const s_worker *w, int st)
+{
+    for (int i = 0; i < S_NBUF; i++)
+        if (w->st[i] == st)
+            return i;
+    return -1;
+}
+
+static void *s_worker_main(void *arg)
+{
+    s_worker *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->quit && !w->failed) {
+        int i = s_find(w, S_EMPTY);
+        if (i < 0) {
+            /* Unbounded on purpose: an idle worker waits for work; quit is
+             * always broadcast under mu, so no wake-up is lost. */
+            pthread_cond_wait(&w->cv, &w->mu);
+            continue;
+        }
+        w->st[i] = S_FILLING;
+        pthread_mutex_unlock(&w->mu);
+        /* Data-independent CSPRNG draws only (dp/fl_noise prepared
+         * batches); this thread's own table cache. */
+        int rc = fl_noise_batch_fill(w->b[i], w->stddev);
+        pthread_mutex_lock(&w->mu);
+        w->st[i] = rc == FL_OK ? S_READY : S_EMPTY;
+        if (rc != FL_OK)
+            w->failed = 1; /* steps fall back to inline noise */
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    fl_noise_cache_free(); /* the tables are thread-local */
+    return NULL;
+}
+
+/* Stops and joins the worker, wipes and frees its batches. */
+static void s_worker_stop(fl_trainer *t)
+{
+    s_worker *w = t->wk;
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->quit = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->th, NULL);
+    for (int i = 0; i < S_NBUF; i++)
+        fl_noise_batch_free(w->b[i]);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+    t->wk = NULL;
+}
+
+/* Whether steps should take their noise from a worker: allowed, and a core
+ * to spare -- OpenBLAS single-threaded (with more BLAS threads the worker
+ * would compete with them for the cores) and >= 2 CPUs online. */
+static int s_worker_wanted(const fl_trainer *t)
+{
+    return t->noise_thread_allowed && !t->worker_unavailable && t->cpus >= 2 &&
+           fl_mlp_blas_threads() == 1;
+}
+
+/* Starts the worker if it is wanted and not running; on any failure the
+ * trainer simply keeps drawing noise inline (always correct). */
+static void s_worker_start(fl_trainer *t)
+{
+    s_worker *w = NULL;
+    pthread_condattr_t ca;
+    sigset_t all, old;
+    int mu_up = 0, cv_up = 0, ok = 0;
+
+    if (t->wk || !s_worker_wanted(t))
+        return;
+    w = calloc(1, sizeof *w);
+    if (!w)
+        goto done;
+    w->stddev = fl_dpsgd_noise_stddev(t->dp);
+    for (int i = 0; i < S_NBUF; i++) {
+        if (fl_noise_batch_new(&w->b[i], fl_dpsgd_dim(t->dp)) != FL_OK)
+            goto done;
+        w->st[i] = S_EMPTY;
+    }
+    if (pthread_mutex_init(&w->mu, NULL) != 0)
+        goto done;
+    mu_up = 1;
+    if (pthread_condattr_init(&ca) != 0)
+        goto done;
+    cv_up = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+            pthread_cond_init(&w->cv, &ca) == 0;
+    pthread_condattr_destroy(&ca);
+    if (!cv_up)
+        goto done;
+    /* The worker blocks all signals so that they keep reaching the main
+     * thread (flnode's SIGINT/SIGTERM handling interrupts its poll). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    ok = pthread_create(&w->th, NULL, s_worker_main, w) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+done:
+    if (ok) {
+        t->wk = w;
+        return;
+    }
+    t->worker_unavailable = 1;
+    if (w) {
+        for (int i = 0; i < S_NBUF; i++)
+            fl_noise_batch_free(w->b[i]);
+        if (cv_up)
+            pthread_cond_destroy(&w->cv);
+        if (mu_up)
+            pthread_mutex_destroy(&w->mu);
+        free(w);
+    }
+}
+
+/* A READY batch, now INUSE by the caller; -1 if the worker failed or none
+ * became ready within S_WAIT_SEC (the step then draws inline). */
+static int s_acquire(s_worker *w)
+{
+    struct timespec dl;
+    int i;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += S_WAIT_SEC;
+    pthread_mutex_lock(&w->mu);
+    while ((i = s_find(w, S_READY)) < 0 && !w->failed)
+        if (pthread_cond_timedwait(&w->cv, &w->mu, &dl) == ETIMEDOUT) {
+            i = s_find(w, S_READY);
+            break;
+        }
+    if (i >= 0)
+        w->st[i] = S_INUSE;
+    pthread_mutex_unlock(&w->mu);
+    return i;
+}
+
+/* Hands batch i back after a step: consumed (the step succeeded, which is
+ * exactly when fl_dpsgd_step_clipped_prepared applies and wipes it) goes
+ * to the worker for refilling; otherwise it is still filled and unused. */
+static void s_give_back(s_worker *w, int i, int consumed)
+{
+    pthread_mutex_lock(&w->mu);
+    w->st[i] = consumed ? S_EMPTY : S_READY;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
 
 static int s_clipped_sum(void *ctx, const size_t *idx, size_t n, double clip, float *sum,
                          size_t *clipped)
@@ -83,6 +272,9 @@ static int s_new(fl_trainer **out, fl_mlp *mlp, fl_model *model, const fl_datase
     t->mlp = mlp;
     t->model = model;
     t->ds = ds;
+    const char *nt = getenv("FL_NOISE_THREAD");
+    t->noise_thread_allowed = !(nt && strcmp(nt, "0") == 0);
+    t->cpus = sysconf(_SC_NPROCESSORS_ONLN);
     t->xb = malloc(S_CHUNK * ds->d * sizeof(float));
     t->yb = malloc(S_CHUNK * sizeof(int32_t));
     t->grad = malloc(p * sizeof(float));
@@ -117,9 +309,21 @@ int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch)
     float *w = s_params(t);
     size_t p = s_num_params(t), total = 0;
     int rc = FL_OK;
+    s_worker_start(t);
+    /* An existing worker stays idle (it holds its filled batches) when the
+     * BLAS thread count has since been raised: no oversubscription. */
+    int prepared = t->wk && s_worker_wanted(t);
     for (size_t s = 0; s < steps; s++) {
         size_t b = 0;
-        rc = fl_dpsgd_step_clipped(t->dp, s_clipped_sum, t, t->grad, &b);
+        int nb = prepared ? s_acquire(t->wk) : -1;
+        if (nb >= 0) {
+            rc = fl_dpsgd_step_clipped_prepared(t->dp, s_clipped_sum, t, t->wk->b[nb], t->grad,
+                                                &b);
+            s_give_back(t->wk, nb, rc == FL_OK);
+            t->prepared_steps += rc == FL_OK;
+        } else {
+            rc = fl_dpsgd_step_clipped(t->dp, s_clipped_sum, t, t->grad, &b);
+        }
         if (rc != FL_OK)
             break;
         total += b;
@@ -136,10 +340,28 @@ int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch)
     return FL_OK;
 }
 
+void fl_trainer_set_noise_thread(fl_trainer *t, int allow)
+{
+    t->noise_thread_allowed = allow != 0;
+    if (!allow)
+        s_worker_stop(t);
+}
+
+int fl_trainer_noise_thread_running(const fl_trainer *t)
+{
+    return t->wk != NULL;
+}
+
+size_t fl_trainer_prepared_noise_steps(const fl_trainer *t)
+{
+    return t->prepared_steps;
+}
+
 void fl_trainer_free(fl_trainer *t)
 {
     if (!t)
         return;
+    s_worker_stop(t);
     fl_dpsgd_free(t->dp);
     free(t->xb);
     free(t->yb);

@@ -37,10 +37,34 @@ FL_NODISCARD int fl_trainer_new_model(fl_trainer **out, fl_model *model, const f
 
 /** Runs `steps` DP-SGD steps with learning rate lr, updating the model's
  *  parameters in place. *mean_batch receives the mean realised batch size
- *  (a local diagnostic; it is never sent).  No allocation per step. */
+ *  (a local diagnostic; it is never sent).  No allocation per step.
+ *  Noise: when the machine has a core to spare -- OpenBLAS at one thread
+ *  (fl_mlp_blas_threads() == 1) and at least two online CPUs -- and the
+ *  noise thread is allowed (see fl_trainer_set_noise_thread), the first
+ *  call starts a worker thread that draws each step's noise ahead
+ *  (dp/fl_noise prepared batches, double-buffered) while the gradient
+ *  computes; steps then use fl_dpsgd_step_clipped_prepared.  Otherwise
+ *  (or if the worker cannot be started, fails, or has no batch ready
+ *  within 10 s) a step draws its noise inline with fl_dpsgd_step_clipped.
+ *  Both give the same law of the update. */
 FL_NODISCARD int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch);
 
-/** Frees. NULL is a no-op. */
+/** Allows (allow != 0, the default unless the environment variable
+ *  FL_NOISE_THREAD is "0" when the trainer is created) or forbids the
+ *  noise worker thread.  Forbidding stops and joins a running worker,
+ *  wiping its prepared noise. */
+void fl_trainer_set_noise_thread(fl_trainer *t, int allow);
+
+/** 1 if the noise worker thread is running, else 0. */
+int fl_trainer_noise_thread_running(const fl_trainer *t);
+
+/** How many steps so far took their noise from the worker thread (a local
+ *  diagnostic, e.g. for benchmarks). */
+size_t fl_trainer_prepared_noise_steps(const fl_trainer *t);
+
+/** Stops the noise worker (if any: it finishes its current batch, frees
+ *  its noise tables and exits; prepared noise is wiped) and frees. NULL is
+ *  a no-op. */
 void fl_trainer_free(fl_trainer *t);
 
 #endif

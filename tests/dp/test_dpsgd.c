@@ -1,7 +1,9 @@
 /*
  * Tests for per-example clipping and the DP-SGD step (Abadi et al. 2016,
  * Algorithm 1): clipped mean by hand, noise scale sigma*C/(qN), division by
- * the expected batch size, chunking, and error handling.
+ * the expected batch size, chunking, and error handling; the same for the
+ * step that takes its noise from a prepared batch (bit-identical without
+ * noise, same noise scale, one use per batch).
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -413,5 +415,152 @@ Test(dpsgd_clipped, works_on_a_per_example_state_too)
     cr_assert_eq(fl_dpsgd_step_clipped(s, s_table_clipped_sum, &c2, b, NULL), FL_OK);
     cr_expect_float_eq(a[0], b[0], 1e-6);
     cr_expect_float_eq(a[1], b[1], 1e-6);
+    fl_dpsgd_free(s);
+}
+
+/* ---- fl_dpsgd_step_clipped_prepared: noise from a prepared batch. */
+
+static int s_failing_clipped_sum(void *ctx, const size_t *idx, size_t n, double clip,
+                                 float *sum, size_t *clipped)
+{
+    (void)ctx, (void)idx, (void)n, (void)clip, (void)sum, (void)clipped;
+    return fl_error_set(FL_EIO, "toy clipped-sum failure");
+}
+
+Test(dpsgd_prepared, sigma0_q1_is_bit_identical_to_the_inline_step)
+{
+    /* sigma = 0: no noise on either path, q = 1: the same batch; the
+     * hand-clipped mean is (0.26, 0.2) (see the tests above). */
+    const float table[] = {3, 4, 0.3f, 0.4f, 0, -2, 1, 0, -6, 8};
+    table_ctx c1 = {table, 2, 2, 0, 0, 0, 0}, c2 = {table, 2, 2, 0, 0, 0, 0};
+    fl_dpsgd *s = NULL;
+    fl_noise_batch *nb = NULL;
+    float a[2], b[2];
+    size_t bs = 0;
+    cr_assert_eq(fl_dpsgd_new_clipped(&s, 2, 5, 1.0, 1.0, 0.0, 2), FL_OK);
+    cr_assert_eq(fl_noise_batch_new(&nb, fl_dpsgd_dim(s)), FL_OK);
+    cr_assert_eq(fl_noise_batch_fill(nb, fl_dpsgd_noise_stddev(s)), FL_OK);
+    cr_assert_eq(fl_dpsgd_step_clipped(s, s_table_clipped_sum, &c1, a, NULL), FL_OK);
+    cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c2, nb, b, &bs), FL_OK,
+                 "%s", fl_error_last());
+    cr_expect_eq(bs, 5);
+    cr_expect_eq(memcmp(a, b, sizeof a), 0);
+    cr_expect_float_eq(b[0], 0.26f, 1e-5);
+    cr_expect_float_eq(b[1], 0.2f, 1e-5);
+    fl_noise_batch_free(nb);
+    fl_dpsgd_free(s);
+}
+
+Test(dpsgd_prepared, noise_scale_is_sigma_c_over_qn)
+{
+    /* Zero gradients: the output is the noise / (qN), sd = sigma C / (q N)
+     * = 0.15; 5-SE bounds on mean and variance as for the inline step. */
+    enum { N = 100, D = 50 };
+    const size_t steps = 4000;
+    const double q = 0.2, C = 2.0, sigma = 1.5, sd = sigma * C / (q * N);
+    float *table = calloc(N * D, sizeof *table);
+    float out[D];
+    fl_dpsgd *s = NULL;
+    fl_noise_batch *nb = NULL;
+    cr_assert(table);
+    cr_assert_eq(fl_dpsgd_new_clipped(&s, D, N, q, C, sigma, 16), FL_OK);
+    cr_assert_eq(fl_noise_batch_new(&nb, D), FL_OK);
+    double m = 0.0, ss = 0.0;
+    for (size_t t = 0; t < steps; t++) {
+        table_ctx c = {table, D, 16, 0, 0, 0, 0};
+        cr_assert_eq(fl_noise_batch_fill(nb, fl_dpsgd_noise_stddev(s)), FL_OK);
+        cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, nb, out, NULL),
+                     FL_OK);
+        for (size_t j = 0; j < D; j++) {
+            m += out[j];
+            ss += (double)out[j] * out[j];
+        }
+    }
+    double n = (double)(steps * D);
+    m /= n;
+    double var = ss / n - m * m;
+    cr_expect_lt(fabs(m), 5 * sd / sqrt(n), "mean %g", m);
+    cr_expect_lt(fabs(var - sd * sd), 5 * sd * sd * sqrt(2.0 / n), "std %g vs %g", sqrt(var),
+                 sd);
+    fl_noise_batch_free(nb);
+    fl_dpsgd_free(s);
+    free(table);
+}
+
+Test(dpsgd_prepared, empty_batch_is_still_noised)
+{
+    /* N = 1, q = 1e-6: empty except with probability 1e-6; the callback
+     * must not be called, and the output is noise / (qN), sd 1e6. */
+    size_t b = 99;
+    float out[8];
+    fl_dpsgd *s = NULL;
+    fl_noise_batch *nb = NULL;
+    cr_assert_eq(fl_dpsgd_new_clipped(&s, 8, 1, 1e-6, 1.0, 1.0, 1), FL_OK);
+    cr_assert_eq(fl_noise_batch_new(&nb, 8), FL_OK);
+    cr_assert_eq(fl_noise_batch_fill(nb, 1.0), FL_OK);
+    cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_failing_clipped_sum, NULL, nb, out, &b),
+                 FL_OK);
+    cr_expect_eq(b, 0);
+    int nonzero = 0;
+    for (size_t j = 0; j < 8; j++) {
+        cr_expect(isfinite(out[j]));
+        nonzero += out[j] != 0.0f;
+        cr_expect_lt(fabs(out[j]), 4e7); /* 40 sd: probability < 1e-300 */
+    }
+    cr_expect_gt(nonzero, 0);
+    fl_noise_batch_free(nb);
+    fl_dpsgd_free(s);
+}
+
+Test(dpsgd_prepared, batch_is_consumed_exactly_when_the_step_succeeds)
+{
+    const float table[] = {3, 4, 0.3f, 0.4f};
+    table_ctx c = {table, 2, 2, 0, 0, 0, 0};
+    fl_dpsgd *s = NULL;
+    fl_noise_batch *nb = NULL;
+    float out[2] = {5, 5};
+    cr_assert_eq(fl_dpsgd_new_clipped(&s, 2, 2, 1.0, 1.0, 1.0, 2), FL_OK);
+    cr_assert_eq(fl_noise_batch_new(&nb, 2), FL_OK);
+    cr_assert_eq(fl_noise_batch_fill(nb, 1.0), FL_OK);
+    /* a failing callback: error returned, output zeroed, batch kept */
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_failing_clipped_sum, NULL, nb, out, NULL),
+                 FL_EIO);
+    cr_expect(out[0] == 0.0f && out[1] == 0.0f);
+    cr_expect_eq(fl_noise_batch_fill(nb, 1.0), FL_ESTATE, "still filled after a failed step");
+    /* success consumes it ... */
+    cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, nb, out, NULL),
+                 FL_OK, "%s", fl_error_last());
+    /* ... so a second step with the same batch is refused (one-time pad) */
+    out[0] = out[1] = 5;
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, nb, out, NULL),
+                 FL_ESTATE);
+    cr_expect(out[0] == 0.0f && out[1] == 0.0f);
+    cr_expect_eq(fl_noise_batch_fill(nb, 1.0), FL_OK);
+    fl_noise_batch_free(nb);
+    fl_dpsgd_free(s);
+}
+
+Test(dpsgd_prepared, refuses_a_batch_for_another_stddev_or_size_or_none)
+{
+    const float table[] = {3, 4, 0.3f, 0.4f};
+    table_ctx c = {table, 2, 2, 0, 0, 0, 0};
+    fl_dpsgd *s = NULL;
+    fl_noise_batch *wrong_sd = NULL, *wrong_n = NULL;
+    float out[2] = {5, 5};
+    cr_assert_eq(fl_dpsgd_new_clipped(&s, 2, 2, 1.0, 2.0, 1.0, 2), FL_OK);
+    cr_expect_eq(fl_dpsgd_noise_stddev(s), 2.0);
+    cr_assert_eq(fl_noise_batch_new(&wrong_sd, 2), FL_OK);
+    cr_assert_eq(fl_noise_batch_fill(wrong_sd, 1.0), FL_OK);
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, wrong_sd, out,
+                                                NULL), FL_EINVAL);
+    cr_expect(out[0] == 0.0f && out[1] == 0.0f);
+    cr_assert_eq(fl_noise_batch_new(&wrong_n, 3), FL_OK);
+    cr_assert_eq(fl_noise_batch_fill(wrong_n, 2.0), FL_OK);
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, wrong_n, out, NULL),
+                 FL_EINVAL);
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, NULL, out, NULL),
+                 FL_EINVAL);
+    fl_noise_batch_free(wrong_sd);
+    fl_noise_batch_free(wrong_n);
     fl_dpsgd_free(s);
 }

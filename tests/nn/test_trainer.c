@@ -4,13 +4,22 @@
  * mean gradient, so it is checked against fl_model_gradient; the MLP path
  * gives the same parameters through fl_trainer_new and
  * fl_trainer_new_model; a CNN trained with noise moves and reports its
- * batch size.  (Lives under tests/nn until tests/node exists.) */
+ * batch size.  The noise worker thread (prepared noise drawn on a second
+ * core): with sigma = 0 and q = 1 the worker and inline paths give
+ * bit-identical parameters; with noise, the worker's updates have the
+ * closed-form scale sigma C lr / (qN); FL_NOISE_THREAD=0, forbidding it or
+ * more than one BLAS thread start no thread; it shuts down cleanly (the
+ * thread count returns; ASan/LSan builds check for leaks).  (Lives under
+ * tests/nn until tests/node exists.) */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "nn/fl_mlp.h"
 #include "nn/fl_model.h"
 #include "node/fl_trainer.h"
 
@@ -142,4 +151,204 @@ Test(trainer, refuses_a_dataset_of_the_wrong_width)
     cr_assert(strstr(fl_error_last(), "63 features") != NULL, "%s", fl_error_last());
     free(ds.X), free(ds.y);
     fl_model_free(m);
+}
+
+/* ---- the noise worker thread ---------------------------------------- */
+
+/* Threads of this process, from /proc/self/status. */
+static int s_threads(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int n = -1;
+    cr_assert(f);
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    fclose(f);
+    return n;
+}
+
+/* Whether the trainer may use a worker here: one BLAS thread, 2+ CPUs. */
+static int s_worker_possible(void)
+{
+    return fl_mlp_blas_threads() == 1 && sysconf(_SC_NPROCESSORS_ONLN) >= 2;
+}
+
+static fl_mlp *s_mlp(const uint32_t *sizes, size_t nl, uint32_t out, unsigned char s0)
+{
+    fl_mlp *r = NULL;
+    unsigned char seed[32] = {s0};
+    cr_assert_eq(fl_mlp_new(&r, sizes, nl, out), FL_OK);
+    fl_mlp_init(r, seed);
+    return r;
+}
+
+Test(trainer, worker_and_inline_noise_paths_train_bit_identically_without_noise)
+{
+    /* sigma = 0 and q = 1: no randomness at all, so the path that takes
+     * (zero) noise from the worker's prepared batches and the inline path
+     * must give exactly the same parameters after several steps. */
+    static const uint32_t sizes[] = {12, 16, 3};
+    fl_mlp *a = s_mlp(sizes, 3, FL_MLP_OUT_SOFTMAX_CE, 9), *b = s_mlp(sizes, 3,
+                                                                       FL_MLP_OUT_SOFTMAX_CE, 9);
+    fl_trainer *ta = NULL, *tb = NULL;
+    fl_dataset ds = s_data(300, 12, 3);
+    cr_assert_eq(fl_trainer_new(&ta, a, &ds, 1.0, 0.5, 0.0), FL_OK);
+    cr_assert_eq(fl_trainer_new(&tb, b, &ds, 1.0, 0.5, 0.0), FL_OK);
+    fl_trainer_set_noise_thread(ta, 0);
+    fl_trainer_set_noise_thread(tb, 1);
+    if (!s_worker_possible()) {
+        fprintf(stderr, "SKIPPED: the worker path needs one BLAS thread and 2 CPUs\n");
+    } else {
+        for (int r = 0; r < 3; r++) {
+            cr_assert_eq(fl_trainer_run(ta, 4, 0.3, NULL), FL_OK, "%s", fl_error_last());
+            cr_assert_eq(fl_trainer_run(tb, 4, 0.3, NULL), FL_OK, "%s", fl_error_last());
+        }
+        cr_expect(fl_trainer_noise_thread_running(tb));
+        cr_expect_eq(fl_trainer_prepared_noise_steps(tb), 12);
+        cr_expect_eq(fl_trainer_prepared_noise_steps(ta), 0);
+        cr_expect_not(fl_trainer_noise_thread_running(ta));
+        cr_expect_eq(memcmp(fl_mlp_params(a), fl_mlp_params(b),
+                            fl_mlp_num_params(a) * sizeof(float)), 0);
+    }
+    fl_trainer_free(ta);
+    fl_trainer_free(tb);
+    fl_mlp_free(a);
+    fl_mlp_free(b);
+    free(ds.X), free(ds.y);
+}
+
+Test(trainer, worker_noise_has_scale_sigma_c_lr_over_qn)
+{
+    /* q = 1, N = 40, C = 1e-6, sigma = 1e6: noise sd sigma C = 1 per
+     * coordinate of the sum, while the clipped gradients add at most N C
+     * = 4e-5 in L2 norm in total.  With lr = N each step moves every
+     * parameter by -(sum + noise) lr / (qN) = -(sum + noise): variance 1
+     * up to the 4e-5 gradient part, mean 0.  5-SE bounds (normal sample
+     * variance SE sqrt(2/n)).  Every step must take its noise from the
+     * worker. */
+    if (!s_worker_possible()) {
+        fprintf(stderr, "SKIPPED: the worker path needs one BLAS thread and 2 CPUs\n");
+        return;
+    }
+    static const uint32_t sizes[] = {20, 64, 10};
+    fl_mlp *m = s_mlp(sizes, 3, FL_MLP_OUT_SOFTMAX_CE, 11);
+    fl_trainer *t = NULL;
+    fl_dataset ds = s_data(40, 20, 10);
+    const size_t P = fl_mlp_num_params(m), steps = 12;
+    float *w0 = malloc(P * sizeof *w0);
+    cr_assert(w0);
+    cr_assert_eq(fl_trainer_new(&t, m, &ds, 1.0, 1e-6, 1e6), FL_OK);
+    fl_trainer_set_noise_thread(t, 1); /* whatever FL_NOISE_THREAD says */
+    double sum = 0, ss = 0;
+    for (size_t s = 0; s < steps; s++) {
+        memcpy(w0, fl_mlp_params(m), P * sizeof *w0);
+        cr_assert_eq(fl_trainer_run(t, 1, 40.0, NULL), FL_OK, "%s", fl_error_last());
+        for (size_t j = 0; j < P; j++) {
+            double d = (double)fl_mlp_params(m)[j] - (double)w0[j];
+            sum += d;
+            ss += d * d;
+        }
+    }
+    double n = (double)(P * steps), mean = sum / n, var = ss / n - mean * mean;
+    cr_expect_eq(fl_trainer_prepared_noise_steps(t), steps);
+    cr_expect_lt(fabs(mean), 5 / sqrt(n), "mean step %g", mean);
+    cr_expect_lt(fabs(var - 1.0), 5 * sqrt(2.0 / n), "step variance %g, want 1", var);
+    fl_trainer_free(t);
+    fl_mlp_free(m);
+    free(w0), free(ds.X), free(ds.y);
+}
+
+Test(trainer, noise_thread_env_0_starts_no_thread)
+{
+    static const uint32_t sizes[] = {10, 8, 1};
+    fl_mlp *m = s_mlp(sizes, 3, FL_MLP_OUT_SIGMOID_BCE, 12);
+    fl_trainer *t = NULL;
+    fl_dataset ds = s_data(100, 10, 2);
+    float *g = malloc(fl_mlp_num_params(m) * sizeof *g);
+    double loss;
+    cr_assert(g);
+    fl_mlp_set_blas_threads(1);
+    /* BLAS first, so that any thread pool of its own already exists */
+    cr_assert_eq(fl_mlp_gradient(m, ds.X, ds.y, ds.n, g, &loss), FL_OK);
+    int before = s_threads();
+    cr_assert_eq(setenv("FL_NOISE_THREAD", "0", 1), 0);
+    cr_assert_eq(fl_trainer_new(&t, m, &ds, 0.5, 1.0, 1.0), FL_OK);
+    cr_assert_eq(fl_trainer_run(t, 5, 0.1, NULL), FL_OK, "%s", fl_error_last());
+    cr_expect_eq(s_threads(), before);
+    cr_expect_not(fl_trainer_noise_thread_running(t));
+    cr_expect_eq(fl_trainer_prepared_noise_steps(t), 0);
+    fl_trainer_free(t);
+    /* The control: without the variable a worker does start (one more
+     * thread), and fl_trainer_free joins it. */
+    cr_assert_eq(unsetenv("FL_NOISE_THREAD"), 0);
+    if (s_worker_possible()) {
+        cr_assert_eq(fl_trainer_new(&t, m, &ds, 0.5, 1.0, 1.0), FL_OK);
+        cr_assert_eq(fl_trainer_run(t, 5, 0.1, NULL), FL_OK, "%s", fl_error_last());
+        cr_expect_eq(s_threads(), before + 1);
+        cr_expect(fl_trainer_noise_thread_running(t));
+        cr_expect_eq(fl_trainer_prepared_noise_steps(t), 5);
+        fl_trainer_free(t);
+        cr_expect_eq(s_threads(), before);
+    }
+    fl_mlp_free(m);
+    free(g), free(ds.X), free(ds.y);
+}
+
+Test(trainer, more_blas_threads_or_forbidding_it_means_no_worker)
+{
+    static const uint32_t sizes[] = {10, 8, 1};
+    fl_mlp *m = s_mlp(sizes, 3, FL_MLP_OUT_SIGMOID_BCE, 13);
+    fl_trainer *t = NULL;
+    fl_dataset ds = s_data(100, 10, 2);
+    cr_assert_eq(fl_trainer_new(&t, m, &ds, 0.5, 1.0, 1.0), FL_OK);
+    fl_trainer_set_noise_thread(t, 1); /* whatever FL_NOISE_THREAD says */
+    /* two BLAS threads: the second core is BLAS's, no worker */
+    fl_mlp_set_blas_threads(2);
+    cr_assert_eq(fl_trainer_run(t, 3, 0.1, NULL), FL_OK, "%s", fl_error_last());
+    cr_expect_not(fl_trainer_noise_thread_running(t));
+    cr_expect_eq(fl_trainer_prepared_noise_steps(t), 0);
+    fl_mlp_set_blas_threads(1);
+    if (s_worker_possible()) {
+        int before = s_threads();
+        cr_assert_eq(fl_trainer_run(t, 3, 0.1, NULL), FL_OK, "%s", fl_error_last());
+        cr_expect(fl_trainer_noise_thread_running(t));
+        cr_expect_eq(s_threads(), before + 1);
+        /* forbidding stops and joins it; training goes on inline */
+        fl_trainer_set_noise_thread(t, 0);
+        cr_expect_not(fl_trainer_noise_thread_running(t));
+        cr_expect_eq(s_threads(), before);
+        cr_assert_eq(fl_trainer_run(t, 3, 0.1, NULL), FL_OK, "%s", fl_error_last());
+        cr_expect_eq(fl_trainer_prepared_noise_steps(t), 3);
+        cr_expect_eq(s_threads(), before);
+    }
+    fl_trainer_free(t);
+    fl_mlp_free(m);
+    free(ds.X), free(ds.y);
+}
+
+Test(trainer, worker_shuts_down_cleanly_mid_fill_and_when_never_used)
+{
+    /* Freed right after a step (the worker is refilling a large batch),
+     * and freed without any step (no worker was ever started); ASan/LSan
+     * builds also check that the worker's noise tables were released. */
+    static const uint32_t sizes[] = {64, 512, 256, 10};
+    fl_mlp *m = s_mlp(sizes, 4, FL_MLP_OUT_SOFTMAX_CE, 14);
+    fl_trainer *t = NULL;
+    fl_dataset ds = s_data(64, 64, 10);
+    int before = s_threads();
+    for (int r = 0; r < 5; r++) {
+        cr_assert_eq(fl_trainer_new(&t, m, &ds, 0.5, 1.0, 1.0), FL_OK);
+        cr_assert_eq(fl_trainer_run(t, 1, 0.01, NULL), FL_OK, "%s", fl_error_last());
+        fl_trainer_free(t);
+        cr_expect_eq(s_threads(), before, "round %d", r);
+    }
+    cr_assert_eq(fl_trainer_new(&t, m, &ds, 0.5, 1.0, 1.0), FL_OK);
+    cr_expect_not(fl_trainer_noise_thread_running(t));
+    fl_trainer_free(t);
+    fl_trainer_free(NULL);
+    cr_expect_eq(s_threads(), before);
+    fl_mlp_free(m);
+    free(ds.X), free(ds.y);
 }
