@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Sets up (scripts/setup.sh), then runs the whole test suite with ctest twice:
-# under AddressSanitizer + UBSan (build-asan), then in the normal build
-# (build).  Then runs every fuzz target for a bounded time under ASan +
-# UBSan (scripts/fuzz.sh; FL_FUZZ_SECONDS per target, default 15;
-# FL_SKIP_FUZZ=1 skips it).  Exits non-zero if any test fails in either
-# build or a fuzzer finds a crash.
+# Sets up (scripts/setup.sh), then runs the whole test suite with ctest
+# under AddressSanitizer + UBSan (build-asan), runs every fuzz target for a
+# bounded time under ASan + UBSan (scripts/fuzz.sh; FL_FUZZ_SECONDS per
+# target, default 15; FL_SKIP_FUZZ=1 skips it), and last runs the suite in
+# the normal build (build), whose ctest summary closes the output.  Exits
+# non-zero if any test fails in either build or a fuzzer finds a crash.
 # The deployment tests (tests/netns, docs/deployment.md) are in both runs:
 # netns_faults needs root (skipped otherwise), valgrind_consortium (1 to
 # 2.5 min) runs in the normal build only; ctest -LE 'netns|valgrind' leaves
@@ -27,8 +27,6 @@ if [ "$sanitize" = 1 ]; then
     ctest --test-dir "$here/build-asan" --output-on-failure "$@" || rc=1
 fi
 "$here/scripts/setup.sh" || exit 1
-echo "== test suite (normal build)"
-ctest --test-dir "$here/build" --output-on-failure "$@" || rc=1
 # Each fuzzer for a bounded time under ASan + UBSan (clang, build-fuzz);
 # skipped where clang cannot build libFuzzer binaries (fuzz.sh exits 77).
 if [ "${FL_SKIP_FUZZ:-0}" != 1 ]; then
@@ -41,4 +39,8 @@ if [ "${FL_SKIP_FUZZ:-0}" != 1 ]; then
     rc=1
   fi
 fi
+# The normal build's suite last, so that its ctest summary (tests passed
+# and failed) is the closing line.
+echo "== test suite (normal build)"
+ctest --test-dir "$here/build" --output-on-failure "$@" || rc=1
 exit $rc
