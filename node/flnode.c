@@ -631,6 +631,12 @@ static void s_on_round_start(s_node *nd, const Fl__RoundStart *rs)
     char reason[512];
     int rc;
 
+    if (!(rs->secagg && rs->secagg->enabled)) {
+        /* A round without secure aggregation: a client left from an
+         * earlier (abandoned) secure round must not answer for this one. */
+        fl_secagg_client_free(nd->sa);
+        nd->sa = NULL;
+    }
     if (nd->budget_spent) {
         s_send_decline(nd, rs->round, FL_EBUDGET, "this hospital's privacy budget is spent");
         return;
