@@ -621,20 +621,17 @@ static void s_record_node_eval(s_coord *co, uint32_t version, uint32_t nodes)
         fl_log_warn("%s", fl_error_last());
 }
 
-/* The evaluation-only round is over (with or without totals): announce the
- * unchanged final model and finish. */
-static void s_finish_eval_round(s_coord *co, size_t contributors)
+/* Sends every joined node the round's result: the (new) global model,
+ * how many inputs it averages and whether training is over. A node that
+ * cannot be reached must join again. */
+static void s_broadcast_result(s_coord *co, size_t contributors, int final)
 {
     Fl__Envelope env;
     Fl__RoundResult rr = FL__ROUND_RESULT__INIT;
-    fl_secagg_server_free(co->sa);
-    co->sa = NULL;
-    co->eval_round = 0;
-    co->abandoned_in_row = 0;
     fl_wire_envelope_init(&env, co->cfg.consortium);
     rr.round = co->round;
     rr.participants = (uint32_t)contributors;
-    rr.final = co->cfg.exit_when_done != 0;
+    rr.final = final;
     rr.n_params = co->num_params;
     rr.params = co->model;
     rr.model_sha256.len = 32;
@@ -643,9 +640,22 @@ static void s_finish_eval_round(s_coord *co, size_t contributors)
     env.round_result = &rr;
     for (size_t i = 0; i < co->num_nodes; i++) {
         s_node *n = &co->nodes[i];
-        if (n->joined && fl_transport_send(co->router, n->rid, n->rid_len, &env) != FL_OK)
+        if (n->joined && fl_transport_send(co->router, n->rid, n->rid_len, &env) != FL_OK) {
+            fl_log_warn("node %s is unreachable; it must join again", n->name);
             n->joined = 0;
+        }
     }
+}
+
+/* The evaluation-only round is over (with or without totals): announce the
+ * unchanged final model and finish. */
+static void s_finish_eval_round(s_coord *co, size_t contributors)
+{
+    fl_secagg_server_free(co->sa);
+    co->sa = NULL;
+    co->eval_round = 0;
+    co->abandoned_in_row = 0;
+    s_broadcast_result(co, contributors, co->cfg.exit_when_done != 0);
     co->phase = S_DONE;
     if (!co->cfg.exit_when_done)
         fl_log_info("all %lld planned rounds completed; waiting for 'flctl start --rounds N'",
@@ -682,8 +692,6 @@ static void s_finish_round(s_coord *co)
 /* The new global model is in co->model: evaluate, save, announce. */
 static void s_complete_round(s_coord *co, size_t contributors)
 {
-    Fl__Envelope env;
-    Fl__RoundResult rr = FL__ROUND_RESULT__INIT;
     int final, done, eval_next;
 
     co->abandoned_in_row = 0;
@@ -726,23 +734,7 @@ static void s_complete_round(s_coord *co, size_t contributors)
     done = co->round >= (uint32_t)co->cfg.rounds;
     eval_next = done && co->cfg.node_evaluation;
     final = done && co->cfg.exit_when_done && !eval_next;
-    fl_wire_envelope_init(&env, co->cfg.consortium);
-    rr.round = co->round;
-    rr.participants = (uint32_t)contributors;
-    rr.final = final;
-    rr.n_params = co->num_params;
-    rr.params = co->model;
-    rr.model_sha256.len = 32;
-    rr.model_sha256.data = co->model_digest;
-    env.body_case = FL__ENVELOPE__BODY_ROUND_RESULT;
-    env.round_result = &rr;
-    for (size_t i = 0; i < co->num_nodes; i++) {
-        s_node *n = &co->nodes[i];
-        if (n->joined && fl_transport_send(co->router, n->rid, n->rid_len, &env) != FL_OK) {
-            fl_log_warn("node %s is unreachable; it must join again", n->name);
-            n->joined = 0;
-        }
-    }
+    s_broadcast_result(co, contributors, final);
     if (eval_next) {
         /* One more exchange, without training, for the nodes to evaluate
          * the final model on their held-out records. */
