@@ -85,7 +85,7 @@ static void s_run(int secagg)
              "model_out = final.flm\nstate_dir = state\n"
              "[model]\nlayers = 30 8 1\n"
              "[training]\nsampling_rate = 0.25\nclip_norm = 1\nlearning_rate = 1\n"
-             "local_steps = 3\n"
+             "local_steps = 10\n"
              "[data]\nschema = %s/data/wdbc/schema.ini\n"
              "[secagg]\nenabled = %d\nstep_timeout_ms = 10000\nmax_weight = 1000\n",
              S_ROUNDS, FL_TEST_SOURCE_DIR, secagg);
@@ -105,7 +105,9 @@ static void s_run(int secagg)
                  "idle_timeout_ms = 60000\n"
                  "[data]\nschema = %s/data/wdbc/schema.ini\ntrain = data/h-%d/shard-1.csv\n"
                  "holdout = data/h-%d/test.csv\n"
-                 "[privacy]\nepsilon_max = 8\ndelta = 1e-5\nledger = hospital-%d.ledger\n"
+                 /* A generous cap: this test is about the evaluation totals, and a
+                  * model that learns reliably in 4 short rounds. */
+                 "[privacy]\nepsilon_max = 30\ndelta = 1e-5\nledger = hospital-%d.ledger\n"
                  "[secagg]\npeers = enrolled.txt\n",
                  i, ep, i, FL_TEST_SOURCE_DIR, i, i, i);
         fl_test_write(s_dir, name, text);
@@ -163,7 +165,8 @@ static void s_run(int secagg)
     /* Loss sums travel in 1/1000 nats, rounded once per node. */
     cr_assert_float_eq(row.node_metrics.loss, loss_sum / (double)examples,
                        S_NODES * 0.0005 / (double)examples + 1e-9);
-    cr_assert_gt(row.node_metrics.accuracy, 0.8, "the model learned nothing?");
+    cr_assert_gt(row.node_metrics.accuracy, 0.8, "the model learned nothing? accuracy %.4f",
+                 row.node_metrics.accuracy);
     fl_mlp_free(mlp);
     fl_schema_free(schema);
     fl_model_file_clear(&mf);
