@@ -20,6 +20,31 @@ static const char *s_kind_name(uint32_t kind)
     }
 }
 
+/* One layer's effect: its parameters are added to *params and the
+ * activation shape c x h x w becomes the layer's output shape. The one
+ * place the layer arithmetic lives (validate checks before calling it). */
+static void s_apply_layer(const fl_layer_spec *l, uint64_t *c, uint64_t *h, uint64_t *w,
+                          uint64_t *params)
+{
+    switch (l->kind) {
+    case FL_LAYER_CONV:
+        *params += (uint64_t)l->units * *c * l->kernel * l->kernel + l->units;
+        *c = l->units;
+        *h = *h - l->kernel + 1;
+        *w = *w - l->kernel + 1;
+        break;
+    case FL_LAYER_POOL:
+        *h /= 2;
+        *w /= 2;
+        break;
+    default: /* dense */
+        *params += (uint64_t)l->units * (*c * *h * *w) + l->units;
+        *c = l->units;
+        *h = *w = 1;
+        break;
+    }
+}
+
 int fl_model_spec_validate(const fl_model_spec *s)
 {
     uint64_t c, h, w, params = 0;
@@ -57,10 +82,6 @@ int fl_model_spec_validate(const fl_model_spec *s)
                                     l->kernel, FL_SPEC_MAX_DIM,
                                     (unsigned long long)(h < w ? h : w), (unsigned long long)h,
                                     (unsigned long long)w);
-            params += (uint64_t)l->units * c * l->kernel * l->kernel + l->units;
-            c = l->units;
-            h = h - l->kernel + 1;
-            w = w - l->kernel + 1;
             break;
         case FL_LAYER_POOL:
             if (seen_dense)
@@ -73,21 +94,17 @@ int fl_model_spec_validate(const fl_model_spec *s)
                 return fl_error_set(FL_EINVAL, "layer %u (pool 2): its input %llux%llu is smaller "
                                     "than 2x2", i + 1, (unsigned long long)h,
                                     (unsigned long long)w);
-            h /= 2;
-            w /= 2;
             break;
         case FL_LAYER_DENSE:
             if (l->units < 1 || l->units > FL_SPEC_MAX_DIM)
                 return fl_error_set(FL_EINVAL, "layer %u (dense %u): width must be 1..%u", i + 1,
                                     l->units, FL_SPEC_MAX_DIM);
-            params += (uint64_t)l->units * (c * h * w) + l->units;
             seen_dense = 1;
-            c = l->units;
-            h = w = 1;
             break;
         default:
             return fl_error_set(FL_EINVAL, "layer %u has unknown kind %u", i + 1, l->kind);
         }
+        s_apply_layer(l, &c, &h, &w, &params);
         if (params > FL_SPEC_MAX_PARAMS)
             return fl_error_set(FL_EINVAL, "the model has more than %u parameters (at layer %u)",
                                 FL_SPEC_MAX_PARAMS, i + 1);
@@ -109,30 +126,15 @@ int fl_model_spec_validate(const fl_model_spec *s)
 
 size_t fl_model_spec_num_params(const fl_model_spec *s)
 {
-    size_t params = 0;
-    uint32_t c, h, w;
+    uint64_t c, h, w, params = 0;
     if (fl_model_spec_validate(s) != FL_OK)
         return 0;
     c = s->in_c;
     h = s->in_h;
     w = s->in_w;
-    for (uint32_t i = 0; i < s->num_layers; i++) {
-        const fl_layer_spec *l = &s->layers[i];
-        if (l->kind == FL_LAYER_CONV) {
-            params += (size_t)l->units * c * l->kernel * l->kernel + l->units;
-            c = l->units;
-            h = h - l->kernel + 1;
-            w = w - l->kernel + 1;
-        } else if (l->kind == FL_LAYER_POOL) {
-            h /= 2;
-            w /= 2;
-        } else {
-            params += (size_t)l->units * ((size_t)c * h * w) + l->units;
-            c = l->units;
-            h = w = 1;
-        }
-    }
-    return params;
+    for (uint32_t i = 0; i < s->num_layers; i++)
+        s_apply_layer(&s->layers[i], &c, &h, &w, &params);
+    return (size_t)params;
 }
 
 size_t fl_model_spec_num_inputs(const fl_model_spec *s)
@@ -147,27 +149,15 @@ size_t fl_model_spec_num_outputs(const fl_model_spec *s)
 
 int fl_model_spec_shape(const fl_model_spec *s, int i, uint32_t *c, uint32_t *h, uint32_t *w)
 {
-    uint32_t cc = s->in_c, hh = s->in_h, ww = s->in_w;
+    uint64_t cc = s->in_c, hh = s->in_h, ww = s->in_w, params = 0;
     if (i < -1 || i >= (int)s->num_layers)
         return fl_error_set(FL_EINVAL, "layer index %d is out of range (the model has %u layers)",
                             i, s->num_layers);
-    for (int j = 0; j <= i; j++) {
-        const fl_layer_spec *l = &s->layers[j];
-        if (l->kind == FL_LAYER_CONV) {
-            cc = l->units;
-            hh = hh - l->kernel + 1;
-            ww = ww - l->kernel + 1;
-        } else if (l->kind == FL_LAYER_POOL) {
-            hh /= 2;
-            ww /= 2;
-        } else {
-            cc = l->units;
-            hh = ww = 1;
-        }
-    }
-    *c = cc;
-    *h = hh;
-    *w = ww;
+    for (int j = 0; j <= i; j++)
+        s_apply_layer(&s->layers[j], &cc, &hh, &ww, &params);
+    *c = (uint32_t)cc;
+    *h = (uint32_t)hh;
+    *w = (uint32_t)ww;
     return FL_OK;
 }
 
