@@ -594,6 +594,7 @@ static void h_reset(void)
     nd->n_eval = 0;
     free(nd->hold_probs);
     nd->hold_probs = NULL;
+    nd->hold_outputs = 0;
     fl_ledger_free(nd->ledger);
     nd->ledger = NULL;
     if (unlink(h_ledger_path) != 0 && access(h_ledger_path, F_OK) == 0)

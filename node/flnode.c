@@ -72,7 +72,8 @@ typedef struct {
     unsigned char schema_digest[32];
     fl_dataset *ds;
     fl_dataset *hold; /* held-out records, or NULL */
-    float *hold_probs;
+    float *hold_probs;     /* hold->n x hold_outputs, reused every round */
+    size_t hold_outputs;
     fl_identity *id;
     fl_identity_public server;
     void *ctx, *sock, *monitor;
@@ -534,11 +535,15 @@ static void s_evaluate(s_node *nd, const Fl__RoundStart *rs)
     outputs = fl_model_spec_num_outputs(&spec);
     if (k > FL_WIRE_MAX_CLASSES)
         return;
-    free(nd->hold_probs);
-    nd->hold_probs = malloc(nd->hold->n * outputs * sizeof(float));
-    if (!nd->hold_probs) {
-        fl_log_warn("round %u: out of memory evaluating the model", rs->round);
-        return;
+    if (outputs > nd->hold_outputs) { /* once, or when a wider model arrives */
+        free(nd->hold_probs);
+        nd->hold_outputs = 0;
+        nd->hold_probs = malloc(nd->hold->n * outputs * sizeof(float));
+        if (!nd->hold_probs) {
+            fl_log_warn("round %u: out of memory evaluating the model", rs->round);
+            return;
+        }
+        nd->hold_outputs = outputs;
     }
     memcpy(fl_model_params(nd->mlp), rs->params, rs->n_params * sizeof(float));
     if (fl_model_evaluate(nd->mlp, nd->hold->X, nd->hold->y, nd->hold->n, &mean,
