@@ -3,6 +3,7 @@
  * gradient norms (explicit and ghost), and 2x2 max-pooling.  See fl_conv.h.
  */
 #include "nn/fl_conv.h"
+#include "nn/fl_vec.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -249,8 +250,7 @@ int fl_conv2d_example_sq_norms(fl_conv2d *c, const float *X, const float *dY, si
         if (method == FL_CONV_NORM_EXPLICIT) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Co, CKK, T, 1.0f, d, T,
                         c->col, T, 0.0f, c->g, CKK);
-            for (size_t j = 0; j < c->cout * c->ckk; j++)
-                s += (double)c->g[j] * c->g[j];
+            s = fl_vec_sumsq(c->g, c->cout * c->ckk);
         } else {
             /* Ghost norm (Li et al. 2021; Bu et al. 2022):
              * ||D A^T||_F^2 = tr(A D^T D A^T) = <A^T A, D^T D>_F, with A^T A

@@ -19,6 +19,7 @@
  * batch gradient, on delta rows scaled by c_i.
  */
 #include "nn/fl_mlp.h"
+#include "nn/fl_vec.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -236,9 +237,7 @@ static void s_forward(fl_mlp *m, const float *X, size_t n)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)o, (int)in,
                     1.0f, a, (int)in, W, (int)in, 1.0f, z, (int)o);
         if (l + 1 < m->L)
-            for (size_t i = 0; i < n * o; i++)
-                if (!(z[i] > 0.0f))
-                    z[i] = 0.0f;
+            fl_vec_relu(z, n * o);
         a = z;
     }
 }
@@ -296,9 +295,7 @@ static void s_backward(fl_mlp *m, size_t n)
         /* d[l-1] (n x in) = d[l] (n x o) * W (o x in), then ReLU mask */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)in, (int)o,
                     1.0f, m->d[l], (int)o, W, (int)in, 0.0f, dp, (int)in);
-        for (size_t i = 0; i < n * in; i++)
-            if (!(zp[i] > 0.0f))
-                dp[i] = 0.0f;
+        fl_vec_relu_mask(dp, zp, n * in);
     }
 }
 
@@ -383,9 +380,7 @@ int fl_mlp_gradient(fl_mlp *m, const float *X, const int32_t *y, size_t n, float
             /* gW (o x in) += d^T (o x c) * a (c x in) */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)o, (int)in, (int)c,
                         1.0f, d, (int)o, a, (int)in, 1.0f, gW, (int)in);
-            for (size_t i = 0; i < c; i++)
-                for (size_t j = 0; j < o; j++)
-                    gb[j] += d[i * o + j];
+            fl_vec_add_col_sums(gb, d, c, o);
         }
     }
     *loss_sum = total;
@@ -454,12 +449,7 @@ static void s_ghost_norms(fl_mlp *m, const float *Xc, size_t c)
         const float *A = l == 0 ? Xc : m->z[l - 1];
         const float *D = m->d[l];
         for (size_t i = 0; i < c; i++) {
-            const float *a = A + i * in, *d = D + i * o;
-            double sa = 0.0, sd = 0.0;
-            for (size_t t = 0; t < in; t++)
-                sa += (double)a[t] * (double)a[t];
-            for (size_t j = 0; j < o; j++)
-                sd += (double)d[j] * (double)d[j];
+            double sa = fl_vec_sumsq(A + i * in, in), sd = fl_vec_sumsq(D + i * o, o);
             m->nrm[i] += sd * (sa + 1.0);
         }
     }
@@ -558,8 +548,10 @@ int fl_mlp_clipped_gradient_sum(fl_mlp *m, const float *X, const int32_t *y, siz
                 for (size_t l = 0; l < m->L; l++) {
                     size_t o = m->sizes[l + 1];
                     float *d = m->d[l] + i * o;
-                    for (size_t j = 0; j < o; j++)
-                        d[j] = m->bad[i] ? 0.0f : d[j] * f;
+                    if (m->bad[i])
+                        memset(d, 0, o * sizeof(float));
+                    else
+                        fl_vec_scale(d, o, f);
                 }
         }
         const float *A0 = Xc;
@@ -585,9 +577,7 @@ int fl_mlp_clipped_gradient_sum(fl_mlp *m, const float *X, const int32_t *y, siz
             float *gb = grad_sum + m->b_off[l];
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)o, (int)in, (int)c,
                         1.0f, d, (int)o, a, (int)in, 1.0f, gW, (int)in);
-            for (size_t i = 0; i < c; i++)
-                for (size_t j = 0; j < o; j++)
-                    gb[j] += d[i * o + j];
+            fl_vec_add_col_sums(gb, d, c, o);
         }
     }
     if (clipped)

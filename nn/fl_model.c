@@ -27,6 +27,7 @@
 
 #include "nn/fl_conv.h"
 #include "nn/fl_mlp.h"
+#include "nn/fl_vec.h"
 
 /* Same safety margin as fl_dp_clip_rows (dp/fl_dpsgd.c) and fl_mlp: the
  * clip factor is shrunk by 1e-6 so float rounding of the scaled deltas
@@ -292,22 +293,6 @@ static const float *s_input(const fl_model *m, size_t l, const float *X)
     return l == 0 ? X : m->layers[l - 1].a;
 }
 
-/* ReLU in place; a NaN becomes 0 as in fl_mlp.  Written as a select, not
- * a conditional store, so that it vectorises. */
-static void s_relu(float *restrict v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        v[i] = v[i] > 0.0f ? v[i] : 0.0f;
-}
-
-/* d = 0 where the ReLU output a is not positive (its pre-activation was
- * <= 0), as a vectorisable select. */
-static void s_relu_mask(float *restrict d, const float *restrict a, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        d[i] = a[i] > 0.0f ? d[i] : 0.0f;
-}
-
 /* Forward pass over n <= cap rows of X. */
 static int s_forward(fl_model *m, const float *X, size_t n)
 {
@@ -333,7 +318,7 @@ static int s_forward(fl_model *m, const float *X, size_t n)
             break;
         }
         if (y->relu)
-            s_relu(y->a, n * y->out_sz);
+            fl_vec_relu(y->a, n * y->out_sz);
     }
     return rc;
 }
@@ -391,7 +376,7 @@ static int s_backward(fl_model *m, const float *X, size_t n)
             break;
         }
         if (p->relu) /* through the ReLU: a > 0 exactly where the pre-activation is */
-            s_relu_mask(p->d, p->a, n * p->out_sz);
+            fl_vec_relu_mask(p->d, p->a, n * p->out_sz);
     }
     return rc;
 }
@@ -468,10 +453,7 @@ static int s_norms(fl_model *m, const float *X, size_t n)
                 float *g = y->G + i * gs;
                 rc = fl_conv2d_backward(y->conv, NULL, in + i * y->in_sz, y->d + i * y->out_sz,
                                         1, NULL, g, g + y->nw);
-                double ss = 0.0;
-                for (size_t j = 0; j < gs; j++)
-                    ss += (double)g[j] * (double)g[j];
-                m->nrm[i] += ss;
+                m->nrm[i] += fl_vec_sumsq(g, gs);
             }
         } else if (y->kind == FL_LAYER_CONV) {
             rc = fl_conv2d_example_sq_norms(y->conv, in, y->d, n, FL_CONV_NORM_AUTO, 1, m->sq);
@@ -479,12 +461,8 @@ static int s_norms(fl_model *m, const float *X, size_t n)
                 m->nrm[i] += m->sq[i];
         } else if (y->kind == FL_LAYER_DENSE) {
             for (size_t i = 0; i < n; i++) {
-                const float *a = in + i * y->in_sz, *d = y->d + i * y->oc;
-                double sa = 0.0, sd = 0.0;
-                for (size_t t = 0; t < y->in_sz; t++)
-                    sa += (double)a[t] * (double)a[t];
-                for (size_t j = 0; j < y->oc; j++)
-                    sd += (double)d[j] * (double)d[j];
+                double sa = fl_vec_sumsq(in + i * y->in_sz, y->in_sz);
+                double sd = fl_vec_sumsq(y->d + i * y->oc, y->oc);
                 m->nrm[i] += sd * (sa + 1.0);
             }
         }
