@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <sodium.h>
 
@@ -311,6 +312,55 @@ static double s_accumulate(double *restrict acc, const float *restrict pt, size_
     return (s0 + s1) + (s2 + s3);
 }
 
+/* ||v||^2 in double, eight partial sums (not one serial chain). */
+static double s_sumsq_f32(const float *v, size_t n)
+{
+    double a[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (size_t k = 0; k < 8; k++)
+            a[k] += (double)v[j + k] * (double)v[j + k];
+    for (size_t k = 0; j < n; j++, k++)
+        a[k] += (double)v[j] * (double)v[j];
+    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+
+/* The callback's promise checked by the triangle inequality (see
+ * s_step_clipped): a chunk of m examples clipped to C sums to norm <= mC. */
+static int s_check_chunk(const fl_dpsgd *s, double ss, size_t m)
+{
+    double bound = (double)m * s->clip * (1.0 + 1e-3);
+    if (isfinite(ss) && sqrt(ss) <= bound)
+        return FL_OK;
+    return fl_error_set(FL_EINVAL, "fl_dpsgd_step_clipped: a chunk of %zu examples returned "
+                        "a sum of norm %g > n*C = %g (or not finite); the callback must clip "
+                        "each example to C", m, sqrt(ss), (double)m * s->clip);
+}
+
+/* The common case of a prepared step: the whole Poisson batch fits one
+ * chunk, so the clipped sum is the callback's float vector itself and the
+ * release is fused into one pass (fl_noise_batch_release_f32: the same
+ * grid rounding, discrete Gaussian and scaling by 1/(qN) as s_release on
+ * the sum widened to double, bit for bit; it also wipes the sum and the
+ * batch).  b <= chunk. */
+static int s_step_one_chunk(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx,
+                            fl_noise_batch *noise, float *grad_out, size_t b)
+{
+    int rc = FL_OK;
+    if (b == 0) {
+        memset(s->part, 0, s->dim * sizeof *s->part);
+    } else {
+        size_t clipped = 0;
+        if ((rc = fn(ctx, s->idx, b, s->clip, s->part, &clipped)) != FL_OK ||
+            (rc = s_check_chunk(s, s_sumsq_f32(s->part, s->dim), b)) != FL_OK)
+            return rc;
+    }
+    /* Gaussian mechanism on the clipped sum, noise drawn even for an empty
+     * batch, division by the expected batch size qN: as s_release. */
+    return fl_noise_batch_release_f32(noise, s->part, s->dim, fl_dpsgd_noise_stddev(s),
+                                      1.0 / (s->q * (double)s->N), grad_out);
+}
+
 /* fl_dpsgd_step_clipped (noise == NULL: drawn inline) and
  * fl_dpsgd_step_clipped_prepared (noise from the batch). */
 static int s_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx,
@@ -318,11 +368,19 @@ static int s_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx,
 {
     int rc = FL_OK;
     size_t b = 0;
+    int acc_used = 1;
 
     /* Poisson sampling exactly as in fl_dpsgd_step (Mironov, Talwar &
      * Zhang 2019; Zhu & Wang 2019): the accountant assumes it. */
     if ((rc = fl_sampler_poisson(s->N, s->q, s->idx, &b)) != FL_OK)
         goto done;
+    if (noise && b <= s->chunk) {
+        rc = s_step_one_chunk(s, fn, ctx, noise, grad_out, b);
+        if (rc == FL_OK && batch_size)
+            *batch_size = b;
+        acc_used = 0;
+        goto done;
+    }
     if (b == 0) /* otherwise the first chunk assigns acc */
         for (size_t j = 0; j < s->dim; j++)
             s->acc[j] = 0.0;
@@ -348,14 +406,8 @@ static int s_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx,
          * libraries") discuss this class of gap; docs/performance.md
          * ("DP-SGD cost") records it. */
         double ss = s_accumulate(s->acc, s->part, s->dim, off == 0);
-        double bound = (double)m * s->clip * (1.0 + 1e-3);
-        if (!isfinite(ss) || sqrt(ss) > bound) {
-            rc = fl_error_set(FL_EINVAL, "fl_dpsgd_step_clipped: a chunk of %zu examples "
-                              "returned a sum of norm %g > n*C = %g (or not finite); the "
-                              "callback must clip each example to C", m, sqrt(ss),
-                              (double)m * s->clip);
+        if ((rc = s_check_chunk(s, ss, m)) != FL_OK)
             goto done;
-        }
     }
 
     if ((rc = s_release(s, grad_out, noise)) != FL_OK)
@@ -367,9 +419,12 @@ done:
     if (rc != FL_OK)
         for (size_t j = 0; j < s->dim; j++)
             grad_out[j] = 0.0f;
+    /* The fused release has already wiped part unless it failed. */
     sodium_memzero(s->idx, s->N * sizeof *s->idx);
-    sodium_memzero(s->part, s->dim * sizeof *s->part);
-    sodium_memzero(s->acc, s->dim * sizeof *s->acc);
+    if (acc_used || rc != FL_OK)
+        sodium_memzero(s->part, s->dim * sizeof *s->part);
+    if (acc_used)
+        sodium_memzero(s->acc, s->dim * sizeof *s->acc);
     return rc;
 }
 

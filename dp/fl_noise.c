@@ -904,6 +904,110 @@ int fl_noise_batch_apply_f64(fl_noise_batch *b, double *v, size_t n, double stdd
     return FL_OK;
 }
 
+/* Same checks as fl_noise_batch_apply_f64, on a float vector. */
+static int s_check_range_f32(const float *v, size_t n, double stddev, double gamma)
+{
+    double lim = ldexp(gamma, 52);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) /* branch-free pass */
+        bad |= !(fabs((double)v[i]) < lim);
+    if (!bad)
+        return FL_OK;
+    for (size_t i = 0; i < n; i++)
+        if (!(fabs((double)v[i]) < lim))
+            return fl_error_set(FL_ERANGE, "fl_noise_batch_release_f32: value %g at index %zu "
+                                "is too large (or not finite) for noise stddev %g (grid %g): "
+                                "it must be below 2^52 grid steps", (double)v[i], i, stddev,
+                                gamma);
+    return FL_OK;
+}
+
+int fl_noise_batch_release_f32(fl_noise_batch *b, float *sum, size_t n, double stddev,
+                               double scale, float *out)
+{
+    s_rng r;
+    int rc = FL_OK;
+
+    if (!b || (n > 0 && (!sum || !out)))
+        return fl_error_set(FL_EINVAL, "fl_noise_batch_release_f32: NULL %s",
+                            !b ? "batch" : !sum ? "sum" : "out");
+    if (!isfinite(scale)) {
+        rc = fl_error_set(FL_EINVAL, "fl_noise_batch_release_f32: scale=%g is not finite",
+                          scale);
+        goto fail;
+    }
+    if (!b->filled) {
+        rc = fl_error_set(FL_ESTATE, "fl_noise_batch_release_f32: the batch holds no noise "
+                          "(never filled, or already applied once; noise may protect only "
+                          "one release): fill it first");
+        goto fail;
+    }
+    if (n != b->n) {
+        rc = fl_error_set(FL_EINVAL, "fl_noise_batch_release_f32: vector has %zu coordinates "
+                          "but the batch was made for %zu", n, b->n);
+        goto fail;
+    }
+    if (!(stddev == b->stddev)) {
+        rc = fl_error_set(FL_EINVAL, "fl_noise_batch_release_f32: stddev=%.17g but the batch "
+                          "was filled for stddev=%.17g; refill it for this stddev", stddev,
+                          b->stddev);
+        goto fail;
+    }
+    if (stddev > 0.0 && n > 0) {
+        /* Canonne, Kamath & Steinke 2020 discrete Gaussian on the
+         * randomized-rounded value, exactly as s_add_grid_gaussian and
+         * fl_noise_batch_apply_f64: (double)sum[i] is the double the
+         * unfused path would hold, and every operation below is the one
+         * it performs, so the output is bit-identical. */
+        double gamma = fl_noise_grid(stddev);
+        if ((rc = s_check_range_f32(sum, n, stddev, gamma)) != FL_OK ||
+            (rc = s_init()) != FL_OK)
+            goto fail;
+        const double inv = 1.0 / gamma;
+        int64_t *z = b->z;
+        uint32_t *u = b->u;
+        s_rng_start(&r, 2); /* drawn from only on a rounding tie (2^-32) */
+        for (size_t i = 0; i < n; i++) {
+            double x = inv < INFINITY ? (double)sum[i] * inv : (double)sum[i] / gamma;
+            double v = (double)(s_round(x, u[i], &r) + z[i]) * gamma;
+            out[i] = (float)(v * scale);
+            sum[i] = 0.0f;
+            z[i] = 0;
+            u[i] = 0;
+        }
+        s_rng_wipe(&r);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            out[i] = (float)((double)sum[i] * scale);
+            sum[i] = 0.0f;
+        }
+    }
+    b->stddev = 0.0;
+    b->filled = 0;
+    return FL_OK;
+fail:
+    for (size_t i = 0; i < n && out; i++)
+        out[i] = 0.0f;
+    return rc;
+}
+
+int fl_noise_random_u64(uint64_t *out, size_t n)
+{
+    s_rng r;
+    int rc;
+    if (n == 0)
+        return FL_OK;
+    if (!out)
+        return fl_error_set(FL_EINVAL, "fl_noise_random_u64: out is NULL with n=%zu", n);
+    if ((rc = s_init()) != FL_OK)
+        return rc;
+    s_rng_start(&r, n);
+    for (size_t i = 0; i < n; i++)
+        out[i] = s_rng_u64(&r);
+    s_rng_wipe(&r);
+    return FL_OK;
+}
+
 /* ---- test hooks (fl_noise_internal.h) --------------------------------- */
 
 void fl_noise_batch_buffers(const fl_noise_batch *b, const int64_t **z, const uint32_t **u,

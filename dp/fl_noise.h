@@ -13,6 +13,7 @@
 #define FL_NOISE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "error/fl_error.h"
 
@@ -77,6 +78,23 @@ FL_NODISCARD int fl_noise_batch_fill(fl_noise_batch *b, double stddev);
  *  is not finite, as fl_noise_add_gaussian_f64; FL_ECRYPTO. */
 FL_NODISCARD int fl_noise_batch_apply_f64(fl_noise_batch *b, double *v, size_t n,
                                           double stddev);
+
+/** The fused release used by DP-SGD when the clipped sum of a step came
+ *  from one float chunk: out[i] = (float)(scale * gamma * (R(sum[i] /
+ *  gamma) + Z_i)), exactly what fl_noise_batch_apply_f64 on the sum
+ *  widened to double followed by a multiplication by `scale` (a public
+ *  constant: post-processing) would give, in one pass.  sum is WIPED (set
+ *  to 0) as it is read and the batch is wiped and marked consumed.  Errors
+ *  as fl_noise_batch_apply_f64 (sum and the batch then unchanged, out
+ *  zeroed); also FL_EINVAL if out is NULL or scale is not finite. */
+FL_NODISCARD int fl_noise_batch_release_f32(fl_noise_batch *b, float *sum, size_t n,
+                                            double stddev, double scale, float *out);
+
+/** n words from libsodium's CSPRNG (a fresh 256-bit seed from
+ *  randombytes_buf per block of up to 32 KiB of ChaCha20 keystream, as the
+ *  noise samplers use).  FL_EINVAL if out is NULL with n > 0,
+ *  FL_ECRYPTO if libsodium cannot initialise. */
+FL_NODISCARD int fl_noise_random_u64(uint64_t *out, size_t n);
 
 /** Wipes and frees a batch; NULL is a no-op. */
 void fl_noise_batch_free(fl_noise_batch *b);

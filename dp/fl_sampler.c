@@ -10,12 +10,12 @@
 
 #include "dp/fl_noise.h"
 
-#define S_BLOCK 256 /* uniforms drawn per fl_noise_uniform call */
+#define S_BLOCK 2048 /* CSPRNG words drawn per fl_noise_random_u64 call */
 
 int fl_sampler_poisson(size_t N, double q, size_t *idx, size_t *n_out)
 {
     int rc = FL_OK;
-    double u[S_BLOCK];
+    uint64_t u[S_BLOCK];
     size_t count = 0;
 
     if (!n_out)
@@ -39,15 +39,20 @@ int fl_sampler_poisson(size_t N, double q, size_t *idx, size_t *n_out)
      * by Opacus) holds only if every record enters the batch independently
      * with probability exactly q, so the batch size is itself random.
      * Shuffling or fixed-size batches would need a different accountant.
-     * Each record gets its own 53-bit uniform u; P(u < q) = ceil(q 2^53)/2^53,
-     * i.e. q up to 2^-53. */
+     * Each record gets its own 53-bit uniform U = k 2^-53 (k the top 53
+     * bits of a CSPRNG word); P(U < q) = ceil(q 2^53)/2^53, i.e. q up to
+     * 2^-53.  U < q is tested as k < T = ceil(q 2^53) (q 2^53 is exact in
+     * double and k is an integer), which is the same event. */
+    const uint64_t T = (uint64_t)ceil(q * 0x1p53);
     for (size_t base = 0; base < N; base += S_BLOCK) {
         size_t m = N - base < S_BLOCK ? N - base : S_BLOCK;
-        if ((rc = fl_noise_uniform(u, m)) != FL_OK)
+        if ((rc = fl_noise_random_u64(u, m)) != FL_OK)
             goto done;
-        for (size_t j = 0; j < m; j++)
-            if (u[j] < q)
-                idx[count++] = base + j;
+        for (size_t j = 0; j < m; j++) {
+            /* branch-free append: the slot is overwritten unless taken */
+            idx[count] = base + j;
+            count += (u[j] >> 11) < T;
+        }
     }
     *n_out = count;
 

@@ -28,6 +28,7 @@
 #include "node/fl_trainer.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -37,11 +38,14 @@
 
 #include <sodium.h>
 
-/* Rows per clipped-sum call.  The ghost path needs only activations and
- * deltas per row (no row of num_params floats), so this matches the MLP's
- * internal 256-row chunk: the weight-gradient sgemm then runs over as many
- * rows as plain SGD with a 256 batch. */
-#define S_CHUNK 256
+/* Rows per clipped-sum call: at least S_CHUNK_MIN, and enough that a
+ * Poisson batch of mean qN exceeds it with probability below ~1e-9
+ * (qN + 6 sqrt(qN) + 16), so a step is nearly always one call whose float
+ * sum goes straight to the fused noise release (dp/fl_dpsgd); capped at
+ * S_CHUNK_MAX rows (larger batches take several calls).  The ghost path
+ * needs only activations and deltas per row, no row of num_params floats. */
+#define S_CHUNK_MIN 256
+#define S_CHUNK_MAX 4096
 
 #define S_NBUF 2      /* double buffering */
 #define S_WAIT_SEC 10 /* longest wait for a prepared batch before drawing inline */
@@ -64,8 +68,9 @@ struct fl_trainer {
     fl_model *model;
     const fl_dataset *ds;
     fl_dpsgd *dp;
-    float *xb;   /* S_CHUNK x d gathered features (private; wiped) */
-    int32_t *yb; /* S_CHUNK labels (private; wiped) */
+    size_t chunk; /* rows per clipped-sum call */
+    float *xb;    /* chunk x d gathered features (private; wiped) */
+    int32_t *yb;  /* chunk labels (private; wiped) */
     float *grad; /* num_params */
     int noise_thread_allowed;
     int worker_unavailable; /* starting it failed once: do not retry */
@@ -275,15 +280,19 @@ static int s_new(fl_trainer **out, fl_mlp *mlp, fl_model *model, const fl_datase
     const char *nt = getenv("FL_NOISE_THREAD");
     t->noise_thread_allowed = !(nt && strcmp(nt, "0") == 0);
     t->cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    t->xb = malloc(S_CHUNK * ds->d * sizeof(float));
-    t->yb = malloc(S_CHUNK * sizeof(int32_t));
+    double mean = q * (double)ds->n, want = ceil(mean + 6.0 * sqrt(mean) + 16.0);
+    t->chunk = want > S_CHUNK_MAX ? S_CHUNK_MAX : want < S_CHUNK_MIN ? S_CHUNK_MIN : (size_t)want;
+    if (t->chunk > ds->n && ds->n > 0)
+        t->chunk = ds->n;
+    t->xb = malloc(t->chunk * ds->d * sizeof(float));
+    t->yb = malloc(t->chunk * sizeof(int32_t));
     t->grad = malloc(p * sizeof(float));
     if (!t->xb || !t->yb || !t->grad) {
         fl_trainer_free(t);
         return fl_error_set(FL_ENOMEM, "fl_trainer_new: out of memory for training buffers "
                             "(%zu features, %zu parameters)", ds->d, p);
     }
-    rc = fl_dpsgd_new_clipped(&t->dp, p, ds->n, q, clip, sigma, S_CHUNK);
+    rc = fl_dpsgd_new_clipped(&t->dp, p, ds->n, q, clip, sigma, t->chunk);
     if (rc != FL_OK) {
         fl_trainer_free(t);
         return rc;
@@ -331,8 +340,8 @@ int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch)
             w[i] -= (float)lr * t->grad[i];
     }
     /* The gathered rows are the sampled batch: private. */
-    sodium_memzero(t->xb, S_CHUNK * t->ds->d * sizeof(float));
-    sodium_memzero(t->yb, S_CHUNK * sizeof(int32_t));
+    sodium_memzero(t->xb, t->chunk * t->ds->d * sizeof(float));
+    sodium_memzero(t->yb, t->chunk * sizeof(int32_t));
     if (rc != FL_OK)
         return rc;
     if (mean_batch)

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "dp/fl_dpsgd.h"
+#include "dp/fl_noise_internal.h"
 
 static double s_norm(const float *r, size_t dim)
 {
@@ -449,6 +450,55 @@ Test(dpsgd_prepared, sigma0_q1_is_bit_identical_to_the_inline_step)
     cr_expect_float_eq(b[1], 0.2f, 1e-5);
     fl_noise_batch_free(nb);
     fl_dpsgd_free(s);
+}
+
+Test(dpsgd_prepared, one_chunk_fused_release_matches_the_chunked_release)
+{
+    /* The whole batch in one chunk takes the fused float release; chunks
+     * of 2 take the double accumulator and fl_noise_batch_apply_f64.  With
+     * the same prepared noise (copied through the test hook) the two
+     * differ only by the float-vs-double summation of the 5 clipped rows;
+     * sigma = 0 gives the hand-clipped mean (0.26, 0.2) of the tests
+     * above. */
+    const float table[] = {3, 4, 0.3f, 0.4f, 0, -2, 1, 0, -6, 8};
+    for (int noisy = 0; noisy < 2; noisy++) {
+        table_ctx c1 = {table, 2, 2, 0, 0, 0, 0}, c2 = {table, 2, 5, 0, 0, 0, 0};
+        fl_dpsgd *chunked = NULL, *whole = NULL;
+        fl_noise_batch *n1 = NULL, *n2 = NULL;
+        float a[2], b[2];
+        const double sigma = noisy ? 1.0 : 0.0;
+        cr_assert_eq(fl_dpsgd_new_clipped(&chunked, 2, 5, 1.0, 1.0, sigma, 2), FL_OK);
+        cr_assert_eq(fl_dpsgd_new_clipped(&whole, 2, 5, 1.0, 1.0, sigma, 5), FL_OK);
+        cr_assert_eq(fl_noise_batch_new(&n1, 2), FL_OK);
+        cr_assert_eq(fl_noise_batch_new(&n2, 2), FL_OK);
+        cr_assert_eq(fl_noise_batch_fill(n1, fl_dpsgd_noise_stddev(chunked)), FL_OK);
+        cr_assert_eq(fl_noise_batch_fill(n2, fl_dpsgd_noise_stddev(whole)), FL_OK);
+        const int64_t *z1, *z2;
+        const uint32_t *u1, *u2;
+        size_t k1, k2;
+        fl_noise_batch_buffers(n1, &z1, &u1, &k1);
+        fl_noise_batch_buffers(n2, &z2, &u2, &k2);
+        memcpy((int64_t *)z2, z1, 2 * sizeof *z1);
+        memcpy((uint32_t *)u2, u1, 2 * sizeof *u1);
+        cr_assert_eq(fl_dpsgd_step_clipped_prepared(chunked, s_table_clipped_sum, &c1, n1, a,
+                                                    NULL), FL_OK, "%s", fl_error_last());
+        cr_assert_eq(fl_dpsgd_step_clipped_prepared(whole, s_table_clipped_sum, &c2, n2, b,
+                                                    NULL), FL_OK, "%s", fl_error_last());
+        cr_expect_eq(c2.calls, 1, "the whole batch must be one call");
+        cr_expect_float_eq(a[0], b[0], 1e-6, "%.9g vs %.9g", a[0], b[0]);
+        cr_expect_float_eq(a[1], b[1], 1e-6, "%.9g vs %.9g", a[1], b[1]);
+        if (!noisy) {
+            cr_expect_float_eq(b[0], 0.26f, 1e-6);
+            cr_expect_float_eq(b[1], 0.2f, 1e-6);
+        } else {
+            cr_expect(fabsf(b[0] - 0.26f) > 1e-4f || fabsf(b[1] - 0.2f) > 1e-4f,
+                      "sigma = 1 added no noise");
+        }
+        fl_noise_batch_free(n1);
+        fl_noise_batch_free(n2);
+        fl_dpsgd_free(chunked);
+        fl_dpsgd_free(whole);
+    }
 }
 
 Test(dpsgd_prepared, noise_scale_is_sigma_c_over_qn)

@@ -174,6 +174,33 @@ Test(noise, uniform_mean_and_kolmogorov_smirnov)
     free(u);
 }
 
+Test(noise, random_words_have_independent_fair_bits)
+{
+    /* Each of the 64 bit positions is set with frequency 1/2 (binomial,
+     * 5 SE), and adjacent words agree bitwise half the time (a repeated or
+     * stuck word would show).  100 003 words span several 32 KiB refills. */
+    const size_t n = 100003;
+    uint64_t *w = malloc(n * sizeof *w);
+    cr_assert(w);
+    cr_assert_eq(fl_noise_random_u64(w, n), FL_OK, "%s", fl_error_last());
+    double se = 5.0 * sqrt(0.25 * (double)n);
+    for (int b = 0; b < 64; b++) {
+        size_t ones = 0;
+        for (size_t i = 0; i < n; i++)
+            ones += (w[i] >> b) & 1u;
+        cr_expect_lt(fabs((double)ones - 0.5 * (double)n), se, "bit %d set %zu of %zu", b,
+                     ones, n);
+    }
+    size_t same = 0;
+    for (size_t i = 1; i < n; i++)
+        same += (size_t)__builtin_popcountll(~(w[i] ^ w[i - 1]));
+    double m = 64.0 * (double)(n - 1);
+    cr_expect_lt(fabs((double)same - 0.5 * m), 5.0 * sqrt(0.25 * m), "agreeing bits %zu", same);
+    cr_expect_eq(fl_noise_random_u64(NULL, 3), FL_EINVAL);
+    cr_expect_eq(fl_noise_random_u64(NULL, 0), FL_OK);
+    free(w);
+}
+
 Test(noise, uniform_rejects_null_buffer)
 {
     cr_expect_eq(fl_noise_uniform(NULL, 3), FL_EINVAL);

@@ -362,3 +362,92 @@ Test(noise_batch, filled_on_another_thread_applies_with_the_same_law)
     fl_noise_batch_free(b);
     free(v);
 }
+
+/* Copies the filled noise of src into dst (both filled for the same stddev
+ * and size), through the test hook, so two release paths can be compared
+ * on the same Z and rounding words. */
+static void s_copy_noise(fl_noise_batch *dst, const fl_noise_batch *src)
+{
+    const int64_t *zs, *zd;
+    const uint32_t *us, *ud;
+    size_t ns, nd;
+    fl_noise_batch_buffers(src, &zs, &us, &ns);
+    fl_noise_batch_buffers(dst, &zd, &ud, &nd);
+    cr_assert_eq(ns, nd);
+    memcpy((int64_t *)zd, zs, ns * sizeof *zs);
+    memcpy((uint32_t *)ud, us, ns * sizeof *us);
+}
+
+Test(noise_batch, fused_float_release_equals_double_apply_then_scale_bit_for_bit)
+{
+    /* The second implementation is the unfused path DP-SGD used before:
+     * widen the float sum to double, fl_noise_batch_apply_f64, multiply by
+     * the public scale 1/(qN), round to float.  Inputs span signs, grid
+     * fractions and magnitudes up to 1e6 (2^48 grid steps at sd 0.5). */
+    const size_t n = 100003;
+    const double sd = 0.5, scale = 1.0 / 256.0;
+    fl_noise_batch *a = NULL, *b = NULL;
+    float *sum = malloc(n * sizeof *sum), *out = malloc(n * sizeof *out);
+    double *v = malloc(n * sizeof *v);
+    cr_assert(sum && out && v);
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        double mag = ldexp((double)(x >> 11) * 0x1p-53, (int)(x % 41) - 20);
+        sum[i] = (float)((x & 1) ? -mag : mag);
+        v[i] = (double)sum[i];
+    }
+    cr_assert_eq(fl_noise_batch_new(&a, n), FL_OK);
+    cr_assert_eq(fl_noise_batch_new(&b, n), FL_OK);
+    cr_assert_eq(fl_noise_batch_fill(a, sd), FL_OK);
+    cr_assert_eq(fl_noise_batch_fill(b, sd), FL_OK);
+    s_copy_noise(b, a);
+    cr_assert_eq(fl_noise_batch_apply_f64(a, v, n, sd), FL_OK, "%s", fl_error_last());
+    cr_assert_eq(fl_noise_batch_release_f32(b, sum, n, sd, scale, out), FL_OK, "%s",
+                 fl_error_last());
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++) {
+        float want = (float)(v[i] * scale);
+        differ += memcmp(&want, &out[i], sizeof want) != 0;
+    }
+    cr_expect_eq(differ, 0, "%zu of %zu outputs differ from apply_f64 + scale", differ, n);
+    cr_expect(s_all_zero(sum, n * sizeof *sum), "the sum was not wiped");
+    const int64_t *z;
+    const uint32_t *u;
+    size_t nb;
+    fl_noise_batch_buffers(b, &z, &u, &nb);
+    cr_expect(s_all_zero(z, n * sizeof *z) && s_all_zero(u, n * sizeof *u),
+              "the batch was not wiped");
+    cr_expect_eq(fl_noise_batch_release_f32(b, sum, n, sd, scale, out), FL_ESTATE,
+                 "a consumed batch must be refused");
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(out[i], 0.0f, "refused release must zero out (index %zu)", i);
+    fl_noise_batch_free(a);
+    fl_noise_batch_free(b);
+    free(sum);
+    free(out);
+    free(v);
+}
+
+Test(noise_batch, fused_release_errors_leave_sum_and_batch_unchanged)
+{
+    fl_noise_batch *b = NULL;
+    float sum[3] = {0.25f, 1.0f, -0.5f}, out[3] = {7.0f, 7.0f, 7.0f};
+    cr_assert_eq(fl_noise_batch_new(&b, 3), FL_OK);
+    cr_assert_eq(fl_noise_batch_fill(b, 1e-30), FL_OK);
+    /* 1.0 is 2^128 grid steps at sd 1e-30: FL_ERANGE naming the index */
+    cr_expect_eq(fl_noise_batch_release_f32(b, sum, 3, 1e-30, 1.0, out), FL_ERANGE);
+    cr_expect(strstr(fl_error_last(), "index 0") != NULL, "%s", fl_error_last());
+    cr_expect(sum[0] == 0.25f && sum[1] == 1.0f && sum[2] == -0.5f, "sum changed on error");
+    cr_expect(out[0] == 0.0f && out[1] == 0.0f && out[2] == 0.0f, "out not zeroed on error");
+    cr_expect_eq(fl_noise_batch_release_f32(b, sum, 2, 1e-30, 1.0, out), FL_EINVAL);
+    cr_expect_eq(fl_noise_batch_release_f32(b, sum, 3, 2e-30, 1.0, out), FL_EINVAL);
+    cr_expect_eq(fl_noise_batch_release_f32(b, sum, 3, 1e-30, INFINITY, out), FL_EINVAL);
+    cr_expect_eq(fl_noise_batch_release_f32(b, sum, 3, 1e-30, 1.0, NULL), FL_EINVAL);
+    float zero[3] = {0.0f, 0.0f, 0.0f};
+    /* still filled: one valid release succeeds, then it is consumed */
+    cr_expect_eq(fl_noise_batch_release_f32(b, zero, 3, 1e-30, 1.0, out), FL_OK, "%s",
+                 fl_error_last());
+    cr_expect_eq(fl_noise_batch_release_f32(b, zero, 3, 1e-30, 1.0, out), FL_ESTATE);
+    fl_noise_batch_free(b);
+}
