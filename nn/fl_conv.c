@@ -7,8 +7,12 @@
 
 #include <cblas.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* Largest matrix handed to BLAS, in elements: keeps every dimension and
  * leading dimension inside a 32-bit BLAS int. */
@@ -110,12 +114,8 @@ static void s_col2im(const fl_conv2d *c, const float *dcol, float *dx)
             for (size_t kx = 0; kx < c->k; kx++) {
                 const float *row = dcol + ((ci * c->k + ky) * c->k + kx) * c->t;
                 float *plane = dx + ci * c->h * c->w;
-                for (size_t oy = 0; oy < c->ho; oy++) {
-                    float *dst = plane + (oy + ky) * c->w + kx;
-                    const float *src = row + oy * c->wo;
-                    for (size_t ox = 0; ox < c->wo; ox++)
-                        dst[ox] += src[ox];
-                }
+                for (size_t oy = 0; oy < c->ho; oy++)
+                    fl_vec_add(plane + (oy + ky) * c->w + kx, row + oy * c->wo, c->wo);
             }
 }
 
@@ -168,12 +168,8 @@ int fl_conv2d_backward(fl_conv2d *c, const float *Wt, const float *X, const floa
                         c->col, T, 1.0f, dW, CKK);
         }
         if (db)
-            for (size_t o = 0; o < c->cout; o++) {
-                double s = 0.0;
-                for (size_t t = 0; t < c->t; t++)
-                    s += d[o * c->t + t];
-                db[o] += (float)s;
-            }
+            for (size_t o = 0; o < c->cout; o++)
+                db[o] += (float)fl_vec_sum(d + o * c->t, c->t);
         if (dX) {
             /* dA_i = Wt^T D_i, scattered back by the adjoint of im2col. */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, T, Co, 1.0f, Wt, CKK,
@@ -274,6 +270,52 @@ int fl_conv2d_example_sq_norms(fl_conv2d *c, const float *X, const float *dY, si
     return FL_OK;
 }
 
+#if defined(__SSE2__)
+/* One step of the running first-strict-maximum: where v > m, take v and
+ * the candidate's offset qv. */
+static inline void s_pool_take(__m128 v, __m128i qv, __m128 *m, __m128i *q)
+{
+    __m128 up = _mm_cmpgt_ps(v, *m);
+    __m128i upi = _mm_castps_si128(up);
+    *m = _mm_or_ps(_mm_and_ps(up, v), _mm_andnot_ps(up, *m));
+    *q = _mm_or_si128(_mm_and_si128(upi, qv), _mm_andnot_si128(upi, *q));
+}
+#endif
+
+/* Four windows at a time with SSE2 (x86-64 baseline): the same first
+ * strict maximum as the scalar loop, as compare masks and blends.
+ * Returns how many outputs of the row it wrote (a multiple of 4); every
+ * load stays inside the two input rows (2 ox + 7 <= 2 wo - 1 <= w - 1). */
+static size_t s_maxpool_row4(const float *r0, const float *r1, size_t w, size_t wo, float *yr,
+                             size_t *ar, size_t base)
+{
+#if defined(__SSE2__)
+    if (w >= INT_MAX)
+        return 0;
+    const __m128i q01 = _mm_set1_epi32(1), q10 = _mm_set1_epi32((int)w),
+                  q11 = _mm_set1_epi32((int)w + 1);
+    size_t ox = 0;
+    for (; ox + 4 <= wo; ox += 4) {
+        __m128 t0 = _mm_loadu_ps(r0 + 2 * ox), t1 = _mm_loadu_ps(r0 + 2 * ox + 4);
+        __m128 b0 = _mm_loadu_ps(r1 + 2 * ox), b1 = _mm_loadu_ps(r1 + 2 * ox + 4);
+        __m128 m = _mm_shuffle_ps(t0, t1, _MM_SHUFFLE(2, 0, 2, 0));
+        __m128i q = _mm_setzero_si128(); /* offset of the max inside its window */
+        s_pool_take(_mm_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)), q01, &m, &q);
+        s_pool_take(_mm_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0)), q10, &m, &q);
+        s_pool_take(_mm_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1)), q11, &m, &q);
+        _mm_storeu_ps(yr + ox, m);
+        int32_t qs[4];
+        _mm_storeu_si128((__m128i *)qs, q);
+        for (size_t k = 0; k < 4; k++)
+            ar[ox + k] = base + 2 * (ox + k) + (size_t)qs[k];
+    }
+    return ox;
+#else
+    (void)r0, (void)r1, (void)w, (void)wo, (void)yr, (void)ar, (void)base;
+    return 0;
+#endif
+}
+
 int fl_maxpool2_forward(const float *X, size_t n, size_t ch, size_t h, size_t w, float *Y,
                         size_t *argmax)
 {
@@ -287,17 +329,33 @@ int fl_maxpool2_forward(const float *X, size_t n, size_t ch, size_t h, size_t w,
     size_t ho = h / 2, wo = w / 2;
     for (size_t p = 0; p < n * ch; p++) {
         const float *x = X + p * h * w;
-        for (size_t oy = 0; oy < ho; oy++)
-            for (size_t ox = 0; ox < wo; ox++) {
-                size_t best = (2 * oy) * w + 2 * ox;
-                const size_t cand[3] = {best + 1, best + w, best + w + 1};
-                for (int q = 0; q < 3; q++)
-                    if (x[cand[q]] > x[best])
-                        best = cand[q];
-                size_t j = (p * ho + oy) * wo + ox;
-                Y[j] = x[best];
-                argmax[j] = p * h * w + best;
+        for (size_t oy = 0; oy < ho; oy++) {
+            const float *r0 = x + 2 * oy * w, *r1 = r0 + w;
+            float *yr = Y + (p * ho + oy) * wo;
+            size_t *ar = argmax + (p * ho + oy) * wo, base = p * h * w + 2 * oy * w;
+            /* The first strict maximum in the order (0,0), (0,1), (1,0),
+             * (1,1) (a NaN is never chosen unless it comes first), as
+             * selects: the signs of ReLU outputs are data, so branches
+             * here mispredicted about half the time. */
+            size_t ox = s_maxpool_row4(r0, r1, w, wo, yr, ar, base);
+            for (; ox < wo; ox++) {
+                float m = r0[2 * ox], v = r0[2 * ox + 1];
+                size_t bi = base + 2 * ox;
+                int up = v > m;
+                m = up ? v : m;
+                bi = up ? base + 2 * ox + 1 : bi;
+                v = r1[2 * ox];
+                up = v > m;
+                m = up ? v : m;
+                bi = up ? base + w + 2 * ox : bi;
+                v = r1[2 * ox + 1];
+                up = v > m;
+                m = up ? v : m;
+                bi = up ? base + w + 2 * ox + 1 : bi;
+                yr[ox] = m;
+                ar[ox] = bi;
             }
+        }
     }
     return FL_OK;
 }

@@ -21,6 +21,12 @@ void fl_vec_relu_mask(float *restrict d, const float *restrict a, size_t n);
  * rounding).  A non-finite v[i] gives a non-finite result. */
 double fl_vec_sumsq(const float *v, size_t n);
 
+/* sum_i v[i] in double, eight partial sums as fl_vec_sumsq. */
+double fl_vec_sum(const float *v, size_t n);
+
+/* dst[i] += src[i] (the arrays must not overlap). */
+void fl_vec_add(float *restrict dst, const float *restrict src, size_t n);
+
 /* out[j] += sum_i D[i * cols + j] for i < rows (column sums, e.g. a bias
  * gradient over a batch of deltas). */
 void fl_vec_add_col_sums(float *restrict out, const float *restrict D, size_t rows, size_t cols);

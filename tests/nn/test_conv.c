@@ -283,6 +283,40 @@ Test(maxpool, forward_takes_each_window_max_and_drops_an_odd_edge)
     }
 }
 
+Test(maxpool, vector_rows_match_a_naive_window_scan_with_ties_and_nans)
+{
+    /* Widths 8..19 (odd ones drop an edge; 4-window SIMD blocks plus a
+     * scalar tail), 2 planes, values drawn from only 5 levels so ties are
+     * common, and some NaNs.  Reference: scan each window in the order
+     * (0,0), (0,1), (1,0), (1,1) keeping the first strict maximum. */
+    const float level[6] = {-1.0f, 0.0f, 0.5f, 2.0f, 0.5f, NAN};
+    uint32_t x = 12345u;
+    for (size_t w = 8; w <= 19; w++) {
+        const size_t h = 7, P = 2, ho = h / 2, wo = w / 2;
+        float X[2 * 7 * 19], Y[2 * 3 * 9];
+        size_t am[2 * 3 * 9];
+        for (size_t i = 0; i < P * h * w; i++) {
+            x = x * 1664525u + 1013904223u;
+            X[i] = level[(x >> 24) % 6];
+        }
+        cr_assert_eq(fl_maxpool2_forward(X, 1, P, h, w, Y, am), FL_OK);
+        for (size_t p = 0; p < P; p++)
+            for (size_t oy = 0; oy < ho; oy++)
+                for (size_t ox = 0; ox < wo; ox++) {
+                    size_t a = p * h * w + 2 * oy * w + 2 * ox;
+                    const size_t cand[4] = {a, a + 1, a + w, a + w + 1};
+                    size_t best = cand[0];
+                    for (int q = 1; q < 4; q++)
+                        if (X[cand[q]] > X[best])
+                            best = cand[q];
+                    size_t j = (p * ho + oy) * wo + ox;
+                    cr_assert_eq(am[j], best, "w %zu plane %zu window (%zu,%zu)", w, p, oy, ox);
+                    cr_assert(memcmp(&Y[j], &X[best], sizeof(float)) == 0,
+                              "w %zu: Y[%zu] is not X[argmax]", w, j);
+                }
+    }
+}
+
 Test(maxpool, backward_routes_gradient_only_to_the_max)
 {
     /* Batch 2, 3 channels, 4x6: distinct values (a permutation scaled by
