@@ -344,14 +344,15 @@ static int s_check_chunk(const fl_dpsgd *s, double ss, size_t m)
  * the sum widened to double, bit for bit; it also wipes the sum and the
  * batch).  b <= chunk. */
 static int s_step_one_chunk(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx,
-                            fl_noise_batch *noise, float *grad_out, size_t b)
+                            fl_noise_batch *noise, const size_t *idx, float *grad_out,
+                            size_t b)
 {
     int rc = FL_OK;
     if (b == 0) {
         memset(s->part, 0, s->dim * sizeof *s->part);
     } else {
         size_t clipped = 0;
-        if ((rc = fn(ctx, s->idx, b, s->clip, s->part, &clipped)) != FL_OK ||
+        if ((rc = fn(ctx, idx, b, s->clip, s->part, &clipped)) != FL_OK ||
             (rc = s_check_chunk(s, s_sumsq_f32(s->part, s->dim), b)) != FL_OK)
             return rc;
     }
@@ -362,20 +363,29 @@ static int s_step_one_chunk(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx,
 }
 
 /* fl_dpsgd_step_clipped (noise == NULL: drawn inline) and
- * fl_dpsgd_step_clipped_prepared (noise from the batch). */
+ * fl_dpsgd_step_clipped_prepared (noise from the batch; the sample from
+ * `sample` when not NULL). */
 static int s_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx,
-                          fl_noise_batch *noise, float *grad_out, size_t *batch_size)
+                          fl_noise_batch *noise, fl_poisson_batch *sample, float *grad_out,
+                          size_t *batch_size)
 {
     int rc = FL_OK;
     size_t b = 0;
     int acc_used = 1;
+    const size_t *idx = s->idx;
 
     /* Poisson sampling exactly as in fl_dpsgd_step (Mironov, Talwar &
-     * Zhang 2019; Zhu & Wang 2019): the accountant assumes it. */
-    if ((rc = fl_sampler_poisson(s->N, s->q, s->idx, &b)) != FL_OK)
+     * Zhang 2019; Zhu & Wang 2019): the accountant assumes it.  A prepared
+     * sample was drawn by the same fl_sampler_poisson for this N and q
+     * (checked), from the CSPRNG alone, and is used by this step only. */
+    if (sample)
+        rc = fl_poisson_batch_indices(sample, s->N, s->q, &idx, &b);
+    else
+        rc = fl_sampler_poisson(s->N, s->q, s->idx, &b);
+    if (rc != FL_OK)
         goto done;
     if (noise && b <= s->chunk) {
-        rc = s_step_one_chunk(s, fn, ctx, noise, grad_out, b);
+        rc = s_step_one_chunk(s, fn, ctx, noise, idx, grad_out, b);
         if (rc == FL_OK && batch_size)
             *batch_size = b;
         acc_used = 0;
@@ -388,7 +398,7 @@ static int s_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx,
     for (size_t off = 0; off < b; off += s->chunk) {
         size_t m = b - off < s->chunk ? b - off : s->chunk;
         size_t clipped = 0;
-        if ((rc = fn(ctx, s->idx + off, m, s->clip, s->part, &clipped)) != FL_OK)
+        if ((rc = fn(ctx, idx + off, m, s->clip, s->part, &clipped)) != FL_OK)
             goto done;
         /* The callback promises each example's contribution has L2 norm
          * <= C (Abadi et al. 2016, Algorithm 1; clipped by ghost norms,
@@ -420,7 +430,12 @@ done:
         for (size_t j = 0; j < s->dim; j++)
             grad_out[j] = 0.0f;
     /* The fused release has already wiped part unless it failed. */
-    sodium_memzero(s->idx, s->N * sizeof *s->idx);
+    if (sample) {
+        if (rc == FL_OK)
+            fl_poisson_batch_consume(sample);
+    } else {
+        sodium_memzero(s->idx, s->N * sizeof *s->idx);
+    }
     if (acc_used || rc != FL_OK)
         sodium_memzero(s->part, s->dim * sizeof *s->part);
     if (acc_used)
@@ -436,12 +451,12 @@ int fl_dpsgd_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx, fl
     if (!s || !fn || !grad_out)
         return fl_error_set(FL_EINVAL, "fl_dpsgd_step_clipped: NULL %s",
                             !s ? "state" : !fn ? "clipped-sum function" : "grad_out");
-    return s_step_clipped(s, fn, ctx, NULL, grad_out, batch_size);
+    return s_step_clipped(s, fn, ctx, NULL, NULL, grad_out, batch_size);
 }
 
 int fl_dpsgd_step_clipped_prepared(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void *ctx,
-                                   fl_noise_batch *noise, float *grad_out,
-                                   size_t *batch_size)
+                                   fl_noise_batch *noise, fl_poisson_batch *sample,
+                                   float *grad_out, size_t *batch_size)
 {
     if (batch_size)
         *batch_size = 0;
@@ -454,5 +469,5 @@ int fl_dpsgd_step_clipped_prepared(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, void
         return fl_error_set(FL_EINVAL, "fl_dpsgd_step_clipped_prepared: noise batch is "
                             "NULL; use fl_dpsgd_step_clipped to draw noise inline");
     }
-    return s_step_clipped(s, fn, ctx, noise, grad_out, batch_size);
+    return s_step_clipped(s, fn, ctx, noise, sample, grad_out, batch_size);
 }

@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 #include "dp/fl_noise.h"
+#include "dp/fl_sampler.h"
 #include "error/fl_error.h"
 
 /** Computes per-example gradients of examples idx[0..n) into rows of G
@@ -85,16 +86,21 @@ FL_NODISCARD int fl_dpsgd_step_clipped(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn, 
  *  comes from `noise`, a batch of fl_dpsgd_dim(s) coordinates filled
  *  with stddev fl_dpsgd_noise_stddev(s) (dp/fl_noise.h; typically on
  *  another thread, ahead of the step), applied to the clipped sum with
- *  fl_noise_batch_apply_f64: the released gradient has the same law as
- *  fl_dpsgd_step_clipped's.  The batch is consumed (wiped; it must be
- *  refilled before the next step) exactly when the step returns FL_OK;
- *  on any error nothing was released and it stays filled.  Errors: those
- *  of fl_dpsgd_step_clipped; FL_EINVAL if noise is NULL or was made or
- *  filled for another size or stddev; FL_ESTATE if it is not filled.  On
- *  error grad_out is zeroed. */
+ *  fl_noise_batch_apply_f64 (or, when the batch fits one chunk, the fused
+ *  fl_noise_batch_release_f32): the released gradient has the same law as
+ *  fl_dpsgd_step_clipped's.  If `sample` is not NULL the Poisson sample
+ *  is taken from it (dp/fl_sampler.h; drawn ahead for this state's N and
+ *  q, checked) instead of being drawn here.  The batch and the sample are
+ *  consumed (wiped; refill before the next step) exactly when the step
+ *  returns FL_OK; on any error nothing was released and both stay filled.
+ *  Errors: those of fl_dpsgd_step_clipped; FL_EINVAL if noise is NULL or
+ *  was made or filled for another size or stddev, or the sample was drawn
+ *  for another N or q; FL_ESTATE if either is not filled.  On error
+ *  grad_out is zeroed. */
 FL_NODISCARD int fl_dpsgd_step_clipped_prepared(fl_dpsgd *s, fl_dpsgd_clipped_sum_fn fn,
                                                 void *ctx, fl_noise_batch *noise,
-                                                float *grad_out, size_t *batch_size);
+                                                fl_poisson_batch *sample, float *grad_out,
+                                                size_t *batch_size);
 
 /** The standard deviation sigma * C of the noise added to the clipped sum
  *  (what a prepared batch for this state must be filled with). */

@@ -5,6 +5,7 @@
 #include "dp/fl_sampler.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #include <sodium.h>
 
@@ -59,4 +60,89 @@ int fl_sampler_poisson(size_t N, double q, size_t *idx, size_t *n_out)
 done:
     sodium_memzero(u, sizeof u);
     return rc;
+}
+
+struct fl_poisson_batch {
+    size_t N;
+    size_t *idx; /* N slots; the first n hold the sample (secret; wiped) */
+    size_t n;
+    double q;
+    int filled;
+};
+
+int fl_poisson_batch_new(fl_poisson_batch **out, size_t N)
+{
+    if (!out)
+        return fl_error_set(FL_EINVAL, "fl_poisson_batch_new: out is NULL");
+    *out = NULL;
+    fl_poisson_batch *b = calloc(1, sizeof *b);
+    if (!b || (N > 0 && !(b->idx = calloc(N, sizeof *b->idx)))) {
+        free(b);
+        return fl_error_set(FL_ENOMEM, "fl_poisson_batch_new: out of memory for %zu records",
+                            N);
+    }
+    b->N = N;
+    *out = b;
+    return FL_OK;
+}
+
+int fl_poisson_batch_fill(fl_poisson_batch *b, double q)
+{
+    if (!b)
+        return fl_error_set(FL_EINVAL, "fl_poisson_batch_fill: batch is NULL");
+    if (b->filled)
+        return fl_error_set(FL_ESTATE, "fl_poisson_batch_fill: the batch holds a sample that "
+                            "was never used; consume it first (one sample per step)");
+    size_t n = 0;
+    int rc = fl_sampler_poisson(b->N, q, b->idx, &n);
+    if (rc != FL_OK) {
+        if (b->N > 0)
+            sodium_memzero(b->idx, b->N * sizeof *b->idx);
+        return rc;
+    }
+    b->n = n;
+    b->q = q;
+    b->filled = 1;
+    return FL_OK;
+}
+
+int fl_poisson_batch_indices(const fl_poisson_batch *b, size_t N, double q, const size_t **idx,
+                             size_t *n)
+{
+    if (!b || !idx || !n)
+        return fl_error_set(FL_EINVAL, "fl_poisson_batch_indices: NULL argument");
+    if (!b->filled)
+        return fl_error_set(FL_ESTATE, "fl_poisson_batch_indices: the batch holds no sample "
+                            "(never filled, or already used by a step): fill it first");
+    if (N != b->N || !(q == b->q))
+        return fl_error_set(FL_EINVAL, "fl_poisson_batch_indices: the sample was drawn for "
+                            "N=%zu, q=%.17g but the step needs N=%zu, q=%.17g", b->N, b->q, N,
+                            q);
+    *idx = b->idx;
+    *n = b->n;
+    return FL_OK;
+}
+
+void fl_poisson_batch_consume(fl_poisson_batch *b)
+{
+    if (!b)
+        return;
+    /* fl_sampler_poisson writes no slot past index n (its branch-free
+     * append stores each candidate at idx[count]), and a failed fill
+     * wiped everything, so the first n + 1 slots are all that can hold
+     * anything. */
+    if (b->filled)
+        sodium_memzero(b->idx, (b->n < b->N ? b->n + 1 : b->N) * sizeof *b->idx);
+    b->n = 0;
+    b->q = 0.0;
+    b->filled = 0;
+}
+
+void fl_poisson_batch_free(fl_poisson_batch *b)
+{
+    if (!b)
+        return;
+    fl_poisson_batch_consume(b);
+    free(b->idx);
+    free(b);
 }

@@ -13,7 +13,8 @@
  * when it starts, on the first fl_trainer_run).  Steps do not allocate.
  *
  * Noise worker.  The Gaussian noise of a step does not depend on the data,
- * so it can be drawn before the step, on the core that single-threaded
+ * nor does its Poisson sample (which records, not their values), so both
+ * can be drawn before the step, on the core that single-threaded
  * OpenBLAS leaves idle.  A worker thread keeps S_NBUF prepared batches
  * (dp/fl_noise) filled: while step t consumes one, it fills the other for
  * step t+1.  Batch ownership moves between the threads under one mutex
@@ -57,8 +58,10 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* broadcast on every state change; CLOCK_MONOTONIC */
     fl_noise_batch *b[S_NBUF];
-    int st[S_NBUF]; /* S_EMPTY.. (under mu) */
+    fl_poisson_batch *sp[S_NBUF]; /* the Poisson sample of the same step */
+    int st[S_NBUF]; /* S_EMPTY.. (under mu), for b[i] and sp[i] together */
     double stddev;  /* fl_dpsgd_noise_stddev of the trainer's state */
+    double q;       /* its sampling rate */
     int quit;       /* under mu: the worker exits after its current fill */
     int failed;     /* under mu: a fill failed; the worker stopped filling */
 } s_worker;
@@ -68,6 +71,7 @@ struct fl_trainer {
     fl_model *model;
     const fl_dataset *ds;
     fl_dpsgd *dp;
+    double q;     /* Poisson sampling rate */
     size_t chunk; /* rows per clipped-sum call */
     float *xb;    /* chunk x d gathered features (private; wiped) */
     int32_t *yb;  /* chunk labels (private; wiped) */
@@ -103,8 +107,13 @@ static void *s_worker_main(void *arg)
         w->st[i] = S_FILLING;
         pthread_mutex_unlock(&w->mu);
         /* Data-independent CSPRNG draws only (dp/fl_noise prepared
-         * batches); this thread's own table cache. */
+         * batches, this thread's own table cache; the Poisson sample of
+         * dp/fl_sampler, which depends on N and q alone).  A step
+         * consumes both or, on error, neither, so an EMPTY slot has both
+         * empty. */
         int rc = fl_noise_batch_fill(w->b[i], w->stddev);
+        if (rc == FL_OK)
+            rc = fl_poisson_batch_fill(w->sp[i], w->q);
         pthread_mutex_lock(&w->mu);
         w->st[i] = rc == FL_OK ? S_READY : S_EMPTY;
         if (rc != FL_OK)
@@ -127,8 +136,10 @@ static void s_worker_stop(fl_trainer *t)
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->th, NULL);
-    for (int i = 0; i < S_NBUF; i++)
+    for (int i = 0; i < S_NBUF; i++) {
         fl_noise_batch_free(w->b[i]);
+        fl_poisson_batch_free(w->sp[i]);
+    }
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w);
@@ -159,8 +170,10 @@ static void s_worker_start(fl_trainer *t)
     if (!w)
         goto done;
     w->stddev = fl_dpsgd_noise_stddev(t->dp);
+    w->q = t->q;
     for (int i = 0; i < S_NBUF; i++) {
-        if (fl_noise_batch_new(&w->b[i], fl_dpsgd_dim(t->dp)) != FL_OK)
+        if (fl_noise_batch_new(&w->b[i], fl_dpsgd_dim(t->dp)) != FL_OK ||
+            fl_poisson_batch_new(&w->sp[i], t->ds->n) != FL_OK)
             goto done;
         w->st[i] = S_EMPTY;
     }
@@ -187,8 +200,10 @@ done:
     }
     t->worker_unavailable = 1;
     if (w) {
-        for (int i = 0; i < S_NBUF; i++)
+        for (int i = 0; i < S_NBUF; i++) {
             fl_noise_batch_free(w->b[i]);
+            fl_poisson_batch_free(w->sp[i]);
+        }
         if (cv_up)
             pthread_cond_destroy(&w->cv);
         if (mu_up)
@@ -280,6 +295,7 @@ static int s_new(fl_trainer **out, fl_mlp *mlp, fl_model *model, const fl_datase
     const char *nt = getenv("FL_NOISE_THREAD");
     t->noise_thread_allowed = !(nt && strcmp(nt, "0") == 0);
     t->cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    t->q = q;
     double mean = q * (double)ds->n, want = ceil(mean + 6.0 * sqrt(mean) + 16.0);
     t->chunk = want > S_CHUNK_MAX ? S_CHUNK_MAX : want < S_CHUNK_MIN ? S_CHUNK_MIN : (size_t)want;
     if (t->chunk > ds->n && ds->n > 0)
@@ -326,8 +342,8 @@ int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch)
         size_t b = 0;
         int nb = prepared ? s_acquire(t->wk) : -1;
         if (nb >= 0) {
-            rc = fl_dpsgd_step_clipped_prepared(t->dp, s_clipped_sum, t, t->wk->b[nb], t->grad,
-                                                &b);
+            rc = fl_dpsgd_step_clipped_prepared(t->dp, s_clipped_sum, t, t->wk->b[nb],
+                                                t->wk->sp[nb], t->grad, &b);
             s_give_back(t->wk, nb, rc == FL_OK);
             t->prepared_steps += rc == FL_OK;
         } else {

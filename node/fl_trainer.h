@@ -41,8 +41,9 @@ FL_NODISCARD int fl_trainer_new_model(fl_trainer **out, fl_model *model, const f
  *  Noise: when the machine has a core to spare -- OpenBLAS at one thread
  *  (fl_mlp_blas_threads() == 1) and at least two online CPUs -- and the
  *  noise thread is allowed (see fl_trainer_set_noise_thread), the first
- *  call starts a worker thread that draws each step's noise ahead
- *  (dp/fl_noise prepared batches, double-buffered) while the gradient
+ *  call starts a worker thread that draws each step's noise and Poisson
+ *  sample ahead (dp/fl_noise prepared batches and dp/fl_sampler prepared
+ *  samples, double-buffered) while the gradient
  *  computes; steps then use fl_dpsgd_step_clipped_prepared.  Otherwise
  *  (or if the worker cannot be started, fails, or has no batch ready
  *  within 10 s) a step draws its noise inline with fl_dpsgd_step_clipped.
@@ -52,7 +53,7 @@ FL_NODISCARD int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *
 /** Allows (allow != 0, the default unless the environment variable
  *  FL_NOISE_THREAD is "0" when the trainer is created) or forbids the
  *  noise worker thread.  Forbidding stops and joins a running worker,
- *  wiping its prepared noise. */
+ *  wiping its prepared noise and samples. */
 void fl_trainer_set_noise_thread(fl_trainer *t, int allow);
 
 /** 1 if the noise worker thread is running, else 0. */

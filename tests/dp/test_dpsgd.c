@@ -442,7 +442,7 @@ Test(dpsgd_prepared, sigma0_q1_is_bit_identical_to_the_inline_step)
     cr_assert_eq(fl_noise_batch_new(&nb, fl_dpsgd_dim(s)), FL_OK);
     cr_assert_eq(fl_noise_batch_fill(nb, fl_dpsgd_noise_stddev(s)), FL_OK);
     cr_assert_eq(fl_dpsgd_step_clipped(s, s_table_clipped_sum, &c1, a, NULL), FL_OK);
-    cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c2, nb, b, &bs), FL_OK,
+    cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c2, nb, NULL, b, &bs), FL_OK,
                  "%s", fl_error_last());
     cr_expect_eq(bs, 5);
     cr_expect_eq(memcmp(a, b, sizeof a), 0);
@@ -480,9 +480,9 @@ Test(dpsgd_prepared, one_chunk_fused_release_matches_the_chunked_release)
         fl_noise_batch_buffers(n2, &z2, &u2, &k2);
         memcpy((int64_t *)z2, z1, 2 * sizeof *z1);
         memcpy((uint32_t *)u2, u1, 2 * sizeof *u1);
-        cr_assert_eq(fl_dpsgd_step_clipped_prepared(chunked, s_table_clipped_sum, &c1, n1, a,
+        cr_assert_eq(fl_dpsgd_step_clipped_prepared(chunked, s_table_clipped_sum, &c1, n1, NULL, a,
                                                     NULL), FL_OK, "%s", fl_error_last());
-        cr_assert_eq(fl_dpsgd_step_clipped_prepared(whole, s_table_clipped_sum, &c2, n2, b,
+        cr_assert_eq(fl_dpsgd_step_clipped_prepared(whole, s_table_clipped_sum, &c2, n2, NULL, b,
                                                     NULL), FL_OK, "%s", fl_error_last());
         cr_expect_eq(c2.calls, 1, "the whole batch must be one call");
         cr_expect_float_eq(a[0], b[0], 1e-6, "%.9g vs %.9g", a[0], b[0]);
@@ -499,6 +499,77 @@ Test(dpsgd_prepared, one_chunk_fused_release_matches_the_chunked_release)
         fl_dpsgd_free(chunked);
         fl_dpsgd_free(whole);
     }
+}
+
+/* Records every index the callback sees. */
+typedef struct {
+    table_ctx t;
+    size_t seen[16];
+    size_t nseen;
+    int fail;
+} seen_ctx;
+
+static int s_seen_clipped_sum(void *vctx, const size_t *idx, size_t n, double clip, float *sum,
+                              size_t *clipped)
+{
+    seen_ctx *c = vctx;
+    for (size_t i = 0; i < n && c->nseen < 16; i++)
+        c->seen[c->nseen++] = idx[i];
+    if (c->fail)
+        return fl_error_set(FL_EIO, "toy clipped-sum failure");
+    return s_table_clipped_sum(&c->t, idx, n, clip, sum, clipped);
+}
+
+Test(dpsgd_prepared, prepared_sample_is_the_batch_used_and_consumed_only_on_success)
+{
+    /* q = 0.5 over 5 records: the step must use exactly the prepared
+     * sample's indices (not a fresh draw), leave it filled when the step
+     * fails, consume it when the step succeeds, and refuse a sample drawn
+     * for another q. */
+    const float table[] = {3, 4, 0.3f, 0.4f, 0, -2, 1, 0, -6, 8};
+    fl_dpsgd *s = NULL;
+    fl_noise_batch *nb = NULL;
+    fl_poisson_batch *sp = NULL, *other = NULL;
+    float out[2];
+    size_t bs = 0, n = 0;
+    const size_t *idx = NULL;
+    cr_assert_eq(fl_dpsgd_new_clipped(&s, 2, 5, 0.5, 1.0, 1.0, 5), FL_OK);
+    cr_assert_eq(fl_noise_batch_new(&nb, 2), FL_OK);
+    cr_assert_eq(fl_poisson_batch_new(&sp, 5), FL_OK);
+    cr_assert_eq(fl_poisson_batch_new(&other, 5), FL_OK);
+    cr_assert_eq(fl_noise_batch_fill(nb, fl_dpsgd_noise_stddev(s)), FL_OK);
+    for (int tries = 0; tries < 64 && n == 0; tries++) { /* want a non-empty sample */
+        fl_poisson_batch_consume(sp);
+        cr_assert_eq(fl_poisson_batch_fill(sp, 0.5), FL_OK);
+        cr_assert_eq(fl_poisson_batch_indices(sp, 5, 0.5, &idx, &n), FL_OK);
+    }
+    cr_assert_gt(n, 0);
+    size_t want[5];
+    memcpy(want, idx, n * sizeof *idx);
+
+    seen_ctx c = {{table, 2, 5, 0, 0, 0, 0}, {0}, 0, 1};
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_seen_clipped_sum, &c, nb, sp, out, &bs),
+                 FL_EIO);
+    cr_expect_eq(fl_poisson_batch_indices(sp, 5, 0.5, &idx, &n), FL_OK,
+                 "a failed step must leave the sample filled");
+    cr_assert_eq(fl_poisson_batch_fill(other, 0.25), FL_OK);
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_seen_clipped_sum, &c, nb, other, out, &bs),
+                 FL_EINVAL, "a sample for another q must be refused");
+
+    seen_ctx ok = {{table, 2, 5, 0, 0, 0, 0}, {0}, 0, 0};
+    cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_seen_clipped_sum, &ok, nb, sp, out, &bs),
+                 FL_OK, "%s", fl_error_last());
+    cr_expect_eq(bs, n);
+    cr_expect_eq(ok.nseen, n);
+    for (size_t i = 0; i < n && i < ok.nseen; i++)
+        cr_expect_eq(ok.seen[i], want[i], "index %zu: step used %zu, sample had %zu", i,
+                     ok.seen[i], want[i]);
+    cr_expect_eq(fl_poisson_batch_indices(sp, 5, 0.5, &idx, &n), FL_ESTATE,
+                 "a successful step must consume the sample");
+    fl_poisson_batch_free(sp);
+    fl_poisson_batch_free(other);
+    fl_noise_batch_free(nb);
+    fl_dpsgd_free(s);
 }
 
 Test(dpsgd_prepared, noise_scale_is_sigma_c_over_qn)
@@ -519,7 +590,7 @@ Test(dpsgd_prepared, noise_scale_is_sigma_c_over_qn)
     for (size_t t = 0; t < steps; t++) {
         table_ctx c = {table, D, 16, 0, 0, 0, 0};
         cr_assert_eq(fl_noise_batch_fill(nb, fl_dpsgd_noise_stddev(s)), FL_OK);
-        cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, nb, out, NULL),
+        cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, nb, NULL, out, NULL),
                      FL_OK);
         for (size_t j = 0; j < D; j++) {
             m += out[j];
@@ -548,7 +619,7 @@ Test(dpsgd_prepared, empty_batch_is_still_noised)
     cr_assert_eq(fl_dpsgd_new_clipped(&s, 8, 1, 1e-6, 1.0, 1.0, 1), FL_OK);
     cr_assert_eq(fl_noise_batch_new(&nb, 8), FL_OK);
     cr_assert_eq(fl_noise_batch_fill(nb, 1.0), FL_OK);
-    cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_failing_clipped_sum, NULL, nb, out, &b),
+    cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_failing_clipped_sum, NULL, nb, NULL, out, &b),
                  FL_OK);
     cr_expect_eq(b, 0);
     int nonzero = 0;
@@ -573,16 +644,16 @@ Test(dpsgd_prepared, batch_is_consumed_exactly_when_the_step_succeeds)
     cr_assert_eq(fl_noise_batch_new(&nb, 2), FL_OK);
     cr_assert_eq(fl_noise_batch_fill(nb, 1.0), FL_OK);
     /* a failing callback: error returned, output zeroed, batch kept */
-    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_failing_clipped_sum, NULL, nb, out, NULL),
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_failing_clipped_sum, NULL, nb, NULL, out, NULL),
                  FL_EIO);
     cr_expect(out[0] == 0.0f && out[1] == 0.0f);
     cr_expect_eq(fl_noise_batch_fill(nb, 1.0), FL_ESTATE, "still filled after a failed step");
     /* success consumes it ... */
-    cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, nb, out, NULL),
+    cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, nb, NULL, out, NULL),
                  FL_OK, "%s", fl_error_last());
     /* ... so a second step with the same batch is refused (one-time pad) */
     out[0] = out[1] = 5;
-    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, nb, out, NULL),
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, nb, NULL, out, NULL),
                  FL_ESTATE);
     cr_expect(out[0] == 0.0f && out[1] == 0.0f);
     cr_expect_eq(fl_noise_batch_fill(nb, 1.0), FL_OK);
@@ -601,14 +672,14 @@ Test(dpsgd_prepared, refuses_a_batch_for_another_stddev_or_size_or_none)
     cr_expect_eq(fl_dpsgd_noise_stddev(s), 2.0);
     cr_assert_eq(fl_noise_batch_new(&wrong_sd, 2), FL_OK);
     cr_assert_eq(fl_noise_batch_fill(wrong_sd, 1.0), FL_OK);
-    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, wrong_sd, out,
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, wrong_sd, NULL, out,
                                                 NULL), FL_EINVAL);
     cr_expect(out[0] == 0.0f && out[1] == 0.0f);
     cr_assert_eq(fl_noise_batch_new(&wrong_n, 3), FL_OK);
     cr_assert_eq(fl_noise_batch_fill(wrong_n, 2.0), FL_OK);
-    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, wrong_n, out, NULL),
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, wrong_n, NULL, out, NULL),
                  FL_EINVAL);
-    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, NULL, out, NULL),
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, NULL, NULL, out, NULL),
                  FL_EINVAL);
     fl_noise_batch_free(wrong_sd);
     fl_noise_batch_free(wrong_n);

@@ -227,3 +227,51 @@ Test(sampler, rejects_invalid_rate_and_buffers)
     cr_expect_eq(fl_sampler_poisson(10, 0.5, NULL, &n), FL_EINVAL);
     cr_expect_eq(fl_sampler_poisson(10, 0.5, idx, NULL), FL_EINVAL);
 }
+
+/* ---- prepared samples (fl_poisson_batch) ---------------------------- */
+
+Test(poisson_batch, prepared_samples_follow_binomial_batch_size_and_are_one_use)
+{
+    /* Law: it is fl_sampler_poisson's draw; checked here on 4000 fills
+     * (mean within 5 SE of Nq).  Rules: fill twice refused, indices need
+     * a fill and the same N and q, consume wipes and empties. */
+    enum { N = 1000, FILLS = 4000 };
+    const double q = 0.05;
+    fl_poisson_batch *b = NULL;
+    const size_t *idx = NULL;
+    size_t n = 0;
+    double sum = 0.0;
+    cr_assert_eq(fl_poisson_batch_new(&b, N), FL_OK);
+    cr_expect_eq(fl_poisson_batch_indices(b, N, q, &idx, &n), FL_ESTATE);
+    for (int f = 0; f < FILLS; f++) {
+        cr_assert_eq(fl_poisson_batch_fill(b, q), FL_OK, "%s", fl_error_last());
+        cr_assert_eq(fl_poisson_batch_indices(b, N, q, &idx, &n), FL_OK);
+        for (size_t i = 0; i < n; i++) {
+            cr_assert_lt(idx[i], N);
+            if (i > 0)
+                cr_assert_gt(idx[i], idx[i - 1]);
+        }
+        sum += (double)n;
+        if (f == 0) {
+            cr_expect_eq(fl_poisson_batch_fill(b, q), FL_ESTATE, "refill before use");
+            cr_expect_eq(fl_poisson_batch_indices(b, N + 1, q, &idx, &n), FL_EINVAL);
+            cr_expect_eq(fl_poisson_batch_indices(b, N, q * 2, &idx, &n), FL_EINVAL);
+            cr_expect_eq(fl_poisson_batch_indices(b, N, q, NULL, &n), FL_EINVAL);
+        }
+        fl_poisson_batch_consume(b);
+        for (size_t i = 0; i < N; i++)
+            cr_assert_eq(idx[i], 0, "slot %zu not wiped after consume", i);
+        cr_assert_eq(fl_poisson_batch_indices(b, N, q, &idx, &n), FL_ESTATE);
+    }
+    double mean = sum / FILLS, se = sqrt(N * q * (1 - q) / FILLS);
+    cr_expect_lt(fabs(mean - N * q), 5 * se, "mean batch %g vs Nq = %g", mean, N * q);
+    cr_expect_eq(fl_poisson_batch_fill(b, 0.0), FL_EINVAL);
+    cr_expect_eq(fl_poisson_batch_fill(b, 1.0), FL_OK);
+    cr_expect_eq(fl_poisson_batch_indices(b, N, 1.0, &idx, &n), FL_OK);
+    cr_expect_eq(n, N);
+    fl_poisson_batch_free(b);
+    fl_poisson_batch_free(NULL);
+    fl_poisson_batch_consume(NULL);
+    cr_expect_eq(fl_poisson_batch_new(NULL, 3), FL_EINVAL);
+    cr_expect_eq(fl_poisson_batch_fill(NULL, 0.5), FL_EINVAL);
+}
