@@ -41,11 +41,19 @@
 #include "dp/fl_noise_internal.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define S_X86 1
+#else
+#define S_X86 0
+#endif
 
 #define S_BLOCK 4096 /* max 64-bit words per refill (32 KiB) */
 #define S_BLOCK_MIN 64
@@ -95,6 +103,15 @@ static void s_rng_start(s_rng *r, size_t want)
     r->nbytes = 0;
 }
 
+/* Test hooks (fl_noise_internal.h): a per-thread deterministic source
+ * for the block seeds, a per-thread count of SIMD blocks redone by the
+ * scalar code, and a process-wide SIMD switch. */
+static _Thread_local int s_test_seeded;
+static _Thread_local unsigned char s_test_key[crypto_generichash_KEYBYTES];
+static _Thread_local uint64_t s_test_ctr;
+static _Thread_local size_t s_simd_redos;
+static atomic_int s_simd_on = FL_NOISE_SIMD_BEST;
+
 static void s_rng_refill(s_rng *r)
 {
     unsigned char seed[randombytes_SEEDBYTES];
@@ -102,7 +119,18 @@ static void s_rng_refill(s_rng *r)
     r->want = r->want > len ? r->want - len : 0;
     if (r->len > len)
         sodium_memzero(r->buf + len, (r->len - len) * sizeof r->buf[0]);
-    randombytes_buf(seed, sizeof seed);
+    if (__builtin_expect(s_test_seeded, 0)) {
+        /* test only: seed = BLAKE2b keyed by the test seed, of a block
+         * counter, so a test can replay the same keystream */
+        unsigned char ctr[8];
+        for (int k = 0; k < 8; k++)
+            ctr[k] = (unsigned char)(s_test_ctr >> (8 * k));
+        s_test_ctr++;
+        (void)crypto_generichash(seed, sizeof seed, ctr, sizeof ctr, s_test_key,
+                                 sizeof s_test_key);
+    } else {
+        randombytes_buf(seed, sizeof seed);
+    }
     randombytes_buf_deterministic(r->buf, len * sizeof r->buf[0], seed);
     sodium_memzero(seed, sizeof seed);
     r->len = len;
@@ -769,6 +797,316 @@ int fl_noise_add_gaussian(float *out, size_t n, double stddev)
  * reusing Z for two vectors x, y would release x - y without noise, so a
  * filled batch is consumed (and wiped) by its first apply. */
 
+/* The scalar reference for filling: coordinate i takes the words w1, w2
+ * of s_rng_pair (plus, rarely, further words in s_base_slow). */
+static void s_fill_scalar(s_rng *r, const s_table *t, int64_t *z, uint32_t *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t w1, w2;
+        s_rng_pair(r, &w1, &w2);
+        /* exactly the words s_add_grid_gaussian uses for coordinate i */
+        z[i] = s_grid_z(t, w1, w2, r);
+        u[i] = (uint32_t)w2;
+    }
+}
+
+/* The scalar reference for the fused release of coordinate i (the
+ * operations of s_add_grid_gaussian, then the public scaling). */
+static inline void s_release_one(s_rng *r, float *sum, int64_t *z, uint32_t *u, size_t i,
+                                 double inv, double gamma, double scale, float *out)
+{
+    double x = inv < INFINITY ? (double)sum[i] * inv : (double)sum[i] / gamma;
+    double v = (double)(s_round(x, u[i], r) + z[i]) * gamma;
+    out[i] = (float)(v * scale);
+    sum[i] = 0.0f;
+    z[i] = 0;
+    u[i] = 0;
+}
+
+/* ---- SIMD kernels (x86-64, chosen at run time) -------------------------
+ * Each is a re-implementation of the scalar code above over a block of
+ * coordinates that is used ONLY when it provably computes the same
+ * values from the same CSPRNG words: a block whose every lane takes the
+ * common case (alias table: u != thr and outcome != S_DUMMY; rounding:
+ * u != fi) consumes exactly the words the scalar code would and applies
+ * the same integer and IEEE-754 operations in round-to-nearest (no
+ * product feeds a sum, so no contraction into a fused multiply-add can
+ * occur in either code), hence the same outputs.  A block with any other
+ * lane is discarded and redone by the scalar code from the block's first
+ * word, so it consumes and uses the words exactly as before.  The
+ * released law is therefore unchanged: the Walker/Vose (Vose 1991) alias
+ * draws of the discrete Gaussian base (Canonne, Kamath & Steinke 2020
+ * law, convolution of Micciancio & Walter 2017) and the exact randomized
+ * rounding.  The SIMD blocks only read r->buf in place; the secret
+ * words are wiped with it as before.  Where the block functions are not
+ * usable (other CPUs, other architectures, fl_noise_set_simd) the scalar
+ * code runs alone. */
+
+/* The SIMD path to use now: FL_NOISE_SIMD_OFF, _AVX2 or _AVX512 (the
+ * best the CPU and OS support, capped by fl_noise_set_simd). */
+static int s_simd_level(void)
+{
+#if S_X86
+    int mode = atomic_load_explicit(&s_simd_on, memory_order_relaxed);
+    if (mode == FL_NOISE_SIMD_OFF)
+        return FL_NOISE_SIMD_OFF;
+    if (mode != FL_NOISE_SIMD_AVX2 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw"))
+        return FL_NOISE_SIMD_AVX512;
+    if (__builtin_cpu_supports("avx2"))
+        return FL_NOISE_SIMD_AVX2;
+#endif
+    return FL_NOISE_SIMD_OFF;
+}
+
+static int s_simd_avx512(void)
+{
+    return s_simd_level() == FL_NOISE_SIMD_AVX512;
+}
+
+#if S_X86
+#define S_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw")))
+
+/* s_base on 16 draws r (one per lane) in the common case; sets bits of
+ * *slow for lanes that need s_base_slow (then the result is discarded).
+ * The column index r >> 17 < 2^15 = S_TAB_N is in bounds and the table
+ * is an aligned uint32_t array. */
+S_AVX512 static inline __m512i s_base16(const uint32_t *tab, __m512i r, __mmask16 *slow)
+{
+    const __m512i lo16 = _mm512_set1_epi32(0xffff);
+    __m512i c = _mm512_srli_epi32(r, 17);
+    __m512i e = _mm512_i32gather_epi32(c, (const void *)tab, 4);
+    __m512i thr = _mm512_srli_epi32(e, 16), u = _mm512_and_si512(r, lo16);
+    __mmask16 lt = _mm512_cmplt_epu32_mask(u, thr);
+    /* v = u < thr ? c : alias */
+    __m512i v = _mm512_mask_blend_epi32(lt, _mm512_and_si512(e, lo16), c);
+    *slow |= _mm512_cmpeq_epi32_mask(u, thr) |
+             _mm512_cmpeq_epi32_mask(v, _mm512_set1_epi32((int)S_DUMMY));
+    __mmask16 neg = _mm512_test_epi32_mask(r, _mm512_set1_epi32(1 << 16));
+    return _mm512_mask_sub_epi32(v, neg, _mm512_setzero_si512(), v); /* sign bit 16 */
+}
+
+/* 16 coordinates from the 32 words w[0..32) (pairs w1 = w[2i], w2 =
+ * w[2i+1], as s_rng_pair hands them out): z[i] = s_grid_z, u[i] =
+ * (uint32_t)w2.  Returns 0, writing nothing, if any lane is not in the
+ * common case. */
+S_AVX512 static int s_fill16_avx512(const uint32_t *tab, const uint64_t *w, int64_t *z,
+                                    uint32_t *u)
+{
+    /* As 32-bit lanes (little-endian) coordinate j holds, at 4j..4j+3:
+     * low(w1) = draw of x1, high(w1) = x0, low(w2) = u, high(w2) = x2. */
+    const __m512i ix = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28,
+                                         1, 5, 9, 13, 17, 21, 25, 29);
+    const __m512i iy = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30,
+                                         3, 7, 11, 15, 19, 23, 27, 31);
+    __m512i a = _mm512_loadu_si512((const void *)w);
+    __m512i b = _mm512_loadu_si512((const void *)(w + 8));
+    __m512i c = _mm512_loadu_si512((const void *)(w + 16));
+    __m512i d = _mm512_loadu_si512((const void *)(w + 24));
+    /* x.. = (x1 draws | x0 draws), y.. = (u | x2 draws) of 8 coordinates;
+     * the shuffles join coordinates 0..7 (ab) and 8..15 (cd). */
+    __m512i xab = _mm512_permutex2var_epi32(a, ix, b);
+    __m512i yab = _mm512_permutex2var_epi32(a, iy, b);
+    __m512i xcd = _mm512_permutex2var_epi32(c, ix, d);
+    __m512i ycd = _mm512_permutex2var_epi32(c, iy, d);
+    __m512i r1 = _mm512_shuffle_i64x2(xab, xcd, 0x44);
+    __m512i r0 = _mm512_shuffle_i64x2(xab, xcd, 0xee);
+    __m512i uw = _mm512_shuffle_i64x2(yab, ycd, 0x44);
+    __m512i r2 = _mm512_shuffle_i64x2(yab, ycd, 0xee);
+    __mmask16 slow = 0;
+    __m512i x0 = s_base16(tab, r0, &slow);
+    __m512i x1 = s_base16(tab, r1, &slow);
+    __m512i x2 = s_base16(tab, r2, &slow);
+    if (slow)
+        return 0;
+    /* Z = x0 + K (x1 + K x2) with K = 511 = 2^9 - 1, exact: |x1 + K x2|
+     * < 2^25 in int32, the rest in int64 (as s_grid_z's int64 sums). */
+    __m512i t = _mm512_sub_epi32(_mm512_add_epi32(x1, _mm512_slli_epi32(x2, 9)), x2);
+    __m512i tl = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(t));
+    __m512i th = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(t, 1));
+    __m512i x0l = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(x0));
+    __m512i x0h = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(x0, 1));
+    __m512i zl = _mm512_add_epi64(x0l, _mm512_sub_epi64(_mm512_slli_epi64(tl, 9), tl));
+    __m512i zh = _mm512_add_epi64(x0h, _mm512_sub_epi64(_mm512_slli_epi64(th, 9), th));
+    _mm512_storeu_si512((void *)z, zl);
+    _mm512_storeu_si512((void *)(z + 8), zh);
+    _mm512_storeu_si512((void *)u, uw);
+    return 1;
+}
+
+/* fl_noise_batch_fill's loop: a block of 16 takes the SIMD path when its
+ * 32 words lie in the current keystream block (r->pos + 32 <= r->len: no
+ * s_rng_pair in it would refill) and every lane is in the common case;
+ * otherwise the scalar code does it, refilling and consuming exactly as
+ * it always did. */
+S_AVX512 static void s_fill_avx512(s_rng *r, const s_table *t, int64_t *z, uint32_t *u,
+                                   size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (n - i >= 16 && r->pos + 32 <= r->len) {
+            if (!s_fill16_avx512(t->tab, r->buf + r->pos, z + i, u + i)) {
+                s_simd_redos++;
+                s_fill_scalar(r, t, z + i, u + i, 16); /* from the same r->pos */
+            } else {
+                r->pos += 32;
+            }
+            i += 16;
+        } else {
+            s_fill_scalar(r, t, z + i, u + i, 1);
+            i++;
+        }
+    }
+}
+
+#define S_AVX2 __attribute__((target("avx2")))
+
+/* s_base16 with AVX2 on 8 draws; *slow collects the lanes needing
+ * s_base_slow as all-ones.  u and thr are below 2^16, so the signed
+ * compare is the unsigned one. */
+S_AVX2 static inline __m256i s_base8(const uint32_t *tab, __m256i r, __m256i *slow)
+{
+    const __m256i lo16 = _mm256_set1_epi32(0xffff);
+    __m256i c = _mm256_srli_epi32(r, 17);
+    __m256i e = _mm256_i32gather_epi32((const int *)tab, c, 4);
+    __m256i thr = _mm256_srli_epi32(e, 16), u = _mm256_and_si256(r, lo16);
+    __m256i lt = _mm256_cmpgt_epi32(thr, u);
+    __m256i v = _mm256_blendv_epi8(_mm256_and_si256(e, lo16), c, lt); /* u<thr ? c : alias */
+    *slow = _mm256_or_si256(*slow, _mm256_or_si256(_mm256_cmpeq_epi32(u, thr),
+                            _mm256_cmpeq_epi32(v, _mm256_set1_epi32((int)S_DUMMY))));
+    __m256i neg = _mm256_srai_epi32(_mm256_slli_epi32(r, 15), 31); /* -(bit 16) */
+    return _mm256_sub_epi32(_mm256_xor_si256(v, neg), neg);      /* as s_base */
+}
+
+/* s_fill16_avx512 for 8 coordinates (16 words) with AVX2. */
+S_AVX2 static int s_fill8_avx2(const uint32_t *tab, const uint64_t *w, int64_t *z, uint32_t *u)
+{
+    /* 32-bit lanes of a = w[0..4): low(w1), high(w1), low(w2), high(w2) of
+     * coordinates 0 and 1; the permute groups them as 64-bit pairs
+     * (x1 draws, x0 draws, u, x2 draws) of the two coordinates. */
+    const __m256i ip = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i a = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const void *)w), ip);
+    __m256i b = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const void *)(w + 4)), ip);
+    __m256i c = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const void *)(w + 8)), ip);
+    __m256i d = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const void *)(w + 12)), ip);
+    __m256i lab = _mm256_unpacklo_epi64(a, b), hab = _mm256_unpackhi_epi64(a, b);
+    __m256i lcd = _mm256_unpacklo_epi64(c, d), hcd = _mm256_unpackhi_epi64(c, d);
+    __m256i r1 = _mm256_permute2x128_si256(lab, lcd, 0x20);
+    __m256i uw = _mm256_permute2x128_si256(lab, lcd, 0x31);
+    __m256i r0 = _mm256_permute2x128_si256(hab, hcd, 0x20);
+    __m256i r2 = _mm256_permute2x128_si256(hab, hcd, 0x31);
+    __m256i slow = _mm256_setzero_si256();
+    __m256i x0 = s_base8(tab, r0, &slow);
+    __m256i x1 = s_base8(tab, r1, &slow);
+    __m256i x2 = s_base8(tab, r2, &slow);
+    if (!_mm256_testz_si256(slow, slow))
+        return 0;
+    /* Z = x0 + K (x1 + K x2), K = 2^9 - 1, exact as in s_fill16_avx512 */
+    __m256i t = _mm256_sub_epi32(_mm256_add_epi32(x1, _mm256_slli_epi32(x2, 9)), x2);
+    __m256i tl = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(t));
+    __m256i th = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(t, 1));
+    __m256i x0l = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(x0));
+    __m256i x0h = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(x0, 1));
+    __m256i zl = _mm256_add_epi64(x0l, _mm256_sub_epi64(_mm256_slli_epi64(tl, 9), tl));
+    __m256i zh = _mm256_add_epi64(x0h, _mm256_sub_epi64(_mm256_slli_epi64(th, 9), th));
+    _mm256_storeu_si256((void *)z, zl);
+    _mm256_storeu_si256((void *)(z + 4), zh);
+    _mm256_storeu_si256((void *)u, uw);
+    return 1;
+}
+
+/* s_fill_avx512 with blocks of 8 (16 words). */
+S_AVX2 static void s_fill_avx2(s_rng *r, const s_table *t, int64_t *z, uint32_t *u,
+                               size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (n - i >= 8 && r->pos + 16 <= r->len) {
+            if (!s_fill8_avx2(t->tab, r->buf + r->pos, z + i, u + i)) {
+                s_simd_redos++;
+                s_fill_scalar(r, t, z + i, u + i, 8); /* from the same r->pos */
+            } else {
+                r->pos += 16;
+            }
+            i += 8;
+        } else {
+            s_fill_scalar(r, t, z + i, u + i, 1);
+            i++;
+        }
+    }
+}
+
+/* s_release_one on 8 coordinates from i, when inv is finite and no lane
+ * has a rounding tie (u == fi, which would draw from r): the same IEEE
+ * operations lane by lane (float->double, * inv, fabs, truncation to
+ * int64 (|x| < 2^52: exact), a - f, * 2^32, truncation to uint32, the
+ * compare, the sign, the int64 sum with Z, int64->double, * gamma,
+ * * scale, double->float, all rounding to nearest as the scalar code).
+ * Returns 0, writing nothing, on a tie. */
+S_AVX512 static int s_release8_avx512(float *sum, int64_t *z, uint32_t *u, double inv,
+                                      double gamma, double scale, float *out)
+{
+    __m512d x = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(sum)), _mm512_set1_pd(inv));
+    __m512d a = _mm512_abs_pd(x);
+    __m512i f = _mm512_cvttpd_epi64(a);
+    __m512d fr = _mm512_sub_pd(a, _mm512_cvtepi64_pd(f));
+    __m512d F = _mm512_mul_pd(fr, _mm512_set1_pd(0x1p32));
+    __m256i fi = _mm512_cvttpd_epu32(F);
+    __m256i uw = _mm256_loadu_si256((const void *)u);
+    if (_mm256_cmpeq_epu32_mask(uw, fi))
+        return 0;
+    __m512i k = _mm512_mask_add_epi64(f, _mm256_cmplt_epu32_mask(uw, fi), f,
+                                      _mm512_set1_epi64(1));
+    __mmask8 neg = _mm512_cmp_pd_mask(x, _mm512_setzero_pd(), _CMP_LT_OQ);
+    k = _mm512_mask_sub_epi64(k, neg, _mm512_setzero_si512(), k);
+    k = _mm512_add_epi64(k, _mm512_loadu_si512((const void *)z));
+    __m512d v = _mm512_mul_pd(_mm512_cvtepi64_pd(k), _mm512_set1_pd(gamma));
+    _mm256_storeu_ps(out, _mm512_cvtpd_ps(_mm512_mul_pd(v, _mm512_set1_pd(scale))));
+    _mm256_storeu_ps(sum, _mm256_setzero_ps());
+    _mm512_storeu_si512((void *)z, _mm512_setzero_si512());
+    _mm256_storeu_si256((void *)u, _mm256_setzero_si256());
+    return 1;
+}
+
+/* s_check_range_f32's branch-free pass, 16 floats at a time: the same
+ * test !(|(double)v| < lim) (NaN counts as out of range), only faster. */
+S_AVX512 static int s_any_out_of_range_avx512(const float *v, size_t n, double lim)
+{
+    const __m512d vl = _mm512_set1_pd(lim);
+    __mmask8 bad = 0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 f = _mm512_loadu_ps(v + i);
+        __m512d lo = _mm512_abs_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(f)));
+        __m512d hi = _mm512_abs_pd(_mm512_cvtps_pd(
+            _mm256_castsi256_ps(_mm512_extracti64x4_epi64(_mm512_castps_si512(f), 1))));
+        bad |= _mm512_cmp_pd_mask(lo, vl, _CMP_NLT_UQ);
+        bad |= _mm512_cmp_pd_mask(hi, vl, _CMP_NLT_UQ);
+    }
+    int any = bad != 0;
+    for (; i < n; i++)
+        any |= !(fabs((double)v[i]) < lim);
+    return any;
+}
+
+S_AVX512 static void s_release_avx512(s_rng *r, float *sum, int64_t *z, uint32_t *u,
+                                      size_t n, double inv, double gamma, double scale,
+                                      float *out)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        if (!s_release8_avx512(sum + i, z + i, u + i, inv, gamma, scale, out + i)) {
+            s_simd_redos++;
+            for (size_t j = i; j < i + 8; j++) /* in order: same tie draws */
+                s_release_one(r, sum, z, u, j, inv, gamma, scale, out);
+        }
+    }
+    for (; i < n; i++)
+        s_release_one(r, sum, z, u, i, inv, gamma, scale, out);
+}
+#endif /* S_X86 */
+
 struct fl_noise_batch {
     size_t n;
     int64_t *z;  /* n: Z_i in grid units (secret; wiped) */
@@ -844,13 +1182,15 @@ int fl_noise_batch_fill(fl_noise_batch *b, double stddev)
         if (rc != FL_OK)
             return rc;
         s_rng_start(&r, 2 * b->n + 2);
-        for (size_t i = 0; i < b->n; i++) {
-            uint64_t w1, w2;
-            s_rng_pair(&r, &w1, &w2);
-            /* exactly the words s_add_grid_gaussian uses for coordinate i */
-            b->z[i] = s_grid_z(t, w1, w2, &r);
-            b->u[i] = (uint32_t)w2;
-        }
+#if S_X86
+        int level = s_simd_level();
+        if (level == FL_NOISE_SIMD_AVX512)
+            s_fill_avx512(&r, t, b->z, b->u, b->n); /* same output, see above */
+        else if (level == FL_NOISE_SIMD_AVX2)
+            s_fill_avx2(&r, t, b->z, b->u, b->n);
+        else
+#endif
+            s_fill_scalar(&r, t, b->z, b->u, b->n);
         s_rng_wipe(&r);
     }
     b->stddev = stddev;
@@ -909,8 +1249,13 @@ static int s_check_range_f32(const float *v, size_t n, double stddev, double gam
 {
     double lim = ldexp(gamma, 52);
     int bad = 0;
-    for (size_t i = 0; i < n; i++) /* branch-free pass */
-        bad |= !(fabs((double)v[i]) < lim);
+#if S_X86
+    if (s_simd_avx512())
+        bad = s_any_out_of_range_avx512(v, n, lim);
+    else
+#endif
+        for (size_t i = 0; i < n; i++) /* branch-free pass */
+            bad |= !(fabs((double)v[i]) < lim);
     if (!bad)
         return FL_OK;
     for (size_t i = 0; i < n; i++)
@@ -967,14 +1312,13 @@ int fl_noise_batch_release_f32(fl_noise_batch *b, float *sum, size_t n, double s
         int64_t *z = b->z;
         uint32_t *u = b->u;
         s_rng_start(&r, 2); /* drawn from only on a rounding tie (2^-32) */
-        for (size_t i = 0; i < n; i++) {
-            double x = inv < INFINITY ? (double)sum[i] * inv : (double)sum[i] / gamma;
-            double v = (double)(s_round(x, u[i], &r) + z[i]) * gamma;
-            out[i] = (float)(v * scale);
-            sum[i] = 0.0f;
-            z[i] = 0;
-            u[i] = 0;
-        }
+#if S_X86
+        if (inv < INFINITY && s_simd_avx512())
+            s_release_avx512(&r, sum, z, u, n, inv, gamma, scale, out); /* same output */
+        else
+#endif
+            for (size_t i = 0; i < n; i++)
+                s_release_one(&r, sum, z, u, i, inv, gamma, scale, out);
         s_rng_wipe(&r);
     } else {
         for (size_t i = 0; i < n; i++) {
@@ -1089,4 +1433,33 @@ int fl_noise_exp_neg_dd(double x_hi, double x_lo, double *hi, double *lo)
     *hi = e.hi;
     *lo = e.lo;
     return FL_OK;
+}
+
+void fl_noise_set_simd(int mode)
+{
+    if (mode != FL_NOISE_SIMD_OFF && mode != FL_NOISE_SIMD_AVX2)
+        mode = FL_NOISE_SIMD_BEST;
+    atomic_store_explicit(&s_simd_on, mode, memory_order_relaxed);
+}
+
+int fl_noise_simd_active(void)
+{
+    return s_simd_level();
+}
+
+void fl_noise_test_seed(const unsigned char seed[32])
+{
+    s_test_ctr = 0;
+    if (seed) {
+        memcpy(s_test_key, seed, sizeof s_test_key);
+        s_test_seeded = 1;
+    } else {
+        sodium_memzero(s_test_key, sizeof s_test_key);
+        s_test_seeded = 0;
+    }
+}
+
+size_t fl_noise_test_simd_redos(void)
+{
+    return s_simd_redos;
 }

@@ -59,4 +59,35 @@ void fl_noise_batch_buffers(const fl_noise_batch *b, const int64_t **z, const ui
  *  not filled. */
 FL_NODISCARD int fl_noise_batch_set_round_words(fl_noise_batch *b, uint32_t u);
 
+/** Modes of fl_noise_set_simd and results of fl_noise_simd_active. */
+#define FL_NOISE_SIMD_OFF 0    /* scalar code only (the reference) */
+#define FL_NOISE_SIMD_BEST 1   /* the best SIMD path the CPU supports (default) */
+#define FL_NOISE_SIMD_AVX2 2   /* at most AVX2 (to test it on AVX-512 CPUs) */
+#define FL_NOISE_SIMD_AVX512 3 /* result only: AVX-512F/DQ/VL/BW */
+
+/** Test hook: selects the SIMD paths of fl_noise_batch_fill (AVX-512 or
+ *  AVX2) and fl_noise_batch_release_f32 (AVX-512 only), process-wide (set
+ *  it while no other thread uses fl_noise): one of FL_NOISE_SIMD_OFF,
+ *  _BEST (default; also for any other value) or _AVX2.  They run only on
+ *  x86-64 CPUs that support them and give bit-identical results to the
+ *  scalar code for the same CSPRNG words; this lets tests compare them. */
+void fl_noise_set_simd(int mode);
+
+/** Test hook: the path fl_noise_batch_fill would use now:
+ *  FL_NOISE_SIMD_OFF, _AVX2 or _AVX512 (release_f32 uses SIMD only for
+ *  _AVX512). */
+int fl_noise_simd_active(void);
+
+/** Test hook: makes the calling thread's CSPRNG deterministic: from now
+ *  on every keystream block is ChaCha20 under a seed derived from seed
+ *  (32 bytes) and a block counter restarted by this call, instead of a
+ *  fresh seed from randombytes_buf; NULL restores randombytes_buf.  The
+ *  noise is then predictable: for tests only, never in a release. */
+void fl_noise_test_seed(const unsigned char seed[32]);
+
+/** Test hook: how many SIMD blocks the calling thread has discarded and
+ *  redone with the scalar code (an alias-table tie or rejection in fill,
+ *  a rounding tie in release_f32), so tests can check that they ran. */
+size_t fl_noise_test_simd_redos(void);
+
 #endif

@@ -8,12 +8,15 @@
  * refilled before it is applied, and only for the stddev and size it was
  * filled for), wiping after apply, errors that leave the vector and the
  * batch unchanged, and filling on another thread.  Thresholds: 5 standard
- * errors; chi-square at alpha = 0.001.
+ * errors; chi-square at alpha = 0.001.  The SIMD fill and release paths
+ * are checked bit for bit against the scalar reference on the same
+ * (test-seeded) CSPRNG keystream.
  */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -449,5 +452,251 @@ Test(noise_batch, fused_release_errors_leave_sum_and_batch_unchanged)
     cr_expect_eq(fl_noise_batch_release_f32(b, zero, 3, 1e-30, 1.0, out), FL_OK, "%s",
                  fl_error_last());
     cr_expect_eq(fl_noise_batch_release_f32(b, zero, 3, 1e-30, 1.0, out), FL_ESTATE);
+    fl_noise_batch_free(b);
+}
+
+/* ---- SIMD paths against the scalar reference --------------------------
+ * fl_noise_test_seed makes this thread's keystream a fixed function of a
+ * seed, so the same words reach both paths; fl_noise_set_simd(0) selects
+ * the scalar reference.  On a CPU without the SIMD paths both runs are
+ * scalar and the comparisons hold trivially (the redo counts then stay
+ * 0, which is not asserted). */
+
+static const unsigned char s_test_key[32] = {
+    0x3c, 0x91, 0x5e, 0x07, 0xa2, 0x6b, 0xd4, 0x18, 0x7f, 0xe0, 0x25, 0x9a, 0x41, 0xcc,
+    0x13, 0x86, 0x5d, 0xf2, 0x0b, 0x74, 0xb9, 0x2e, 0x67, 0xd1, 0x38, 0x8f, 0xa6, 0x4c,
+    0x90, 0x1b, 0xe7, 0x55};
+
+static void s_fill_seeded(fl_noise_batch *b, double sd, int simd_mode)
+{
+    fl_noise_set_simd(simd_mode);
+    fl_noise_test_seed(s_test_key);
+    int rc = fl_noise_batch_fill(b, sd);
+    fl_noise_test_seed(NULL);
+    fl_noise_set_simd(FL_NOISE_SIMD_BEST);
+    cr_assert_eq(rc, FL_OK, "%s", fl_error_last());
+}
+
+static int s_same_noise(const fl_noise_batch *a, const fl_noise_batch *b)
+{
+    const int64_t *za, *zb;
+    const uint32_t *ua, *ub;
+    size_t na, nb;
+    fl_noise_batch_buffers(a, &za, &ua, &na);
+    fl_noise_batch_buffers(b, &zb, &ub, &nb);
+    return na == nb && memcmp(za, zb, na * sizeof *za) == 0 &&
+           memcmp(ua, ub, na * sizeof *ua) == 0;
+}
+
+Test(noise_batch, test_seed_replays_the_keystream_and_null_restores_fresh_noise)
+{
+    const size_t n = 5000;
+    fl_noise_batch *a = NULL, *b = NULL;
+    cr_assert_eq(fl_noise_batch_new(&a, n), FL_OK);
+    cr_assert_eq(fl_noise_batch_new(&b, n), FL_OK);
+    s_fill_seeded(a, 1.0, FL_NOISE_SIMD_OFF);
+    s_fill_seeded(b, 1.0, FL_NOISE_SIMD_OFF);
+    cr_expect(s_same_noise(a, b), "the same test seed gave different noise");
+    float *sum = calloc(n, sizeof *sum), *out = malloc(n * sizeof *out);
+    cr_assert(sum && out);
+    cr_assert_eq(fl_noise_batch_release_f32(a, sum, n, 1.0, 1.0, out), FL_OK);
+    cr_assert_eq(fl_noise_batch_release_f32(b, sum, n, 1.0, 1.0, out), FL_OK);
+    cr_assert_eq(fl_noise_batch_fill(a, 1.0), FL_OK); /* unseeded again */
+    cr_assert_eq(fl_noise_batch_fill(b, 1.0), FL_OK);
+    cr_expect(!s_same_noise(a, b), "unseeded fills repeated (seed not cleared?)");
+    fl_noise_batch_free(a);
+    fl_noise_batch_free(b);
+    free(sum);
+    free(out);
+}
+
+/* For each SIMD mode (the best path, then at most AVX2). */
+static void s_check_fill_mode(int mode)
+{
+    /* A SIMD block (16 coordinates with AVX-512, 8 with AVX2) is redone
+     * by the scalar code when a lane hits an alias-table tie (the draw's
+     * low 16 bits equal the column's threshold: probability 2^-16 per
+     * base draw; the dummy outcome is never reached without one), i.e.
+     * ~4.6e-5 per coordinate (3 draws): ~4.6 per 100003 coordinates and
+     * ~46 per 10^6, so the 10^6 case (and, over all stddevs, the 100003
+     * ones) exercise the redo, and its shifted word positions exercise
+     * the blocks that straddle a keystream refill (every 4096 words).
+     * Sizes around 8 and 16 check the tails. */
+    static const size_t sizes[] = {1, 7, 8, 9, 15, 16, 17, 33, 4099, 100003};
+    static const double sds[] = {0.5, 1.0, 3.7, 1e-3};
+    fl_noise_set_simd(mode);
+    int active = fl_noise_simd_active();
+    fl_noise_set_simd(FL_NOISE_SIMD_BEST);
+    size_t redos0 = fl_noise_test_simd_redos();
+    for (size_t k = 0; k < sizeof sds / sizeof sds[0]; k++) {
+        for (size_t j = 0; j < sizeof sizes / sizeof sizes[0]; j++) {
+            fl_noise_batch *a = NULL, *b = NULL;
+            cr_assert_eq(fl_noise_batch_new(&a, sizes[j]), FL_OK);
+            cr_assert_eq(fl_noise_batch_new(&b, sizes[j]), FL_OK);
+            s_fill_seeded(a, sds[k], mode);
+            s_fill_seeded(b, sds[k], FL_NOISE_SIMD_OFF);
+            cr_expect(s_same_noise(a, b), "SIMD (%d) and scalar fills differ: n=%zu sd=%g",
+                      active, sizes[j], sds[k]);
+            fl_noise_batch_free(a);
+            fl_noise_batch_free(b);
+        }
+    }
+    const size_t n = 1000000;
+    fl_noise_batch *a = NULL, *b = NULL;
+    cr_assert_eq(fl_noise_batch_new(&a, n), FL_OK);
+    cr_assert_eq(fl_noise_batch_new(&b, n), FL_OK);
+    size_t redos1 = fl_noise_test_simd_redos();
+    s_fill_seeded(a, 1.3, mode);
+    size_t redos2 = fl_noise_test_simd_redos();
+    s_fill_seeded(b, 1.3, FL_NOISE_SIMD_OFF);
+    cr_expect(s_same_noise(a, b), "SIMD (%d) and scalar fills differ: n=%zu sd=1.3", active,
+              n);
+    cr_expect_eq(fl_noise_test_simd_redos(), redos2, "the scalar fill used SIMD");
+    if (active != FL_NOISE_SIMD_OFF) {
+        /* expected ~46 (Poisson): P(0) ~ e^-46 */
+        cr_expect_gt(redos2 - redos1, 0, "no SIMD block hit the slow path in 10^6 draws");
+        cr_log_info("SIMD fill (%d) redone blocks: %zu in 10^6 coordinates, %zu in the "
+                    "small cases", active, redos2 - redos1, redos1 - redos0);
+    }
+    fl_noise_batch_free(a);
+    fl_noise_batch_free(b);
+}
+
+Test(noise_batch, simd_fill_is_bit_identical_to_the_scalar_fill)
+{
+    s_check_fill_mode(FL_NOISE_SIMD_BEST);
+}
+
+Test(noise_batch, avx2_fill_is_bit_identical_to_the_scalar_fill)
+{
+    s_check_fill_mode(FL_NOISE_SIMD_AVX2);
+}
+
+/* Releases copies of one seeded noise batch with SIMD on and off (the
+ * rounding-tie draws replayed by the test seed) and checks the outputs
+ * bit for bit, and that sums and batches are wiped.  tie_u: if nonzero,
+ * every rounding word is forced to it.  Returns the SIMD run's redos. */
+static size_t s_release_both(size_t n, double sd, const float *sum0, uint32_t tie_u)
+{
+    fl_noise_batch *a = NULL, *b = NULL;
+    float *sa = malloc(n * sizeof *sa), *sb = malloc(n * sizeof *sb);
+    float *oa = malloc(n * sizeof *oa), *ob = malloc(n * sizeof *ob);
+    cr_assert(sa && sb && oa && ob);
+    memcpy(sa, sum0, n * sizeof *sa);
+    memcpy(sb, sum0, n * sizeof *sb);
+    cr_assert_eq(fl_noise_batch_new(&a, n), FL_OK);
+    cr_assert_eq(fl_noise_batch_new(&b, n), FL_OK);
+    s_fill_seeded(a, sd, FL_NOISE_SIMD_BEST);
+    s_fill_seeded(b, sd, FL_NOISE_SIMD_BEST);
+    if (tie_u) {
+        cr_assert_eq(fl_noise_batch_set_round_words(a, tie_u), FL_OK);
+        cr_assert_eq(fl_noise_batch_set_round_words(b, tie_u), FL_OK);
+    }
+    cr_assert(s_same_noise(a, b));
+    const double scale = 1.0 / 96.0;
+    size_t r0 = fl_noise_test_simd_redos();
+    fl_noise_test_seed(s_test_key);
+    int rca = fl_noise_batch_release_f32(a, sa, n, sd, scale, oa);
+    size_t r1 = fl_noise_test_simd_redos();
+    fl_noise_set_simd(FL_NOISE_SIMD_OFF);
+    fl_noise_test_seed(s_test_key);
+    int rcb = fl_noise_batch_release_f32(b, sb, n, sd, scale, ob);
+    fl_noise_test_seed(NULL);
+    fl_noise_set_simd(FL_NOISE_SIMD_BEST);
+    cr_assert_eq(rca, FL_OK, "%s", fl_error_last());
+    cr_assert_eq(rcb, FL_OK, "%s", fl_error_last());
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++)
+        differ += memcmp(&oa[i], &ob[i], sizeof oa[i]) != 0;
+    cr_expect_eq(differ, 0, "%zu of %zu outputs differ (n=%zu sd=%g tie_u=%u)", differ, n, n,
+                 sd, (unsigned)tie_u);
+    cr_expect(s_all_zero(sa, n * sizeof *sa) && s_all_zero(sb, n * sizeof *sb),
+              "a sum was not wiped");
+    const int64_t *z;
+    const uint32_t *u;
+    size_t nb;
+    fl_noise_batch_buffers(a, &z, &u, &nb);
+    cr_expect(s_all_zero(z, n * sizeof *z) && s_all_zero(u, n * sizeof *u),
+              "the SIMD-released batch was not wiped");
+    fl_noise_batch_free(a);
+    fl_noise_batch_free(b);
+    free(sa);
+    free(sb);
+    free(oa);
+    free(ob);
+    return r1 - r0;
+}
+
+Test(noise_batch, simd_release_f32_is_bit_identical_to_the_scalar_release)
+{
+    /* Inputs span signs, grid fractions and magnitudes up to 2^10 (below
+     * 2^52 grid steps for every sd here).  With every rounding word forced
+     * to 2^22, the inputs +-(2^-10 + 2^-33) gamma (every 5th) are exact
+     * rounding ties (top 32 fraction bits 2^22, remainder 1/2), so the
+     * SIMD blocks holding them are redone by the scalar code, which
+     * draws the tie bits in order; a run with the filled words has ties
+     * with probability ~2^-32 only. */
+    static const size_t sizes[] = {1, 7, 8, 9, 100003};
+    static const double sds[] = {0.5, 1.0, 3.7, 1e-3};
+    const size_t nmax = 100003;
+    float *sum = malloc(nmax * sizeof *sum);
+    cr_assert(sum);
+    for (size_t k = 0; k < sizeof sds / sizeof sds[0]; k++) {
+        const double g = fl_noise_grid(sds[k]);
+        uint64_t x = 0x9e3779b97f4a7c15u;
+        for (size_t i = 0; i < nmax; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            double mag = ldexp((double)(x >> 11) * 0x1p-53, (int)(x % 31) - 20);
+            if (i % 5 == 2)
+                mag = (0x1p-10 + 0x1p-33) * g;
+            sum[i] = (float)((x & 1) ? -mag : mag);
+        }
+        for (size_t j = 0; j < sizeof sizes / sizeof sizes[0]; j++) {
+            (void)s_release_both(sizes[j], sds[k], sum, 0);
+            size_t redos = s_release_both(sizes[j], sds[k], sum, 1u << 22);
+            if (fl_noise_simd_active() == FL_NOISE_SIMD_AVX512 && sizes[j] >= 8)
+                cr_expect_gt(redos, 0, "no SIMD release block met the forced ties "
+                             "(n=%zu sd=%g)", sizes[j], sds[k]);
+        }
+    }
+    free(sum);
+}
+
+
+Test(noise_batch, release_f32_range_check_finds_bad_values_with_simd_on_and_off)
+{
+    /* The range check has a SIMD pass (16 floats at a time, then a tail):
+     * an out-of-range, infinite or NaN value anywhere must be refused with
+     * its index, the sum untouched and the batch still filled. */
+    static const size_t where[] = {0, 15, 16, 37, 95, 96, 99};
+    const float bad[] = {1.0f, INFINITY, -INFINITY, NAN};
+    const size_t n = 100;
+    const double sd = 1e-30; /* 1.0 is 2^128 grid steps: out of range */
+    float sum[100], out[100];
+    fl_noise_batch *b = NULL;
+    cr_assert_eq(fl_noise_batch_new(&b, n), FL_OK);
+    cr_assert_eq(fl_noise_batch_fill(b, sd), FL_OK);
+    for (int simd = FL_NOISE_SIMD_OFF; simd <= FL_NOISE_SIMD_BEST; simd++) {
+        fl_noise_set_simd(simd);
+        for (size_t w = 0; w < sizeof where / sizeof where[0]; w++) {
+            for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+                char want[32];
+                for (size_t i = 0; i < n; i++)
+                    sum[i] = (float)i * 0x1p-120f;
+                sum[where[w]] = bad[k];
+                int rc = fl_noise_batch_release_f32(b, sum, n, sd, 1.0, out);
+                cr_expect_eq(rc, FL_ERANGE, "simd=%d index %zu value %g", simd, where[w],
+                             (double)bad[k]);
+                snprintf(want, sizeof want, "index %zu ", where[w]);
+                cr_expect(strstr(fl_error_last(), want) != NULL, "%s", fl_error_last());
+                cr_expect(sum[1] == 0x1p-120f, "sum changed on error");
+            }
+        }
+    }
+    fl_noise_set_simd(FL_NOISE_SIMD_BEST);
+    for (size_t i = 0; i < n; i++)
+        sum[i] = (float)i * 0x1p-120f; /* in range: |x| < 2^52 grid steps */
+    cr_expect_eq(fl_noise_batch_release_f32(b, sum, n, sd, 1.0, out), FL_OK, "%s",
+                 fl_error_last());
     fl_noise_batch_free(b);
 }
