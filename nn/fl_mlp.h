@@ -99,7 +99,7 @@ FL_NODISCARD int fl_mlp_example_gradients(fl_mlp *m, const float *X, const int32
  *  (may be NULL) receives how many examples were scaled down or zeroed;
  *  *loss_sum (may be NULL) the summed loss.  n == 0 gives zeros.  No
  *  allocation once the model's scratch has grown to the batch (or to its
- *  256-row chunk).  Errors: FL_EINVAL (bad clip, NULL buffer, label out
+ *  512-row chunk).  Errors: FL_EINVAL (bad clip, NULL buffer, label out
  *  of range), FL_ENOMEM; on error grad_sum is zeroed. */
 FL_NODISCARD int fl_mlp_clipped_gradient_sum(fl_mlp *m, const float *X, const int32_t *y,
                                              size_t n, double clip, float *grad_sum,

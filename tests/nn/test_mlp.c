@@ -506,9 +506,9 @@ Test(ghost, clipped_sum_equals_explicit_clipping_softmax_three_hidden_layers)
 
 Test(ghost, clipped_sum_equals_explicit_clipping_across_chunks)
 {
-    /* 300 rows: two internal 256-row chunks. */
+    /* 700 rows: two internal 512-row chunks. */
     const uint32_t sizes[] = {5, 12, 8, 3};
-    s_check_ghost(FL_MLP_OUT_SOFTMAX_CE, sizes, 4, 300, SIZE_MAX);
+    s_check_ghost(FL_MLP_OUT_SOFTMAX_CE, sizes, 4, 700, SIZE_MAX);
 }
 
 Test(ghost, example_with_nan_input_contributes_zero_and_is_counted)
