@@ -80,6 +80,10 @@ struct fl_trainer {
     int worker_unavailable; /* starting it failed once: do not retry */
     long cpus;              /* online CPUs at creation */
     s_worker *wk;           /* NULL: no worker thread */
+    fl_noise_batch *own_b;  /* without a worker: this thread's own batch and */
+    fl_poisson_batch *own_sp; /* sample (NULL until the first such step) */
+    int own_ready;          /* both are filled and unused */
+    int own_failed;         /* they could not be made or filled: draw classic inline */
     size_t prepared_steps;
 };
 
@@ -329,6 +333,42 @@ int fl_trainer_new_model(fl_trainer **out, fl_model *model, const fl_dataset *ds
     return s_new(out, NULL, model, ds, q, clip, sigma);
 }
 
+/* A step without the worker: the noise and the sample are drawn here,
+ * just before the step, through a batch of the trainer's own -- the same
+ * prepared-batch code (vectorised fill, fused release) with no thread --
+ * or, if that batch cannot be made or filled, by fl_dpsgd_step_clipped.
+ * Same law either way.  A failed step leaves both filled and unused
+ * (fl_dpsgd_step_clipped_prepared's contract), so the next one uses them. */
+static int s_step_own(fl_trainer *t, size_t *b)
+{
+    if (!t->own_failed && !t->own_ready) {
+        int rc = FL_OK;
+        if (!t->own_b && (fl_noise_batch_new(&t->own_b, fl_dpsgd_dim(t->dp)) != FL_OK ||
+                          fl_poisson_batch_new(&t->own_sp, t->ds->n) != FL_OK))
+            rc = FL_ENOMEM;
+        if (rc == FL_OK)
+            rc = fl_noise_batch_fill(t->own_b, fl_dpsgd_noise_stddev(t->dp));
+        if (rc == FL_OK)
+            rc = fl_poisson_batch_fill(t->own_sp, t->q);
+        if (rc == FL_OK) {
+            t->own_ready = 1;
+        } else {
+            fl_noise_batch_free(t->own_b);
+            fl_poisson_batch_free(t->own_sp);
+            t->own_b = NULL;
+            t->own_sp = NULL;
+            t->own_failed = 1;
+        }
+    }
+    if (!t->own_ready)
+        return fl_dpsgd_step_clipped(t->dp, s_clipped_sum, t, t->grad, b);
+    int rc = fl_dpsgd_step_clipped_prepared(t->dp, s_clipped_sum, t, t->own_b, t->own_sp,
+                                            t->grad, b);
+    if (rc == FL_OK)
+        t->own_ready = 0;
+    return rc;
+}
+
 int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch)
 {
     float *w = s_params(t);
@@ -347,7 +387,7 @@ int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch)
             s_give_back(t->wk, nb, rc == FL_OK);
             t->prepared_steps += rc == FL_OK;
         } else {
-            rc = fl_dpsgd_step_clipped(t->dp, s_clipped_sum, t, t->grad, &b);
+            rc = s_step_own(t, &b);
         }
         if (rc != FL_OK)
             break;
@@ -387,6 +427,8 @@ void fl_trainer_free(fl_trainer *t)
     if (!t)
         return;
     s_worker_stop(t);
+    fl_noise_batch_free(t->own_b);
+    fl_poisson_batch_free(t->own_sp);
     fl_dpsgd_free(t->dp);
     free(t->xb);
     free(t->yb);

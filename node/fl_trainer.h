@@ -46,7 +46,9 @@ FL_NODISCARD int fl_trainer_new_model(fl_trainer **out, fl_model *model, const f
  *  samples, double-buffered) while the gradient
  *  computes; steps then use fl_dpsgd_step_clipped_prepared.  Otherwise
  *  (or if the worker cannot be started, fails, or has no batch ready
- *  within 10 s) a step draws its noise inline with fl_dpsgd_step_clipped.
+ *  within 10 s) a step draws its noise and sample on the calling thread,
+ *  just before the step (through a prepared batch of its own, or
+ *  fl_dpsgd_step_clipped).
  *  Both give the same law of the update. */
 FL_NODISCARD int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch);
 
