@@ -12,10 +12,12 @@
  *            ghost-clipped sum, discrete Gaussian noise (dp/fl_noise),
  *            division by qN (dp/fl_dpsgd), with the noise drawn inline
  *            (noise thread off, fl_trainer_set_noise_thread(t, 0)),
- *   dp+wk  - the same node path with its noise worker thread (noise drawn
- *            ahead on the second core into prepared batches), which the
- *            trainer runs only when OpenBLAS has one thread and a second
- *            CPU is online -- so only at --threads 1 here,
+ *   dp+wk  - the same node path using the second core: for MLPs its noise
+ *            worker thread (noise and Poisson sample drawn ahead into
+ *            prepared batches), for CNNs its batch-split thread (half of
+ *            each batch computed there); the trainer does either only when
+ *            OpenBLAS has one thread and a second CPU is online -- so only
+ *            at --threads 1 here,
  * each followed by the same SGD update; plus the sampler and the noise
  * alone.  Each timed DP run is preceded by two untimed steps, so the
  * worker's double buffer is in its steady state (not both batches
@@ -58,7 +60,7 @@ enum { V_PLAIN, V_GHOST, V_DP, V_DPW, V_SAMPLER, V_NOISE, V_COUNT };
 static const char *s_vname[V_COUNT] = {"plain SGD (fl_model_gradient)",
                                        "ghost clipped sum only",
                                        "DP-SGD node path, noise inline",
-                                       "DP-SGD node path, noise worker",
+                                       "DP-SGD node path, second core",
                                        "  Poisson sampler alone",
                                        "  noise (dim doubles) alone"};
 
@@ -306,18 +308,22 @@ static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double p
     double B = (double)c.B;
     /* Did the worker variant really take its noise from the worker? (Not
      * at --threads > 1, nor with FL_NOISE_THREAD=0.) */
-    const int worker = fl_trainer_noise_thread_running(c.trw) &&
-                       fl_trainer_prepared_noise_steps(c.trw) > 0;
+    const int noise_wk = fl_trainer_noise_thread_running(c.trw) &&
+                         fl_trainer_prepared_noise_steps(c.trw) > 0;
+    const int split = fl_trainer_split_running(c.trw) && fl_trainer_split_steps(c.trw) > 0;
+    const int worker = noise_wk || split;
     if (json) {
         for (int line = 0; line < 1 + worker; line++) {
             int v = line ? V_DPW : V_DP;
             printf("{\"workload\":\"%s\",\"batch\":%zu,\"threads\":%d,"
                    "\"plain_examples_per_s\":%.1f,\"dp_examples_per_s\":%.1f,"
                    "\"dp_over_plain_cost\":%.4f,\"sgemm_gflops\":%.2f,"
-                   "\"step_gflops_fraction\":%.4f,\"noise_thread\":%s}\n",
+                   "\"step_gflops_fraction\":%.4f,\"noise_thread\":%s,"
+                   "\"second_core\":\"%s\"}\n",
                    wl->name, c.B, threads, B / med[V_PLAIN], B / med[v],
                    med[v] / med[V_PLAIN], peak, flops / med[V_PLAIN] / 1e9 / peak,
-                   line ? "true" : "false");
+                   line && noise_wk ? "true" : "false",
+                   !line ? "none" : split ? "split" : "noise");
         }
         fflush(stdout);
     } else {
@@ -343,11 +349,11 @@ static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double p
                best[V_DP] / best[V_PLAIN], med[V_DP] / med[V_PLAIN],
                image ? "1.6" : "1.15");
         if (worker)
-            printf("  cost DP, noise worker / plain    : best %.3f  median %.3f  (target <= %s)\n",
+            printf("  cost DP, second core / plain     : best %.3f  median %.3f  (target <= %s)\n",
                    best[V_DPW] / best[V_PLAIN], med[V_DPW] / med[V_PLAIN],
                    image ? "1.6" : "1.15");
         else
-            printf("  (no noise worker: OpenBLAS at %d threads, or FL_NOISE_THREAD=0)\n",
+            printf("  (second core unused: OpenBLAS at %d threads, or FL_NOISE_THREAD=0)\n",
                    threads);
     }
     rc = 0;

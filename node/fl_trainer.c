@@ -32,6 +32,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -66,6 +67,32 @@ typedef struct {
     int failed;     /* under mu: a fill failed; the worker stopped filling */
 } s_worker;
 
+/* Batch split (CNNs): a second thread computes the clipped sum of the
+ * second half of each call's rows on a clone of the model (its own
+ * scratch; the parameters copied in before each call), while the calling
+ * thread does the first half; the two sums are added.  Each example is
+ * still clipped on its own (by its own per-example norm), so the sum of
+ * the halves is the clipped sum of the batch: only the float summation
+ * order changes. */
+enum { S_SPLIT_IDLE, S_SPLIT_POSTED, S_SPLIT_DONE };
+
+typedef struct {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;   /* broadcast on every state change */
+    fl_model *m;         /* clone of the trainer's model */
+    float *sum;          /* num_params: the second half's clipped sum (private; wiped) */
+    const float *X;      /* the job (under mu while posted) */
+    const int32_t *y;
+    size_t n;
+    double clip;
+    size_t clipped;
+    int rc;
+    char err[256];       /* fl_error_last() of the thread on failure */
+    int state;           /* S_SPLIT_* (under mu) */
+    int quit;            /* under mu */
+} s_split;
+
 struct fl_trainer {
     fl_mlp *mlp;     /* exactly one of mlp and model is set */
     fl_model *model;
@@ -80,6 +107,10 @@ struct fl_trainer {
     int worker_unavailable; /* starting it failed once: do not retry */
     long cpus;              /* online CPUs at creation */
     s_worker *wk;           /* NULL: no worker thread */
+    s_split *sp;            /* NULL: no batch-split thread */
+    int has_conv;           /* the model has a conv layer: the second core splits */
+    int split_unavailable;  /* starting it failed once: do not retry */
+    size_t split_steps;     /* clipped-sum calls computed in two halves */
     fl_noise_batch *own_b;  /* without a worker: this thread's own batch and */
     fl_poisson_batch *own_sp; /* sample (NULL until the first such step) */
     int own_ready;          /* both are filled and unused */
@@ -153,10 +184,150 @@ static void s_worker_stop(fl_trainer *t)
 /* Whether steps should take their noise from a worker: allowed, and a core
  * to spare -- OpenBLAS single-threaded (with more BLAS threads the worker
  * would compete with them for the cores) and >= 2 CPUs online. */
+static int s_second_core(const fl_trainer *t)
+{
+    return t->noise_thread_allowed && t->cpus >= 2 && fl_mlp_blas_threads() == 1;
+}
+
+/* Which use of the second core pays: for a CNN the noise is a tiny part
+ * of a step (weights are shared over positions: 12 810 parameters against
+ * ~480 MFLOP per 128-example step for the benchmark CNN), so half of the
+ * batch goes there; for an MLP the noise of every parameter costs about
+ * as much as the step's own sgemms, so it is drawn there
+ * (docs/performance.md, "Using the second core"). */
 static int s_worker_wanted(const fl_trainer *t)
 {
-    return t->noise_thread_allowed && !t->worker_unavailable && t->cpus >= 2 &&
-           fl_mlp_blas_threads() == 1;
+    return s_second_core(t) && !t->has_conv && !t->worker_unavailable;
+}
+
+static int s_split_wanted(const fl_trainer *t)
+{
+    return s_second_core(t) && t->has_conv && !t->split_unavailable;
+}
+
+static void *s_split_main(void *arg)
+{
+    s_split *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        /* Unbounded on purpose: an idle thread waits for a job; quit and
+         * jobs are always broadcast under mu, so no wake-up is lost. */
+        while (w->state != S_SPLIT_POSTED && !w->quit)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (w->quit)
+            break;
+        pthread_mutex_unlock(&w->mu);
+        size_t clipped = 0;
+        int rc = fl_model_clipped_gradient_sum(w->m, w->X, w->y, w->n, w->clip, w->sum,
+                                               &clipped, NULL);
+        pthread_mutex_lock(&w->mu);
+        w->rc = rc;
+        w->clipped = clipped;
+        if (rc != FL_OK)
+            snprintf(w->err, sizeof w->err, "%s", fl_error_last());
+        w->state = S_SPLIT_DONE;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Stops and joins the split thread, wipes and frees its buffers. */
+static void s_split_stop(fl_trainer *t)
+{
+    s_split *w = t->sp;
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->quit = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->th, NULL);
+    sodium_memzero(w->sum, fl_model_num_params(w->m) * sizeof *w->sum);
+    free(w->sum);
+    fl_model_free(w->m);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+    t->sp = NULL;
+}
+
+/* Starts the split thread if it is wanted and not running; on failure
+ * the calling thread simply does whole batches (always correct). */
+static void s_split_start(fl_trainer *t)
+{
+    s_split *w = NULL;
+    sigset_t all, old;
+    int mu_up = 0, cv_up = 0, ok = 0;
+
+    if (t->sp || !s_split_wanted(t))
+        return;
+    w = calloc(1, sizeof *w);
+    if (!w || fl_model_new(&w->m, fl_model_spec_of(t->model)) != FL_OK ||
+        !(w->sum = calloc(fl_model_num_params(t->model), sizeof *w->sum)))
+        goto done;
+    if (pthread_mutex_init(&w->mu, NULL) != 0)
+        goto done;
+    mu_up = 1;
+    if (pthread_cond_init(&w->cv, NULL) != 0)
+        goto done;
+    cv_up = 1;
+    /* signals keep reaching the main thread, as for the noise worker */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    ok = pthread_create(&w->th, NULL, s_split_main, w) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+done:
+    if (ok) {
+        t->sp = w;
+        return;
+    }
+    t->split_unavailable = 1;
+    if (w) {
+        free(w->sum);
+        fl_model_free(w->m);
+        if (cv_up)
+            pthread_cond_destroy(&w->cv);
+        if (mu_up)
+            pthread_mutex_destroy(&w->mu);
+        free(w);
+    }
+}
+
+/* The clipped sum of rows [0, n) of the gathered block in two halves: the
+ * split thread takes [h, n) on the clone, this thread [0, h). */
+static int s_split_sum(fl_trainer *t, size_t n, double clip, float *sum, size_t *clipped)
+{
+    s_split *w = t->sp;
+    size_t d = t->ds->d, P = fl_model_num_params(t->model), h = n / 2;
+    memcpy(fl_model_params(w->m), fl_model_params(t->model), P * sizeof(float));
+    pthread_mutex_lock(&w->mu);
+    w->X = t->xb + h * d;
+    w->y = t->yb + h;
+    w->n = n - h;
+    w->clip = clip;
+    w->state = S_SPLIT_POSTED;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    int rc = fl_model_clipped_gradient_sum(t->model, t->xb, t->yb, h, clip, sum, clipped,
+                                           NULL);
+    pthread_mutex_lock(&w->mu);
+    /* The job always ends (the model call returns); no timeout needed. */
+    while (w->state != S_SPLIT_DONE)
+        pthread_cond_wait(&w->cv, &w->mu);
+    w->state = S_SPLIT_IDLE;
+    pthread_mutex_unlock(&w->mu);
+    if (rc == FL_OK && w->rc != FL_OK)
+        rc = fl_error_set(w->rc, "%s", w->err);
+    if (rc == FL_OK) {
+        for (size_t j = 0; j < P; j++)
+            sum[j] += w->sum[j];
+        if (clipped)
+            *clipped += w->clipped;
+        t->split_steps++;
+    }
+    sodium_memzero(w->sum, P * sizeof *w->sum);
+    return rc;
 }
 
 /* Starts the worker if it is wanted and not running; on any failure the
@@ -256,6 +427,8 @@ static int s_clipped_sum(void *ctx, const size_t *idx, size_t n, double clip, fl
         memcpy(t->xb + i * d, t->ds->X + idx[i] * d, d * sizeof(float));
         t->yb[i] = t->ds->y[idx[i]];
     }
+    if (t->model && t->sp && n >= 2)
+        return s_split_sum(t, n, clip, sum, clipped);
     if (t->model)
         return fl_model_clipped_gradient_sum(t->model, t->xb, t->yb, n, clip, sum, clipped,
                                              NULL);
@@ -295,6 +468,11 @@ static int s_new(fl_trainer **out, fl_mlp *mlp, fl_model *model, const fl_datase
         return fl_error_set(FL_ENOMEM, "fl_trainer_new: out of memory");
     t->mlp = mlp;
     t->model = model;
+    if (model) {
+        const fl_model_spec *spec = fl_model_spec_of(model);
+        for (uint32_t l = 0; l < spec->num_layers; l++)
+            t->has_conv |= spec->layers[l].kind == FL_LAYER_CONV;
+    }
     t->ds = ds;
     const char *nt = getenv("FL_NOISE_THREAD");
     t->noise_thread_allowed = !(nt && strcmp(nt, "0") == 0);
@@ -375,6 +553,9 @@ int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch)
     size_t p = s_num_params(t), total = 0;
     int rc = FL_OK;
     s_worker_start(t);
+    s_split_start(t);
+    if (t->sp && !s_split_wanted(t))
+        s_split_stop(t); /* the BLAS thread count was raised since */
     /* An existing worker stays idle (it holds its filled batches) when the
      * BLAS thread count has since been raised: no oversubscription. */
     int prepared = t->wk && s_worker_wanted(t);
@@ -408,8 +589,20 @@ int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch)
 void fl_trainer_set_noise_thread(fl_trainer *t, int allow)
 {
     t->noise_thread_allowed = allow != 0;
-    if (!allow)
+    if (!allow) {
         s_worker_stop(t);
+        s_split_stop(t);
+    }
+}
+
+int fl_trainer_split_running(const fl_trainer *t)
+{
+    return t->sp != NULL;
+}
+
+size_t fl_trainer_split_steps(const fl_trainer *t)
+{
+    return t->split_steps;
 }
 
 int fl_trainer_noise_thread_running(const fl_trainer *t)
@@ -427,6 +620,7 @@ void fl_trainer_free(fl_trainer *t)
     if (!t)
         return;
     s_worker_stop(t);
+    s_split_stop(t);
     fl_noise_batch_free(t->own_b);
     fl_poisson_batch_free(t->own_sp);
     fl_dpsgd_free(t->dp);

@@ -58,6 +58,16 @@ FL_NODISCARD int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *
  *  wiping its prepared noise and samples. */
 void fl_trainer_set_noise_thread(fl_trainer *t, int allow);
 
+/** 1 if the batch-split thread is running, else 0.  For a model with a
+ *  conv layer the second core computes half of every batch instead of
+ *  drawing noise (same conditions as the noise worker: allowed, one BLAS
+ *  thread, two CPUs; fl_trainer_set_noise_thread and FL_NOISE_THREAD=0
+ *  govern both), and the noise is drawn on the calling thread. */
+int fl_trainer_split_running(const fl_trainer *t);
+
+/** How many clipped-sum calls were computed in two halves so far. */
+size_t fl_trainer_split_steps(const fl_trainer *t);
+
 /** 1 if the noise worker thread is running, else 0. */
 int fl_trainer_noise_thread_running(const fl_trainer *t);
 

@@ -62,7 +62,7 @@ Test(trainer, cnn_step_without_noise_or_clipping_is_gradient_descent)
     cr_assert_eq(fl_model_new(&m, &s), FL_OK, "%s", fl_error_last());
     unsigned char seed[32] = {5};
     fl_model_init(m, seed);
-    fl_dataset ds = s_data(300, 64, 3); /* more than one 256-row trainer chunk */
+    fl_dataset ds = s_data(300, 64, 3); /* with 2 CPUs: two halves of 150 rows */
     size_t P = fl_model_num_params(m);
     float *w0 = malloc(P * sizeof *w0), *g = malloc(P * sizeof *g);
     memcpy(w0, fl_model_params(m), P * sizeof *w0);
@@ -350,5 +350,73 @@ Test(trainer, worker_shuts_down_cleanly_mid_fill_and_when_never_used)
     fl_trainer_free(NULL);
     cr_expect_eq(s_threads(), before);
     fl_mlp_free(m);
+    free(ds.X), free(ds.y);
+}
+
+/* ---- the batch-split thread (models with conv layers) ----------------- */
+
+Test(trainer, cnn_batch_split_matches_the_whole_batch_with_clipping)
+{
+    /* sigma = 0, q = 1, C small enough that most examples are clipped:
+     * a trainer whose second core computes half of each batch and one that
+     * does whole batches must reach the same parameters after 6 steps, up
+     * to the float summation order (1e-5 relative).  The split one must
+     * have run a second thread and split every step; the other none. */
+    fl_mlp_set_blas_threads(1);
+    if (!s_worker_possible()) {
+        fprintf(stderr, "SKIPPED: the split path needs one BLAS thread and 2 CPUs\n");
+        return;
+    }
+    fl_model_spec s = s_cnn();
+    fl_model *a = NULL, *b = NULL;
+    fl_trainer *ta = NULL, *tb = NULL;
+    unsigned char seed[32] = {6};
+    cr_assert_eq(fl_model_new(&a, &s), FL_OK);
+    cr_assert_eq(fl_model_new(&b, &s), FL_OK);
+    fl_model_init(a, seed);
+    fl_model_init(b, seed);
+    fl_dataset ds = s_data(200, 64, 3);
+    double norms[200];
+    cr_assert_eq(fl_model_example_norms(a, ds.X, ds.y, ds.n, norms), FL_OK);
+    double lo = norms[0];
+    for (size_t i = 1; i < ds.n; i++)
+        lo = norms[i] < lo ? norms[i] : lo;
+    const double C = 0.5 * lo; /* every example clipped at the start */
+    cr_assert_eq(fl_trainer_new_model(&ta, a, &ds, 1.0, C, 0.0), FL_OK);
+    cr_assert_eq(fl_trainer_new_model(&tb, b, &ds, 1.0, C, 0.0), FL_OK);
+    fl_trainer_set_noise_thread(ta, 0);
+    fl_trainer_set_noise_thread(tb, 1);
+    int before = s_threads();
+    for (int r = 0; r < 3; r++) {
+        cr_assert_eq(fl_trainer_run(ta, 2, 0.5, NULL), FL_OK, "%s", fl_error_last());
+        cr_assert_eq(fl_trainer_run(tb, 2, 0.5, NULL), FL_OK, "%s", fl_error_last());
+    }
+    cr_expect(fl_trainer_split_running(tb));
+    cr_expect_not(fl_trainer_noise_thread_running(tb), "a CNN's second core splits batches");
+    cr_expect_eq(fl_trainer_split_steps(tb), 6);
+    cr_expect_eq(fl_trainer_split_steps(ta), 0);
+    cr_expect_not(fl_trainer_split_running(ta));
+    cr_expect_eq(s_threads(), before + 1);
+    const float *wa = fl_model_params(a), *wb = fl_model_params(b);
+    size_t P = fl_model_num_params(a), moved = 0;
+    unsigned char seed2[32] = {6};
+    fl_model *c = NULL;
+    cr_assert_eq(fl_model_new(&c, &s), FL_OK);
+    fl_model_init(c, seed2);
+    for (size_t j = 0; j < P; j++) {
+        cr_assert(fabsf(wa[j] - wb[j]) <= 1e-5f * (1.0f + fabsf(wa[j])), "param %zu: %.9g vs %.9g",
+                  j, (double)wa[j], (double)wb[j]);
+        moved += wa[j] != fl_model_params(c)[j];
+    }
+    cr_expect_gt(moved, P / 2, "training did not move the parameters");
+    /* forbidding the second core stops and joins the thread */
+    fl_trainer_set_noise_thread(tb, 0);
+    cr_expect_not(fl_trainer_split_running(tb));
+    cr_expect_eq(s_threads(), before);
+    fl_trainer_free(ta);
+    fl_trainer_free(tb);
+    fl_model_free(a);
+    fl_model_free(b);
+    fl_model_free(c);
     free(ds.X), free(ds.y);
 }
