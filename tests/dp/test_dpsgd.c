@@ -442,7 +442,8 @@ Test(dpsgd_prepared, sigma0_q1_is_bit_identical_to_the_inline_step)
     cr_assert_eq(fl_noise_batch_new(&nb, fl_dpsgd_dim(s)), FL_OK);
     cr_assert_eq(fl_noise_batch_fill(nb, fl_dpsgd_noise_stddev(s)), FL_OK);
     cr_assert_eq(fl_dpsgd_step_clipped(s, s_table_clipped_sum, &c1, a, NULL), FL_OK);
-    cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c2, nb, NULL, b, &bs), FL_OK,
+    cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c2, nb,
+                                                NULL, b, &bs), FL_OK,
                  "%s", fl_error_last());
     cr_expect_eq(bs, 5);
     cr_expect_eq(memcmp(a, b, sizeof a), 0);
@@ -590,7 +591,8 @@ Test(dpsgd_prepared, noise_scale_is_sigma_c_over_qn)
     for (size_t t = 0; t < steps; t++) {
         table_ctx c = {table, D, 16, 0, 0, 0, 0};
         cr_assert_eq(fl_noise_batch_fill(nb, fl_dpsgd_noise_stddev(s)), FL_OK);
-        cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, nb, NULL, out, NULL),
+        cr_assert_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, nb,
+                                                    NULL, out, NULL),
                      FL_OK);
         for (size_t j = 0; j < D; j++) {
             m += out[j];
@@ -644,7 +646,8 @@ Test(dpsgd_prepared, batch_is_consumed_exactly_when_the_step_succeeds)
     cr_assert_eq(fl_noise_batch_new(&nb, 2), FL_OK);
     cr_assert_eq(fl_noise_batch_fill(nb, 1.0), FL_OK);
     /* a failing callback: error returned, output zeroed, batch kept */
-    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_failing_clipped_sum, NULL, nb, NULL, out, NULL),
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_failing_clipped_sum, NULL, nb,
+                                                NULL, out, NULL),
                  FL_EIO);
     cr_expect(out[0] == 0.0f && out[1] == 0.0f);
     cr_expect_eq(fl_noise_batch_fill(nb, 1.0), FL_ESTATE, "still filled after a failed step");
@@ -677,7 +680,8 @@ Test(dpsgd_prepared, refuses_a_batch_for_another_stddev_or_size_or_none)
     cr_expect(out[0] == 0.0f && out[1] == 0.0f);
     cr_assert_eq(fl_noise_batch_new(&wrong_n, 3), FL_OK);
     cr_assert_eq(fl_noise_batch_fill(wrong_n, 2.0), FL_OK);
-    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, wrong_n, NULL, out, NULL),
+    cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, wrong_n,
+                                                NULL, out, NULL),
                  FL_EINVAL);
     cr_expect_eq(fl_dpsgd_step_clipped_prepared(s, s_table_clipped_sum, &c, NULL, NULL, out, NULL),
                  FL_EINVAL);
