@@ -127,6 +127,30 @@ static int s_find(const s_worker *w, int st)
     return -1;
 }
 
+/* Starts fn(arg) on a new thread that blocks all signals, so that they
+ * keep reaching the main thread (flnode's SIGINT/SIGTERM handling
+ * interrupts its poll).  1 on success. */
+static int s_spawn(pthread_t *th, void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int ok = pthread_create(th, NULL, fn, arg) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return ok;
+}
+
+/* Tells a helper thread to quit (the flag under its mutex, broadcast) and
+ * joins it. */
+static void s_quit_join(pthread_t th, pthread_mutex_t *mu, pthread_cond_t *cv, int *quit)
+{
+    pthread_mutex_lock(mu);
+    *quit = 1;
+    pthread_cond_broadcast(cv);
+    pthread_mutex_unlock(mu);
+    pthread_join(th, NULL);
+}
+
 static void *s_worker_main(void *arg)
 {
     s_worker *w = arg;
@@ -166,11 +190,7 @@ static void s_worker_stop(fl_trainer *t)
     s_worker *w = t->wk;
     if (!w)
         return;
-    pthread_mutex_lock(&w->mu);
-    w->quit = 1;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    pthread_join(w->th, NULL);
+    s_quit_join(w->th, &w->mu, &w->cv, &w->quit);
     for (int i = 0; i < S_NBUF; i++) {
         fl_noise_batch_free(w->b[i]);
         fl_poisson_batch_free(w->sp[i]);
@@ -238,11 +258,7 @@ static void s_split_stop(fl_trainer *t)
     s_split *w = t->sp;
     if (!w)
         return;
-    pthread_mutex_lock(&w->mu);
-    w->quit = 1;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    pthread_join(w->th, NULL);
+    s_quit_join(w->th, &w->mu, &w->cv, &w->quit);
     sodium_memzero(w->sum, fl_model_num_params(w->m) * sizeof *w->sum);
     free(w->sum);
     fl_model_free(w->m);
@@ -257,7 +273,6 @@ static void s_split_stop(fl_trainer *t)
 static void s_split_start(fl_trainer *t)
 {
     s_split *w = NULL;
-    sigset_t all, old;
     int mu_up = 0, cv_up = 0, ok = 0;
 
     if (t->sp || !s_split_wanted(t))
@@ -272,11 +287,7 @@ static void s_split_start(fl_trainer *t)
     if (pthread_cond_init(&w->cv, NULL) != 0)
         goto done;
     cv_up = 1;
-    /* signals keep reaching the main thread, as for the noise worker */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    ok = pthread_create(&w->th, NULL, s_split_main, w) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    ok = s_spawn(&w->th, s_split_main, w);
 done:
     if (ok) {
         t->sp = w;
@@ -336,7 +347,6 @@ static void s_worker_start(fl_trainer *t)
 {
     s_worker *w = NULL;
     pthread_condattr_t ca;
-    sigset_t all, old;
     int mu_up = 0, cv_up = 0, ok = 0;
 
     if (t->wk || !s_worker_wanted(t))
@@ -362,12 +372,7 @@ static void s_worker_start(fl_trainer *t)
     pthread_condattr_destroy(&ca);
     if (!cv_up)
         goto done;
-    /* The worker blocks all signals so that they keep reaching the main
-     * thread (flnode's SIGINT/SIGTERM handling interrupts its poll). */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    ok = pthread_create(&w->th, NULL, s_worker_main, w) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    ok = s_spawn(&w->th, s_worker_main, w);
 done:
     if (ok) {
         t->wk = w;

@@ -39,6 +39,16 @@ static int s_all_zero(const void *p, size_t bytes)
     return 1;
 }
 
+/* Whether a batch's secret buffers are all zero (through the test hook). */
+static int s_batch_wiped(const fl_noise_batch *b)
+{
+    const int64_t *z;
+    const uint32_t *u;
+    size_t n;
+    fl_noise_batch_buffers(b, &z, &u, &n);
+    return s_all_zero(z, n * sizeof *z) && s_all_zero(u, n * sizeof *u);
+}
+
 Test(noise_batch, applied_to_zeros_gives_grid_multiples_with_variance_stddev_squared)
 {
     /* Rounding 0 is exact, so the output is gamma Z.  Var(N_Z(0, s^2)) =
@@ -415,12 +425,7 @@ Test(noise_batch, fused_float_release_equals_double_apply_then_scale_bit_for_bit
     }
     cr_expect_eq(differ, 0, "%zu of %zu outputs differ from apply_f64 + scale", differ, n);
     cr_expect(s_all_zero(sum, n * sizeof *sum), "the sum was not wiped");
-    const int64_t *z;
-    const uint32_t *u;
-    size_t nb;
-    fl_noise_batch_buffers(b, &z, &u, &nb);
-    cr_expect(s_all_zero(z, n * sizeof *z) && s_all_zero(u, n * sizeof *u),
-              "the batch was not wiped");
+    cr_expect(s_batch_wiped(b), "the batch was not wiped");
     cr_expect_eq(fl_noise_batch_release_f32(b, sum, n, sd, scale, out), FL_ESTATE,
                  "a consumed batch must be refused");
     for (size_t i = 0; i < n; i++)
@@ -612,12 +617,7 @@ static size_t s_release_both(size_t n, double sd, const float *sum0, uint32_t ti
                  sd, (unsigned)tie_u);
     cr_expect(s_all_zero(sa, n * sizeof *sa) && s_all_zero(sb, n * sizeof *sb),
               "a sum was not wiped");
-    const int64_t *z;
-    const uint32_t *u;
-    size_t nb;
-    fl_noise_batch_buffers(a, &z, &u, &nb);
-    cr_expect(s_all_zero(z, n * sizeof *z) && s_all_zero(u, n * sizeof *u),
-              "the SIMD-released batch was not wiped");
+    cr_expect(s_batch_wiped(a), "the SIMD-released batch was not wiped");
     fl_noise_batch_free(a);
     fl_noise_batch_free(b);
     free(sa);
