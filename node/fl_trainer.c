@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,7 @@
 
 #define S_NBUF 2      /* double buffering */
 #define S_WAIT_SEC 10 /* longest wait for a prepared batch before drawing inline */
+#define S_SPIN_US 200 /* how long an idle worker polls before it sleeps */
 
 enum { S_EMPTY, S_FILLING, S_READY, S_INUSE };
 
@@ -151,6 +153,24 @@ static void s_quit_join(pthread_t th, pthread_mutex_t *mu, pthread_cond_t *cv, i
     pthread_join(th, NULL);
 }
 
+/* Polls (mu held on entry and exit, released between looks) for up to
+ * S_SPIN_US until a batch is EMPTY or quit is set: 1 if so. */
+static int s_poll(s_worker *w)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        if (w->quit || s_find(w, S_EMPTY) >= 0)
+            return 1;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 > S_SPIN_US)
+            return 0;
+        pthread_mutex_unlock(&w->mu);
+        sched_yield();
+        pthread_mutex_lock(&w->mu);
+    }
+}
+
 static void *s_worker_main(void *arg)
 {
     s_worker *w = arg;
@@ -158,8 +178,15 @@ static void *s_worker_main(void *arg)
     while (!w->quit && !w->failed) {
         int i = s_find(w, S_EMPTY);
         if (i < 0) {
-            /* Unbounded on purpose: an idle worker waits for work; quit is
+            /* Both batches are full: the step in flight will hand one back
+             * within a step's time.  Poll for S_SPIN_US first (yielding, so
+             * a shared core goes to whoever needs it): waking a sleeping
+             * worker costs the stepping thread a futex syscall per step,
+             * ~15 us here, 6 % of a small MLP's step.  Then sleep:
+             * unbounded on purpose, an idle worker waits for work; quit is
              * always broadcast under mu, so no wake-up is lost. */
+            if (s_poll(w))
+                continue;
             pthread_cond_wait(&w->cv, &w->mu);
             continue;
         }
