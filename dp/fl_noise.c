@@ -1,5 +1,5 @@
 /*
- * fl_noise: CSPRNG-backed Gaussian noise and uniforms for DP-SGD.
+ * fl_noise: CSPRNG-backed Gaussian noise and random words for DP-SGD.
  *
  * Random bytes come from libsodium in blocks of up to S_BLOCK 64-bit
  * words: each block is the ChaCha20 keystream of
@@ -144,36 +144,11 @@ static inline uint64_t s_rng_u64(s_rng *r)
     return r->buf[r->pos++];
 }
 
-/* Uniform on {0, 2^-53, ..., 1 - 2^-53}: the top 53 bits of a 64-bit word,
- * exactly representable in a double. */
-static double s_rng_uniform(s_rng *r)
-{
-    return (double)(s_rng_u64(r) >> 11) * 0x1p-53;
-}
-
 static void s_rng_wipe(s_rng *r)
 {
     sodium_memzero(r->buf, r->len * sizeof r->buf[0]);
     sodium_memzero(&r->bits, sizeof *r - offsetof(s_rng, bits));
     r->len = r->pos = 0;
-}
-
-int fl_noise_uniform(double *out, size_t n)
-{
-    int rc = FL_OK;
-    s_rng r;
-
-    if (n == 0)
-        return FL_OK;
-    if (!out)
-        return fl_error_set(FL_EINVAL, "fl_noise_uniform: out is NULL with n=%zu", n);
-    if ((rc = s_init()) != FL_OK)
-        return rc;
-    s_rng_start(&r, n);
-    for (size_t i = 0; i < n; i++)
-        out[i] = s_rng_uniform(&r);
-    s_rng_wipe(&r);
-    return FL_OK;
 }
 
 /* One CSPRNG byte (8 buffered bytes from a 64-bit word at a time). */

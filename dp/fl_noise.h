@@ -1,5 +1,5 @@
 /*
- * fl_noise: Gaussian noise and uniform variates drawn from libsodium's
+ * fl_noise: Gaussian noise and raw random words drawn from libsodium's
  * CSPRNG (randombytes_buf).  Never rand(): the noise is what makes DP-SGD
  * private, so an attacker must not be able to predict or reconstruct it.
  * Gaussian noise is the discrete Gaussian of Canonne, Kamath & Steinke
@@ -109,9 +109,5 @@ double fl_noise_grid(double stddev);
  *  Call before a thread exits to leave no allocation behind. */
 void fl_noise_cache_free(void);
 
-/** Fills out[0..n) with CSPRNG uniforms in [0,1), each with 53 random bits
- *  (k * 2^-53 for a uniform integer k < 2^53).  The caller owns `out`.
- *  Returns FL_OK, FL_EINVAL (out NULL with n > 0) or FL_ECRYPTO. */
-FL_NODISCARD int fl_noise_uniform(double *out, size_t n);
 
 #endif

@@ -4,7 +4,7 @@
  * (CKS at small sigma, the alias-table base sampler and the production
  * convolution sampler) against their exact pmfs (chi-square), the double-
  * double exp against 40-digit reference values, grid membership, the
- * per-stddev table cache, uniform range/resolution, and argument checks.
+ * per-stddev table cache, the raw CSPRNG words, and argument checks.
  * Thresholds: 5 standard errors, KS and chi-square at alpha = 0.001.
  */
 #include <criterion/criterion.h>
@@ -47,12 +47,6 @@ static double s_ks(double *x, size_t n, double (*cdf)(double, double), double pa
 static double s_normal_cdf(double x, double s)
 {
     return 0.5 * erfc(-x / (s * sqrt(2.0)));
-}
-
-static double s_uniform_cdf(double x, double unused)
-{
-    (void)unused;
-    return x < 0 ? 0 : x > 1 ? 1 : x;
 }
 
 Test(noise, gaussian_mean_and_variance_within_5se)
@@ -139,41 +133,6 @@ Test(noise, rejects_negative_or_non_finite_stddev)
     cr_expect_eq(fl_noise_add_gaussian(NULL, 0, 1.0), FL_OK);
 }
 
-Test(noise, uniform_in_unit_interval_with_53_bit_resolution)
-{
-    const size_t n = 100000;
-    double *u = malloc(n * sizeof *u);
-    cr_assert(u);
-    cr_assert_eq(fl_noise_uniform(u, n), FL_OK);
-    int low_bit_seen = 0;
-    for (size_t i = 0; i < n; i++) {
-        cr_assert(u[i] >= 0.0 && u[i] < 1.0, "u=%g", u[i]);
-        double k = ldexp(u[i], 53);
-        cr_assert_eq(k, floor(k), "u is not a multiple of 2^-53");
-        /* With 53 random bits the lowest bit is set half the time; a
-         * 32-bit generator would never set it. */
-        low_bit_seen |= fmod(k, 2.0) == 1.0;
-    }
-    cr_expect(low_bit_seen);
-    free(u);
-}
-
-Test(noise, uniform_mean_and_kolmogorov_smirnov)
-{
-    double *u = malloc(NS * sizeof *u);
-    cr_assert(u);
-    cr_assert_eq(fl_noise_uniform(u, NS), FL_OK);
-    double m = 0.0;
-    for (size_t i = 0; i < NS; i++)
-        m += u[i];
-    m /= NS;
-    /* U(0,1): mean 1/2, variance 1/12. */
-    cr_expect_lt(fabs(m - 0.5), 5 * sqrt(1.0 / 12 / NS), "mean %g", m);
-    double d = s_ks(u, NS, s_uniform_cdf, 0.0);
-    cr_expect_lt(d, KS_K_0001 / sqrt(NS), "KS D = %g", d);
-    free(u);
-}
-
 Test(noise, random_words_have_independent_fair_bits)
 {
     /* Each of the 64 bit positions is set with frequency 1/2 (binomial,
@@ -199,12 +158,6 @@ Test(noise, random_words_have_independent_fair_bits)
     cr_expect_eq(fl_noise_random_u64(NULL, 3), FL_EINVAL);
     cr_expect_eq(fl_noise_random_u64(NULL, 0), FL_OK);
     free(w);
-}
-
-Test(noise, uniform_rejects_null_buffer)
-{
-    cr_expect_eq(fl_noise_uniform(NULL, 3), FL_EINVAL);
-    cr_expect_eq(fl_noise_uniform(NULL, 0), FL_OK);
 }
 
 /* Exact discrete Gaussian pmf P(z) = exp(-z^2/(2 s^2)) / sum_k exp(-k^2/(2 s^2)),
