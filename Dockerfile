@@ -12,7 +12,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       gcc libc6-dev make cmake pkg-config \
-      libzmq3-dev libsodium-dev libprotobuf-c-dev protobuf-c-compiler \
+      libzmq3-dev libsodium-dev libssl-dev libprotobuf-c-dev protobuf-c-compiler \
       libopenblas-dev libinih-dev libsqlite3-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -28,7 +28,7 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libzmq5 libsodium23 libprotobuf-c1 libopenblas0 libinih1 libsqlite3-0 zlib1g \
+      libzmq5 libsodium23 libssl3 libprotobuf-c1 libopenblas0 libinih1 libsqlite3-0 zlib1g \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 flc \
  && useradd --system --uid 10001 --gid flc --home-dir /var/lib/flc --shell /usr/sbin/nologin flc \

@@ -32,9 +32,10 @@ if [ -z "$build_dir" ]; then
 fi
 
 # Build: compiler, cmake, pkg-config.  Product: ZeroMQ (CURVE), libsodium,
+# libcrypto (OpenSSL: the ChaCha20 keystream of the DP noise),
 # protobuf-c, OpenBLAS, inih, SQLite, zlib (gzip IDX files).  Tests: Criterion.
 packages=(gcc libc6-dev make cmake pkg-config
-          libzmq3-dev libsodium-dev libprotobuf-c-dev protobuf-c-compiler
+          libzmq3-dev libsodium-dev libssl-dev libprotobuf-c-dev protobuf-c-compiler
           libopenblas-dev libinih-dev libsqlite3-dev libcriterion-dev zlib1g-dev)
 # Test-only: headless Chromium renders flaudit's HTML report and ImageMagick
 # checks the chart in the screenshot (tests/audit/check_report_html.sh);

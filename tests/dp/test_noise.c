@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "dp/fl_noise.h"
 #include "dp/fl_noise_internal.h"
 
@@ -137,7 +139,7 @@ Test(noise, random_words_have_independent_fair_bits)
 {
     /* Each of the 64 bit positions is set with frequency 1/2 (binomial,
      * 5 SE), and adjacent words agree bitwise half the time (a repeated or
-     * stuck word would show).  100 003 words span several 32 KiB refills. */
+     * stuck word would show).  100 003 words span several 64 KiB refills. */
     const size_t n = 100003;
     uint64_t *w = malloc(n * sizeof *w);
     cr_assert(w);
@@ -158,6 +160,46 @@ Test(noise, random_words_have_independent_fair_bits)
     cr_expect_eq(fl_noise_random_u64(NULL, 3), FL_EINVAL);
     cr_expect_eq(fl_noise_random_u64(NULL, 0), FL_OK);
     free(w);
+}
+
+Test(noise, random_words_are_libsodium_chacha20_of_each_block_seed)
+{
+    /* A second implementation: under the test seed, block k's seed is
+     * BLAKE2b(key = test seed, message = k as 8 little-endian bytes)
+     * (fl_noise_internal.h), and the words must be exactly what libsodium's
+     * randombytes_buf_deterministic (ChaCha20-IETF, its own code) makes of
+     * that seed, whichever library fl_noise takes the keystream from.
+     * 20 000 words: blocks of 8192, 8192 and 3616 words (refills are sized
+     * by the words still wanted, at most 8192). */
+    const size_t n = 20000, lens[3] = {8192, 8192, 3616};
+    static const unsigned char key[32] = "flc test: keystream equivalence";
+    uint64_t *w = malloc(n * sizeof *w), *ref = malloc(n * sizeof *ref);
+    cr_assert(w && ref);
+    fl_noise_test_seed(key);
+    int rc = fl_noise_random_u64(w, n);
+    fl_noise_test_seed(NULL);
+    cr_assert_eq(rc, FL_OK, "%s", fl_error_last());
+    size_t off = 0;
+    for (uint64_t k = 0; k < 3; k++) {
+        unsigned char ctr[8], seed[randombytes_SEEDBYTES];
+        for (int j = 0; j < 8; j++)
+            ctr[j] = (unsigned char)(k >> (8 * j));
+        cr_assert_eq(crypto_generichash(seed, sizeof seed, ctr, sizeof ctr, key, sizeof key), 0);
+        randombytes_buf_deterministic(ref + off, lens[k] * sizeof *ref, seed);
+        off += lens[k];
+    }
+    cr_assert_eq(off, n);
+    size_t diff = 0, first = n;
+    for (size_t i = 0; i < n; i++)
+        if (w[i] != ref[i]) {
+            diff++;
+            if (first == n)
+                first = i;
+        }
+    cr_expect_eq(diff, 0, "%zu of %zu words differ from libsodium's keystream, first at %zu",
+                 diff, n, first);
+    free(w);
+    free(ref);
 }
 
 /* Exact discrete Gaussian pmf P(z) = exp(-z^2/(2 s^2)) / sum_k exp(-k^2/(2 s^2)),
