@@ -312,6 +312,7 @@ static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double p
                          fl_trainer_prepared_noise_steps(c.trw) > 0;
     const int split = fl_trainer_split_running(c.trw) && fl_trainer_split_steps(c.trw) > 0;
     const int worker = noise_wk || split;
+    const int assist = noise_wk && fl_trainer_assist_steps(c.trw) > 0;
     if (json) {
         for (int line = 0; line < 1 + worker; line++) {
             int v = line ? V_DPW : V_DP;
@@ -319,11 +320,12 @@ static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double p
                    "\"plain_examples_per_s\":%.1f,\"dp_examples_per_s\":%.1f,"
                    "\"dp_over_plain_cost\":%.4f,\"sgemm_gflops\":%.2f,"
                    "\"step_gflops_fraction\":%.4f,\"noise_thread\":%s,"
-                   "\"second_core\":\"%s\"}\n",
+                   "\"second_core\":\"%s\",\"assist_share\":%.3f}\n",
                    wl->name, c.B, threads, B / med[V_PLAIN], B / med[v],
                    med[v] / med[V_PLAIN], peak, flops / med[V_PLAIN] / 1e9 / peak,
                    line && noise_wk ? "true" : "false",
-                   !line ? "none" : split ? "split" : "noise");
+                   !line ? "none" : split ? "split" : assist ? "noise+rows" : "noise",
+                   line && assist ? fl_trainer_assist_share(c.trw) : 0.0);
         }
         fflush(stdout);
     } else {
@@ -352,6 +354,9 @@ static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double p
             printf("  cost DP, second core / plain     : best %.3f  median %.3f  (target <= %s)\n",
                    best[V_DPW] / best[V_PLAIN], med[V_DPW] / med[V_PLAIN],
                    image ? "1.6" : "1.15");
+        if (assist)
+            printf("  (the worker also computed %.0f %% of the rows at the end, in %zu steps)\n",
+                   100.0 * fl_trainer_assist_share(c.trw), fl_trainer_assist_steps(c.trw));
         else
             printf("  (second core unused: OpenBLAS at %d threads, or FL_NOISE_THREAD=0)\n",
                    threads);

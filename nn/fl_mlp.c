@@ -489,9 +489,18 @@ int fl_mlp_clipped_gradient_sum(fl_mlp *m, const float *X, const int32_t *y, siz
                                 double clip, float *grad_sum, size_t *clipped,
                                 double *loss_sum)
 {
+    return fl_mlp_clipped_gradient_sum_ex(m, X, y, n, clip, grad_sum, clipped, loss_sum, NULL);
+}
+
+int fl_mlp_clipped_gradient_sum_ex(fl_mlp *m, const float *X, const int32_t *y, size_t n,
+                                   double clip, float *grad_sum, size_t *clipped,
+                                   double *loss_sum, const fl_mlp_sum_opts *opts)
+{
     int rc = FL_OK;
     size_t count = 0;
     double total = 0.0;
+    const int acc = opts && opts->accumulate;
+    int (*hook)(void *) = opts ? opts->before_write : NULL;
 
     if (clipped)
         *clipped = 0;
@@ -503,9 +512,13 @@ int fl_mlp_clipped_gradient_sum(fl_mlp *m, const float *X, const int32_t *y, siz
     if (!grad_sum || (n > 0 && (!X || !y)))
         return fl_error_set(FL_EINVAL, "fl_mlp_clipped_gradient_sum: X, y and grad_sum "
                             "must not be NULL");
-    memset(grad_sum, 0, m->num_params * sizeof(float));
-    if (n == 0)
-        return FL_OK;
+    if (n == 0) {
+        if (hook && (rc = hook(opts->ctx)) != FL_OK)
+            memset(grad_sum, 0, m->num_params * sizeof(float));
+        else if (!acc)
+            memset(grad_sum, 0, m->num_params * sizeof(float));
+        return rc;
+    }
     rc = s_check_labels(m, y, n);
     if (rc < 0)
         goto done;
@@ -569,6 +582,16 @@ int fl_mlp_clipped_gradient_sum(fl_mlp *m, const float *X, const int32_t *y, siz
             A0 = m->xs;
         }
 
+        if (off == 0) {
+            if (hook) {
+                int (*h)(void *) = hook;
+                hook = NULL; /* once */
+                if ((rc = h(opts->ctx)) != FL_OK)
+                    goto done;
+            }
+            if (!acc)
+                memset(grad_sum, 0, m->num_params * sizeof(float));
+        }
         /* (d) one sgemm per layer over the clip-scaled deltas:
          * G_W (o x in) += (diag(c) delta)^T (o x c) * A (c x in). */
         for (size_t l = 0; l < m->L; l++) {
@@ -587,8 +610,11 @@ int fl_mlp_clipped_gradient_sum(fl_mlp *m, const float *X, const int32_t *y, siz
     if (loss_sum)
         *loss_sum = total;
 done:
-    if (rc != FL_OK)
+    if (rc != FL_OK) {
+        if (hook) /* an error before the hook ran: let the other writer finish first */
+            (void)hook(opts->ctx);
         memset(grad_sum, 0, m->num_params * sizeof(float));
+    }
     return rc;
 }
 

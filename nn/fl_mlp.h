@@ -105,6 +105,29 @@ FL_NODISCARD int fl_mlp_clipped_gradient_sum(fl_mlp *m, const float *X, const in
                                              size_t n, double clip, float *grad_sum,
                                              size_t *clipped, double *loss_sum);
 
+/** Options of fl_mlp_clipped_gradient_sum_ex, for a caller that has
+ *  another thread compute the clipped sum of some rows into grad_sum
+ *  while this call computes the rest (node/fl_trainer). */
+typedef struct {
+    /** Add this call's clipped sum to grad_sum (which holds a sum
+     *  already) instead of overwriting it. */
+    int accumulate;
+    /** If set: called once per call that reaches its first chunk's
+     *  weight gradients (after the forward pass, the deltas and the clip
+     *  factors), before grad_sum is first read or written; also on an
+     *  earlier label or memory error, before grad_sum is zeroed (argument
+     *  errors return before either).  A result other than FL_OK ends the
+     *  call with that code (grad_sum then zeroed). */
+    int (*before_write)(void *ctx);
+    void *ctx;
+} fl_mlp_sum_opts;
+
+/** fl_mlp_clipped_gradient_sum with options (NULL: none, the same call). */
+FL_NODISCARD int fl_mlp_clipped_gradient_sum_ex(fl_mlp *m, const float *X, const int32_t *y,
+                                                size_t n, double clip, float *grad_sum,
+                                                size_t *clipped, double *loss_sum,
+                                                const fl_mlp_sum_opts *opts);
+
 /** Per-example gradient L2 norms (n doubles into norms, caller-owned) by the
  *  ghost-norm identity above, without forming the gradients.  A NaN or
  *  infinity in an example's activations or deltas gives a non-finite norm.

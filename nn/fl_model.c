@@ -558,6 +558,19 @@ int fl_model_example_norms(fl_model *m, const float *X, const int32_t *y, size_t
     return rc;
 }
 
+int fl_model_clipped_gradient_sum_ex(fl_model *m, const float *X, const int32_t *y, size_t n,
+                                     double clip, float *grad_sum, size_t *clipped,
+                                     double *loss_sum, const fl_mlp_sum_opts *opts)
+{
+    if (m->mlp)
+        return fl_mlp_clipped_gradient_sum_ex(m->mlp, X, y, n, clip, grad_sum, clipped,
+                                              loss_sum, opts);
+    if (opts && (opts->accumulate || opts->before_write))
+        return fl_error_set(FL_EINVAL, "fl_model_clipped_gradient_sum_ex: accumulate and "
+                            "before_write are supported for models without conv layers only");
+    return fl_model_clipped_gradient_sum(m, X, y, n, clip, grad_sum, clipped, loss_sum);
+}
+
 int fl_model_clipped_gradient_sum(fl_model *m, const float *X, const int32_t *y, size_t n,
                                   double clip, float *grad_sum, size_t *clipped,
                                   double *loss_sum)

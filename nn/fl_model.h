@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "error/fl_error.h"
+#include "nn/fl_mlp.h"
 #include "nn/fl_model_spec.h"
 
 /* Rows per internal chunk of a non-MLP model (fl_mlp uses 256). */
@@ -105,6 +106,16 @@ FL_NODISCARD int fl_model_gradient(fl_model *m, const float *X, const int32_t *y
 FL_NODISCARD int fl_model_clipped_gradient_sum(fl_model *m, const float *X, const int32_t *y,
                                                size_t n, double clip, float *grad_sum,
                                                size_t *clipped, double *loss_sum);
+
+/** fl_model_clipped_gradient_sum with the options of fl_mlp_sum_opts
+ *  (nn/fl_mlp.h; NULL: none).  Options are supported for models without
+ *  conv layers (delegated to fl_mlp); for a model with conv layers any
+ *  option set gives FL_EINVAL. */
+FL_NODISCARD int fl_model_clipped_gradient_sum_ex(fl_model *m, const float *X,
+                                                  const int32_t *y, size_t n, double clip,
+                                                  float *grad_sum, size_t *clipped,
+                                                  double *loss_sum,
+                                                  const fl_mlp_sum_opts *opts);
 
 /** Per-example gradient L2 norms (n doubles into norms, caller-owned),
  *  computed as in fl_model_clipped_gradient_sum without forming the

@@ -25,8 +25,22 @@
  * data, and each protects one release (Canonne, Kamath & Steinke 2020
  * discrete Gaussian on the randomized-rounded sum; the one-time-pad
  * argument is in docs/privacy-accounting.md, "Prepared noise").
+ *
+ * Assist (models without conv layers).  With the keystream at ~5.6 GB/s
+ * the worker's fill takes well under a step, so the worker also computes
+ * the clipped sum of the last m rows of each step's batch, on a clone of
+ * the model (parameters copied in by the worker), straight into the
+ * step's sum buffer; the calling thread computes the other rows and adds
+ * its weight gradients onto that buffer (fl_model_clipped_gradient_sum_ex
+ * with accumulate, after waiting for the worker in before_write).  Each
+ * example is clipped by its own norm, so the sum is the clipped sum of the
+ * batch up to the float summation order, as for the CNN batch split.  The
+ * share m/n follows the measured times (fl_trainer_assist_update): the
+ * worker gets rows while it would otherwise idle.  The job runs first,
+ * the fill after it, so a step never waits for a fill in progress.
  */
 #include "node/fl_trainer.h"
+#include "node/fl_trainer_internal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -53,8 +67,11 @@
 #define S_NBUF 2      /* double buffering */
 #define S_WAIT_SEC 10 /* longest wait for a prepared batch before drawing inline */
 #define S_SPIN_US 200 /* how long an idle worker polls before it sleeps */
+#define S_EXPECT_US 2000 /* how long a worker keeps a batch EMPTY awaiting a job */
+#define S_ASSIST_F0 0.1  /* the worker's first share of the rows */
 
 enum { S_EMPTY, S_FILLING, S_READY, S_INUSE };
+enum { S_JOB_NONE, S_JOB_POSTED, S_JOB_RUNNING, S_JOB_DONE };
 
 typedef struct {
     pthread_t th;
@@ -67,6 +84,23 @@ typedef struct {
     double q;       /* its sampling rate */
     int quit;       /* under mu: the worker exits after its current fill */
     int failed;     /* under mu: a fill failed; the worker stopped filling */
+    /* Assist (under mu unless said): the job's rows, the parameters to
+     * copy (the trainer's; unchanged during a step) and the destination,
+     * the step's sum buffer. */
+    fl_model *clone;       /* NULL: no assist (conv model, fl_mlp trainer, no memory) */
+    const float *src;      /* the trainer's parameters */
+    const float *jX;
+    const int32_t *jy;
+    size_t jn;
+    double jclip;
+    float *jdst;
+    int job;               /* S_JOB_* */
+    int jrc;
+    size_t jclipped;
+    char jerr[256];        /* fl_error_last() of the worker on failure */
+    int expect;            /* a job is due soon: keep an EMPTY batch for after it */
+    struct timespec expect_t; /* since when */
+    double job_sec, fill_sec; /* the last job's and the last fill's durations */
 } s_worker;
 
 /* Batch split (CNNs): a second thread computes the clipped sum of the
@@ -118,6 +152,14 @@ struct fl_trainer {
     int own_ready;          /* both are filled and unused */
     int own_failed;         /* they could not be made or filled: draw classic inline */
     size_t prepared_steps;
+    double assist_f;        /* the worker's share of each call's rows */
+    double assist_fixed;    /* >= 0: that share, always (test hook); < 0: measured */
+    size_t assist_steps;    /* clipped-sum calls the worker helped with */
+    struct timespec assist_prev; /* start of the previous assisted call (0: none) */
+    double assist_waited;   /* seconds this call waited in s_assist_wait */
+    int assist_pending;     /* a job was posted and not yet waited for */
+    struct timespec assist_hook; /* when this thread reached before_write */
+    size_t assist_clipped;  /* the worker's count of clipped rows, once waited for */
 };
 
 /* Index of a batch in state st, or -1 (mu held). */
@@ -153,17 +195,47 @@ static void s_quit_join(pthread_t th, pthread_mutex_t *mu, pthread_cond_t *cv, i
     pthread_join(th, NULL);
 }
 
-/* Polls (mu held on entry and exit, released between looks) for up to
- * S_SPIN_US until a batch is EMPTY or quit is set: 1 if so. */
-static int s_poll(s_worker *w)
+static double s_sec(const struct timespec *a, const struct timespec *b)
 {
-    struct timespec t0, t;
+    return (double)(b->tv_sec - a->tv_sec) + 1e-9 * (double)(b->tv_nsec - a->tv_nsec);
+}
+
+static double s_since(const struct timespec *a)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return s_sec(a, &t);
+}
+
+/* What the worker should do now (mu held): 1 job, 2 fill batch *i,
+ * 0 nothing (wait).  A posted job comes first; an EMPTY batch waits while
+ * a job is expected (for at most S_EXPECT_US: the step may end the run,
+ * or fail, without posting one). */
+static int s_work(s_worker *w, int *i)
+{
+    if (w->job == S_JOB_POSTED)
+        return 1;
+    if (w->quit || w->failed)
+        return 3;
+    if ((*i = s_find(w, S_EMPTY)) < 0)
+        return 0;
+    if (w->expect && s_since(&w->expect_t) * 1e6 < S_EXPECT_US)
+        return 0;
+    w->expect = 0;
+    return 2;
+}
+
+/* Polls (mu held on entry and exit, released between looks) for up to
+ * us microseconds until s_work has something: 1 if so. */
+static int s_poll(s_worker *w, long us)
+{
+    struct timespec t0;
+    int i;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
-        if (w->quit || s_find(w, S_EMPTY) >= 0)
+        if (s_work(w, &i) != 0)
             return 1;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        if ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 > S_SPIN_US)
+        if (s_since(&t0) * 1e6 > (double)us)
             return 0;
         pthread_mutex_unlock(&w->mu);
         sched_yield();
@@ -171,23 +243,62 @@ static int s_poll(s_worker *w)
     }
 }
 
+/* The worker's share of a step (mu held on entry and exit): the clipped
+ * sum of the job's rows on the clone, written into the step's buffer. */
+static void s_run_job(s_worker *w)
+{
+    struct timespec t0, t1;
+    size_t clipped = 0;
+    w->job = S_JOB_RUNNING;
+    pthread_mutex_unlock(&w->mu);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    memcpy(fl_model_params(w->clone), w->src, fl_model_num_params(w->clone) * sizeof(float));
+    int rc = fl_model_clipped_gradient_sum(w->clone, w->jX, w->jy, w->jn, w->jclip, w->jdst,
+                                           &clipped, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    pthread_mutex_lock(&w->mu);
+    w->jrc = rc;
+    w->jclipped = clipped;
+    if (rc != FL_OK)
+        snprintf(w->jerr, sizeof w->jerr, "%s", fl_error_last());
+    w->job_sec = s_sec(&t0, &t1);
+    w->job = S_JOB_DONE;
+    pthread_cond_broadcast(&w->cv);
+}
+
 static void *s_worker_main(void *arg)
 {
     s_worker *w = arg;
     pthread_mutex_lock(&w->mu);
-    while (!w->quit && !w->failed) {
-        int i = s_find(w, S_EMPTY);
-        if (i < 0) {
-            /* Both batches are full: the step in flight will hand one back
-             * within a step's time.  Poll for S_SPIN_US first (yielding, so
-             * a shared core goes to whoever needs it): waking a sleeping
-             * worker costs the stepping thread a futex syscall per step,
-             * ~15 us here, 6 % of a small MLP's step.  Then sleep:
-             * unbounded on purpose, an idle worker waits for work; quit is
-             * always broadcast under mu, so no wake-up is lost. */
-            if (s_poll(w))
+    for (;;) {
+        int i = -1, what = s_work(w, &i);
+        if (what == 3)
+            break; /* never with a job posted: s_work puts jobs first */
+        if (what == 1) {
+            s_run_job(w);
+            continue;
+        }
+        if (what == 0) {
+            /* Nothing to do: both batches are full (the step in flight
+             * will hand one back within a step's time) or a job is due.
+             * Poll for S_SPIN_US first (yielding, so a shared core goes to
+             * whoever needs it): waking a sleeping worker costs the
+             * stepping thread a futex syscall per step, ~15 us here, 6 %
+             * of a small MLP's step.  Then sleep: until the expected job's
+             * deadline, or unbounded on purpose (an idle worker waits for
+             * work; quit, jobs and batches handed back are always
+             * broadcast under mu, so no wake-up is lost). */
+            if (s_poll(w, S_SPIN_US))
                 continue;
-            pthread_cond_wait(&w->cv, &w->mu);
+            if (w->expect && s_find(w, S_EMPTY) >= 0) {
+                struct timespec dl = w->expect_t;
+                dl.tv_nsec += S_EXPECT_US * 1000L;
+                dl.tv_sec += dl.tv_nsec / 1000000000L;
+                dl.tv_nsec %= 1000000000L;
+                pthread_cond_timedwait(&w->cv, &w->mu, &dl);
+            } else {
+                pthread_cond_wait(&w->cv, &w->mu);
+            }
             continue;
         }
         w->st[i] = S_FILLING;
@@ -197,13 +308,17 @@ static void *s_worker_main(void *arg)
          * dp/fl_sampler, which depends on N and q alone).  A step
          * consumes both or, on error, neither, so an EMPTY slot has both
          * empty. */
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         int rc = fl_noise_batch_fill(w->b[i], w->stddev);
         if (rc == FL_OK)
             rc = fl_poisson_batch_fill(w->sp[i], w->q);
+        double sec = s_since(&t0);
         pthread_mutex_lock(&w->mu);
+        w->fill_sec = sec;
         w->st[i] = rc == FL_OK ? S_READY : S_EMPTY;
         if (rc != FL_OK)
-            w->failed = 1; /* steps fall back to inline noise */
+            w->failed = 1; /* steps fall back to inline noise, and to no assist */
         pthread_cond_broadcast(&w->cv);
     }
     pthread_mutex_unlock(&w->mu);
@@ -222,6 +337,7 @@ static void s_worker_stop(fl_trainer *t)
         fl_noise_batch_free(w->b[i]);
         fl_poisson_batch_free(w->sp[i]);
     }
+    fl_model_free(w->clone);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w);
@@ -383,6 +499,12 @@ static void s_worker_start(fl_trainer *t)
         goto done;
     w->stddev = fl_dpsgd_noise_stddev(t->dp);
     w->q = t->q;
+    /* The assist needs a clone of an MLP model; without one (fl_mlp
+     * trainer, or no memory) the worker only draws noise. */
+    if (t->model && !t->has_conv &&
+        fl_model_new(&w->clone, fl_model_spec_of(t->model)) != FL_OK)
+        w->clone = NULL;
+    w->src = t->model ? fl_model_params(t->model) : NULL;
     for (int i = 0; i < S_NBUF; i++) {
         if (fl_noise_batch_new(&w->b[i], fl_dpsgd_dim(t->dp)) != FL_OK ||
             fl_poisson_batch_new(&w->sp[i], t->ds->n) != FL_OK)
@@ -411,6 +533,7 @@ done:
             fl_noise_batch_free(w->b[i]);
             fl_poisson_batch_free(w->sp[i]);
         }
+        fl_model_free(w->clone);
         if (cv_up)
             pthread_cond_destroy(&w->cv);
         if (mu_up)
@@ -441,13 +564,156 @@ static int s_acquire(s_worker *w)
 
 /* Hands batch i back after a step: consumed (the step succeeded, which is
  * exactly when fl_dpsgd_step_clipped_prepared applies and wipes it) goes
- * to the worker for refilling; otherwise it is still filled and unused. */
-static void s_give_back(s_worker *w, int i, int consumed)
+ * to the worker for refilling; otherwise it is still filled and unused.
+ * more: another step follows at once, whose assist job the worker should
+ * do before refilling. */
+static void s_give_back(s_worker *w, int i, int consumed, int more)
 {
     pthread_mutex_lock(&w->mu);
     w->st[i] = consumed ? S_EMPTY : S_READY;
+    w->expect = more && w->clone != NULL;
+    if (w->expect)
+        clock_gettime(CLOCK_MONOTONIC, &w->expect_t);
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
+}
+
+double fl_trainer_assist_update(double f, const fl_assist_sample *x)
+{
+    /* A linear model of an assisted call of n rows, m on the worker, each
+     * row costing about r seconds on either thread:
+     *   (1) the worker's job (m r) and its next fill (F) must fit in the
+     *       step's period P, with 5 % to spare, so the noise is never late:
+     *       moving d rows to the worker narrows P - busy by about 2 d r
+     *       (the calling thread loses the rows the worker gains);
+     *   (2) the job must be done when this thread reaches its weight
+     *       gradients (before_write, after a fraction a of its own rows'
+     *       time), with 10 % to spare, or this thread waits: moving d rows
+     *       narrows 0.9 pre - job by d (r_job + 0.9 pre / (n - m)).
+     * The next share moves half-way to the larger share that keeps both;
+     * this smooths measurement noise.  Bounds: [0, 0.5]. */
+    if (!(f >= 0.0) || !(f <= 0.5))
+        f = S_ASSIST_F0;
+    if (!x || x->n < 2 || x->m == 0 || x->m >= x->n)
+        return f;
+    double mine_rows = (double)(x->n - x->m);
+    double r = x->mine_sec / mine_rows, rj = x->job_sec / (double)x->m;
+    double v[5] = {x->period, x->mine_sec, x->pre_sec, x->job_sec, x->fill_sec};
+    for (int i = 0; i < 5; i++)
+        if (!isfinite(v[i]) || v[i] < 0.0)
+            return f;
+    if (!(r > 0.0) || !(rj > 0.0) || !(x->period > 0.0))
+        return f;
+    double d1 = (0.95 * x->period - (x->job_sec + x->fill_sec)) / (2.0 * r);
+    double d2 = (0.9 * x->pre_sec - x->job_sec) / (rj + 0.9 * x->pre_sec / mine_rows);
+    double d = d1 < d2 ? d1 : d2;
+    f += 0.5 * d / (double)x->n;
+    return f < 0.0 ? 0.0 : f > 0.5 ? 0.5 : f;
+}
+
+/* The worker's rows of a call of n rows: 0 if there is no assist (no
+ * worker or clone, more BLAS threads since, fewer than 2 rows), else the
+ * current share, at least 1 row and leaving this thread at least 1. */
+static size_t s_assist_rows(const fl_trainer *t, size_t n)
+{
+    if (!t->wk || !t->wk->clone || n < 2 || !s_worker_wanted(t))
+        return 0;
+    double f = t->assist_fixed >= 0.0 ? t->assist_fixed : t->assist_f;
+    size_t m = (size_t)(f * (double)n + 0.5);
+    /* At least one row even at share 0, so the share keeps being measured
+     * and can grow again after a slow spell (one row costs microseconds). */
+    return m == 0 ? 1 : m >= n ? n - 1 : m;
+}
+
+/* before_write of this thread's share: waits for the worker's job (it is
+ * normally long done: it started first and is the smaller share). */
+static int s_assist_wait(void *ctx)
+{
+    fl_trainer *t = ctx;
+    s_worker *w = t->wk;
+    struct timespec t0;
+    if (!t->assist_pending)
+        return FL_OK;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    t->assist_hook = t0;
+    pthread_mutex_lock(&w->mu);
+    /* Spin briefly, then sleep; the job always ends (the model call
+     * returns), so no timeout is needed. */
+    for (int k = 0; w->job != S_JOB_DONE && k < 2000; k++) {
+        pthread_mutex_unlock(&w->mu);
+        sched_yield();
+        pthread_mutex_lock(&w->mu);
+    }
+    while (w->job != S_JOB_DONE)
+        pthread_cond_wait(&w->cv, &w->mu);
+    w->job = S_JOB_NONE;
+    int rc = w->jrc;
+    if (rc != FL_OK)
+        rc = fl_error_set(rc, "%s", w->jerr);
+    t->assist_clipped = w->jclipped;
+    pthread_mutex_unlock(&w->mu);
+    t->assist_pending = 0;
+    t->assist_waited += s_since(&t0);
+    return rc;
+}
+
+/* The clipped sum of rows [0, n) with the worker doing [n - m, n) into
+ * sum while this thread does [0, n - m) and adds onto it. */
+static int s_assist_sum(fl_trainer *t, size_t n, size_t m, double clip, float *sum,
+                        size_t *clipped)
+{
+    s_worker *w = t->wk;
+    size_t d = t->ds->d, mine = n - m, cl = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pthread_mutex_lock(&w->mu);
+    if (w->failed) { /* it no longer runs jobs */
+        pthread_mutex_unlock(&w->mu);
+        return fl_model_clipped_gradient_sum(t->model, t->xb, t->yb, n, clip, sum, clipped,
+                                             NULL);
+    }
+    w->jX = t->xb + mine * d;
+    w->jy = t->yb + mine;
+    w->jn = m;
+    w->jclip = clip;
+    w->jdst = sum;
+    w->job = S_JOB_POSTED;
+    w->expect = 0;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    t->assist_pending = 1;
+    t->assist_waited = 0.0;
+    fl_mlp_sum_opts o = {.accumulate = 1, .before_write = s_assist_wait, .ctx = t};
+    int rc = fl_model_clipped_gradient_sum_ex(t->model, t->xb, t->yb, mine, clip, sum, &cl,
+                                              NULL, &o);
+    if (t->assist_pending) { /* an argument error returned before the hook */
+        int rc2 = s_assist_wait(t);
+        if (rc == FL_OK)
+            rc = rc2;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rc != FL_OK) {
+        memset(sum, 0, fl_model_num_params(t->model) * sizeof *sum);
+        return rc;
+    }
+    if (clipped)
+        *clipped = cl + t->assist_clipped;
+    t->assist_steps++;
+    /* Measure and adapt the share (the period runs from this call's start
+     * to the next one's; the first call of a run has none). */
+    if (t->assist_prev.tv_sec != 0 || t->assist_prev.tv_nsec != 0) {
+        fl_assist_sample x = {.n = n, .m = m, .period = s_sec(&t->assist_prev, &t0),
+                              .mine_sec = s_sec(&t0, &t1) - t->assist_waited,
+                              .pre_sec = s_sec(&t0, &t->assist_hook)};
+        pthread_mutex_lock(&w->mu);
+        x.job_sec = w->job_sec;
+        x.fill_sec = w->fill_sec;
+        pthread_mutex_unlock(&w->mu);
+        if (x.period < 1.0)
+            t->assist_f = fl_trainer_assist_update(t->assist_f, &x);
+    }
+    t->assist_prev = t0;
+    return FL_OK;
 }
 
 static int s_clipped_sum(void *ctx, const size_t *idx, size_t n, double clip, float *sum,
@@ -461,6 +727,9 @@ static int s_clipped_sum(void *ctx, const size_t *idx, size_t n, double clip, fl
     }
     if (t->model && t->sp && n >= 2)
         return s_split_sum(t, n, clip, sum, clipped);
+    size_t m = s_assist_rows(t, n);
+    if (m > 0)
+        return s_assist_sum(t, n, m, clip, sum, clipped);
     if (t->model)
         return fl_model_clipped_gradient_sum(t->model, t->xb, t->yb, n, clip, sum, clipped,
                                              NULL);
@@ -510,6 +779,8 @@ static int s_new(fl_trainer **out, fl_mlp *mlp, fl_model *model, const fl_datase
     t->noise_thread_allowed = !(nt && strcmp(nt, "0") == 0);
     t->cpus = sysconf(_SC_NPROCESSORS_ONLN);
     t->q = q;
+    t->assist_f = S_ASSIST_F0;
+    t->assist_fixed = -1.0;
     double mean = q * (double)ds->n, want = ceil(mean + 6.0 * sqrt(mean) + 16.0);
     t->chunk = want > S_CHUNK_MAX ? S_CHUNK_MAX : want < S_CHUNK_MIN ? S_CHUNK_MIN : (size_t)want;
     if (t->chunk > ds->n && ds->n > 0)
@@ -591,13 +862,17 @@ int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch)
     /* An existing worker stays idle (it holds its filled batches) when the
      * BLAS thread count has since been raised: no oversubscription. */
     int prepared = t->wk && s_worker_wanted(t);
+    t->assist_prev = (struct timespec){0, 0}; /* no period across runs */
     for (size_t s = 0; s < steps; s++) {
         size_t b = 0;
         int nb = prepared ? s_acquire(t->wk) : -1;
         if (nb >= 0) {
             rc = fl_dpsgd_step_clipped_prepared(t->dp, s_clipped_sum, t, t->wk->b[nb],
                                                 t->wk->sp[nb], t->grad, &b);
-            s_give_back(t->wk, nb, rc == FL_OK);
+            /* the next step's job comes first if it will have one */
+            int more = rc == FL_OK && s + 1 < steps &&
+                       s_assist_rows(t, (size_t)ceil(t->q * (double)t->ds->n)) > 0;
+            s_give_back(t->wk, nb, rc == FL_OK, more);
             t->prepared_steps += rc == FL_OK;
         } else {
             rc = s_step_own(t, &b);
@@ -635,6 +910,21 @@ int fl_trainer_split_running(const fl_trainer *t)
 size_t fl_trainer_split_steps(const fl_trainer *t)
 {
     return t->split_steps;
+}
+
+size_t fl_trainer_assist_steps(const fl_trainer *t)
+{
+    return t->assist_steps;
+}
+
+double fl_trainer_assist_share(const fl_trainer *t)
+{
+    return t->assist_fixed >= 0.0 ? t->assist_fixed : t->assist_f;
+}
+
+void fl_trainer_set_assist_share(fl_trainer *t, double f)
+{
+    t->assist_fixed = f >= 0.0 && f <= 0.5 ? f : -1.0;
 }
 
 int fl_trainer_noise_thread_running(const fl_trainer *t)

@@ -68,6 +68,17 @@ int fl_trainer_split_running(const fl_trainer *t);
 /** How many clipped-sum calls were computed in two halves so far. */
 size_t fl_trainer_split_steps(const fl_trainer *t);
 
+/** How many clipped-sum calls the noise worker helped with so far: for a
+ *  model without conv layers (fl_trainer_new_model) the worker also
+ *  computes a share of each step's rows -- as much as it can while its
+ *  noise for the next step still comes in time, measured as the steps run
+ *  -- and the calling thread the rest (same clipped sum up to the float
+ *  summation order). */
+size_t fl_trainer_assist_steps(const fl_trainer *t);
+
+/** The worker's current share of each step's rows (0 to 0.5). */
+double fl_trainer_assist_share(const fl_trainer *t);
+
 /** 1 if the noise worker thread is running, else 0. */
 int fl_trainer_noise_thread_running(const fl_trainer *t);
 

@@ -569,3 +569,77 @@ Test(ghost, rejects_bad_clip_and_empty_batch_gives_zero)
     free(gs);
     fl_mlp_free(m);
 }
+
+typedef struct {
+    int calls, rc;
+    const float *gs; /* the buffer, to check it is untouched when the hook runs */
+    size_t P;
+    int untouched;
+} hook_ctx;
+
+static int s_hook(void *v)
+{
+    hook_ctx *h = v;
+    h->calls++;
+    h->untouched = 1;
+    for (size_t p = 0; p < h->P; p++)
+        h->untouched &= h->gs[p] == 7.0f;
+    return h->rc;
+}
+
+Test(ghost, accumulate_adds_two_parts_to_the_whole_and_the_hook_runs_once_before_writing)
+{
+    /* The clipped sum of rows [0, 40) equals that of [0, 25) added (with
+     * accumulate) onto that of [25, 40): each example is clipped on its
+     * own (1e-6 relative, float summation order).  before_write runs once
+     * and sees grad_sum untouched; an error from it ends the call with its
+     * code and zeroes grad_sum; a label error calls it before zeroing. */
+    const uint32_t sizes[] = {7, 9, 4};
+    fl_mlp *m = s_model(sizes, 3, FL_MLP_OUT_SOFTMAX_CE, 4);
+    size_t P = fl_mlp_num_params(m), n = 40, k = 25, c1 = 0, c2 = 0, cw = 0;
+    float *X = s_inputs(n, 7), *whole = malloc(P * sizeof *whole), *gs = malloc(P * sizeof *gs);
+    int32_t *y = malloc(n * sizeof *y);
+    cr_assert(whole && gs && y);
+    for (size_t i = 0; i < n; i++)
+        y[i] = (int32_t)(i % 4);
+    const double C = 0.05; /* small: most examples are clipped */
+    cr_assert_eq(fl_mlp_clipped_gradient_sum(m, X, y, n, C, whole, &cw, NULL), FL_OK);
+    cr_assert_gt(cw, n / 2);
+    cr_assert_eq(fl_mlp_clipped_gradient_sum(m, X + k * 7, y + k, n - k, C, gs, &c2, NULL),
+                 FL_OK);
+    hook_ctx h = {.rc = FL_OK, .gs = gs, .P = P};
+    fl_mlp_sum_opts o = {.accumulate = 1, .before_write = s_hook, .ctx = &h};
+    float first = gs[0];
+    cr_assert_eq(fl_mlp_clipped_gradient_sum_ex(m, X, y, k, C, gs, &c1, NULL, &o), FL_OK);
+    cr_expect_eq(h.calls, 1);
+    cr_expect_eq(c1 + c2, cw);
+    for (size_t p = 0; p < P; p++)
+        cr_assert(fabsf(gs[p] - whole[p]) <= 1e-6f * fabsf(whole[p]) + 1e-7f,
+                  "param %zu: %.9g vs %.9g", p, (double)gs[p], (double)whole[p]);
+    cr_expect_neq(gs[0], first, "accumulate added nothing");
+    /* the hook sees the buffer before any write, and its error ends the call */
+    for (size_t p = 0; p < P; p++)
+        gs[p] = 7.0f;
+    h = (hook_ctx){.rc = FL_EIO, .gs = gs, .P = P};
+    o.accumulate = 0;
+    cr_expect_eq(fl_mlp_clipped_gradient_sum_ex(m, X, y, n, C, gs, NULL, NULL, &o), FL_EIO);
+    cr_expect_eq(h.calls, 1);
+    cr_expect(h.untouched, "grad_sum was written before before_write");
+    for (size_t p = 0; p < P; p++)
+        cr_assert_eq(gs[p], 0.0f);
+    /* a label error: the hook still runs (first), then grad_sum is zeroed */
+    for (size_t p = 0; p < P; p++)
+        gs[p] = 7.0f;
+    h = (hook_ctx){.rc = FL_OK, .gs = gs, .P = P};
+    y[3] = 9;
+    cr_expect_eq(fl_mlp_clipped_gradient_sum_ex(m, X, y, n, C, gs, NULL, NULL, &o), FL_EINVAL);
+    cr_expect_eq(h.calls, 1);
+    cr_expect(h.untouched);
+    for (size_t p = 0; p < P; p++)
+        cr_assert_eq(gs[p], 0.0f);
+    free(X);
+    free(whole);
+    free(gs);
+    free(y);
+    fl_mlp_free(m);
+}

@@ -9,8 +9,11 @@
  * bit-identical parameters; with noise, the worker's updates have the
  * closed-form scale sigma C lr / (qN); FL_NOISE_THREAD=0, forbidding it or
  * more than one BLAS thread start no thread; it shuts down cleanly (the
- * thread count returns; ASan/LSan builds check for leaks).  (Lives under
- * tests/nn until tests/node exists.) */
+ * thread count returns; ASan/LSan builds check for leaks).  The worker's
+ * share of an MLP's rows (assist): its controller settles at the closed-form
+ * balance of a linear model; an assisted trainer matches one without a
+ * worker up to float rounding; an error in the worker's rows fails the
+ * step cleanly.  (Lives under tests/nn until tests/node exists.) */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
@@ -22,6 +25,7 @@
 #include "nn/fl_mlp.h"
 #include "nn/fl_model.h"
 #include "node/fl_trainer.h"
+#include "node/fl_trainer_internal.h"
 
 static uint64_t g_rng = 0x243f6a8885a308d3ull;
 static float s_unif(void)
@@ -100,6 +104,10 @@ Test(trainer, mlp_through_model_and_through_fl_mlp_train_identically)
     /* q = 1 and sigma = 0: deterministic, so the two must agree exactly */
     cr_assert_eq(fl_trainer_new_model(&t1, m, &ds, 1.0, 0.1, 0.0), FL_OK);
     cr_assert_eq(fl_trainer_new(&t2, r, &ds, 1.0, 0.1, 0.0), FL_OK);
+    /* no second core: the model path's worker would compute some rows,
+     * which changes the float summation order (tested below) */
+    fl_trainer_set_noise_thread(t1, 0);
+    fl_trainer_set_noise_thread(t2, 0);
     cr_assert_eq(fl_trainer_run(t1, 5, 0.3, NULL), FL_OK);
     cr_assert_eq(fl_trainer_run(t2, 5, 0.3, NULL), FL_OK);
     cr_assert_eq(memcmp(fl_model_params(m), fl_mlp_params(r),
@@ -418,5 +426,165 @@ Test(trainer, cnn_batch_split_matches_the_whole_batch_with_clipping)
     fl_model_free(a);
     fl_model_free(b);
     fl_model_free(c);
+    free(ds.X), free(ds.y);
+}
+
+/* ---- the worker's share of an MLP's rows (assist) --------------------- */
+
+/* One call of the linear model the controller assumes (see
+ * fl_trainer_assist_update): r seconds per row on either thread, a
+ * fraction a of this thread's rows before its weight gradients, E
+ * seconds of other work per step, F seconds per fill. */
+static size_t s_sim_calls(double *f, size_t n, double r, double a, double E, double F,
+                          int calls)
+{
+    size_t m = 0;
+    for (int k = 0; k < calls; k++) {
+        m = (size_t)(*f * (double)n + 0.5);
+        m = m == 0 ? 1 : m;
+        double mine = (double)(n - m) * r, pre = a * mine, job = (double)m * r;
+        double main_total = mine + (job > pre ? job - pre : 0.0) + E;
+        double busy = job + F;
+        fl_assist_sample x = {.n = n, .m = m, .period = busy > main_total ? busy : main_total,
+                              .mine_sec = mine, .pre_sec = pre, .job_sec = job,
+                              .fill_sec = F};
+        *f = fl_trainer_assist_update(*f, &x);
+    }
+    return m;
+}
+
+Test(trainer, assist_share_settles_where_the_closed_form_balances_the_threads)
+{
+    /* With n = 256, r = 10 us, a = 0.55, E = 0.3 ms the fixed point is the
+     * smaller of m_A (the job done when this thread needs it, 10 % spare:
+     * 0.9 a (n - m) = m) and m_B (the job and the fill within 95 % of the
+     * step: m r + F = 0.95 ((n - m) r + E)).  F = 0.5 ms: m_A = 84.8 binds;
+     * F = 1.5 ms: m_B = 62.4 binds; F = 3 ms (the fill alone longer than a
+     * step): the share goes to 0 (one row).  Within 1.5 rows after 60
+     * calls from the default share. */
+    const size_t n = 256;
+    const double r = 10e-6, a = 0.55, E = 0.3e-3;
+    const double mA = 0.9 * a * n / (1.0 + 0.9 * a);
+    const double Fs[2] = {0.5e-3, 1.5e-3};
+    for (int i = 0; i < 2; i++) {
+        double mB = (0.95 * (n * r + E) - Fs[i]) / (1.95 * r);
+        double want = mA < mB ? mA : mB, f = -1.0; /* invalid: starts from the default */
+        size_t m = s_sim_calls(&f, n, r, a, E, Fs[i], 60);
+        cr_expect(fabs((double)m - want) <= 1.5, "F = %g: m = %zu, closed form %.2f", Fs[i], m,
+                  want);
+    }
+    double f = 0.3;
+    size_t m = s_sim_calls(&f, n, r, a, E, 3e-3, 60);
+    cr_expect_eq(f, 0.0, "share %g with a fill longer than a step", f);
+    cr_expect_eq(m, 1);
+    /* bounds and bad input */
+    fl_assist_sample x = {.n = 256, .m = 100, .period = 1.0, .mine_sec = 1e-3,
+                          .pre_sec = 1.0, .job_sec = 1e-4, .fill_sec = 0.0};
+    cr_expect_eq(fl_trainer_assist_update(0.45, &x), 0.5, "an idle worker gets at most half");
+    x.period = NAN;
+    cr_expect_eq(fl_trainer_assist_update(0.2, &x), 0.2, "a NaN measurement changes nothing");
+    cr_expect_eq(fl_trainer_assist_update(0.2, NULL), 0.2);
+    cr_expect_eq(fl_trainer_assist_update(0.7, NULL), 0.1, "an invalid share restarts");
+}
+
+static fl_model *s_mlp_model(const uint32_t *sizes, size_t nl, uint32_t kind, unsigned char s0)
+{
+    fl_model_spec s;
+    fl_model *m = NULL;
+    unsigned char seed[32] = {s0};
+    cr_assert_eq(fl_model_spec_from_sizes(&s, sizes, nl, kind), FL_OK);
+    cr_assert_eq(fl_model_new(&m, &s), FL_OK);
+    fl_model_init(m, seed);
+    return m;
+}
+
+Test(trainer, mlp_assist_matches_the_whole_batch_with_clipping)
+{
+    /* sigma = 0, q = 1, C below every example's norm at the start: a
+     * trainer whose worker computes 30 % of each batch's rows (fixed
+     * share) and one without a worker must reach the same parameters
+     * after 8 steps, up to the float summation order (1e-5 relative);
+     * every step of the first must have been assisted. */
+    fl_mlp_set_blas_threads(1);
+    if (!s_worker_possible()) {
+        fprintf(stderr, "SKIPPED: the assist needs one BLAS thread and 2 CPUs\n");
+        return;
+    }
+    static const uint32_t sizes[] = {20, 32, 16, 4};
+    fl_model *a = s_mlp_model(sizes, 4, FL_MLP_OUT_SOFTMAX_CE, 5);
+    fl_model *b = s_mlp_model(sizes, 4, FL_MLP_OUT_SOFTMAX_CE, 5);
+    fl_model *c = s_mlp_model(sizes, 4, FL_MLP_OUT_SOFTMAX_CE, 5);
+    fl_trainer *ta = NULL, *tb = NULL;
+    fl_dataset ds = s_data(300, 20, 4);
+    double norms[300];
+    cr_assert_eq(fl_model_example_norms(a, ds.X, ds.y, ds.n, norms), FL_OK);
+    double lo = norms[0];
+    for (size_t i = 1; i < ds.n; i++)
+        lo = norms[i] < lo ? norms[i] : lo;
+    const double C = 0.5 * lo;
+    cr_assert_eq(fl_trainer_new_model(&ta, a, &ds, 1.0, C, 0.0), FL_OK);
+    cr_assert_eq(fl_trainer_new_model(&tb, b, &ds, 1.0, C, 0.0), FL_OK);
+    fl_trainer_set_noise_thread(ta, 0);
+    fl_trainer_set_noise_thread(tb, 1);
+    fl_trainer_set_assist_share(tb, 0.3);
+    for (int r = 0; r < 2; r++) {
+        cr_assert_eq(fl_trainer_run(ta, 4, 0.5, NULL), FL_OK, "%s", fl_error_last());
+        cr_assert_eq(fl_trainer_run(tb, 4, 0.5, NULL), FL_OK, "%s", fl_error_last());
+    }
+    cr_expect(fl_trainer_noise_thread_running(tb));
+    cr_expect_eq(fl_trainer_assist_steps(tb), 8);
+    cr_expect_eq(fl_trainer_assist_steps(ta), 0);
+    cr_expect_eq(fl_trainer_assist_share(tb), 0.3);
+    const float *wa = fl_model_params(a), *wb = fl_model_params(b);
+    size_t P = fl_model_num_params(a), moved = 0, differ = 0;
+    for (size_t j = 0; j < P; j++) {
+        cr_assert(fabsf(wa[j] - wb[j]) <= 1e-5f * (1.0f + fabsf(wa[j])), "param %zu: %.9g vs %.9g",
+                  j, (double)wa[j], (double)wb[j]);
+        moved += wa[j] != fl_model_params(c)[j];
+        differ += wa[j] != wb[j];
+    }
+    cr_expect_gt(moved, P / 2, "training did not move the parameters");
+    fprintf(stderr, "assist: %zu of %zu parameters differ in the last bits\n", differ, P);
+    fl_trainer_free(ta);
+    fl_trainer_free(tb);
+    fl_model_free(a);
+    fl_model_free(b);
+    fl_model_free(c);
+    free(ds.X), free(ds.y);
+}
+
+Test(trainer, an_error_in_the_workers_rows_fails_the_step_and_keeps_the_parameters)
+{
+    /* A label out of range in the last row (the worker's share at 0.5)
+     * must fail the step with the model's message, leave the parameters
+     * as they were, and leave the trainer usable: after the label is
+     * mended the next run trains. */
+    fl_mlp_set_blas_threads(1);
+    if (!s_worker_possible()) {
+        fprintf(stderr, "SKIPPED: the assist needs one BLAS thread and 2 CPUs\n");
+        return;
+    }
+    static const uint32_t sizes[] = {6, 8, 3};
+    fl_model *a = s_mlp_model(sizes, 3, FL_MLP_OUT_SOFTMAX_CE, 8);
+    fl_trainer *t = NULL;
+    fl_dataset ds = s_data(40, 6, 3);
+    cr_assert_eq(fl_trainer_new_model(&t, a, &ds, 1.0, 1.0, 0.0), FL_OK);
+    fl_trainer_set_noise_thread(t, 1);
+    fl_trainer_set_assist_share(t, 0.5);
+    size_t P = fl_model_num_params(a);
+    float *before = malloc(P * sizeof *before);
+    cr_assert(before);
+    memcpy(before, fl_model_params(a), P * sizeof *before);
+    ds.y[39] = 7;
+    cr_expect_neq(fl_trainer_run(t, 1, 0.5, NULL), FL_OK);
+    cr_expect(strstr(fl_error_last(), "7") != NULL, "message: %s", fl_error_last());
+    cr_expect_eq(memcmp(before, fl_model_params(a), P * sizeof *before), 0);
+    ds.y[39] = 1;
+    cr_expect_eq(fl_trainer_run(t, 2, 0.5, NULL), FL_OK, "%s", fl_error_last());
+    cr_expect_eq(fl_trainer_assist_steps(t), 2);
+    cr_expect_neq(memcmp(before, fl_model_params(a), P * sizeof *before), 0);
+    free(before);
+    fl_trainer_free(t);
+    fl_model_free(a);
     free(ds.X), free(ds.y);
 }
