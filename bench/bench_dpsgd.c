@@ -354,12 +354,12 @@ static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double p
             printf("  cost DP, second core / plain     : best %.3f  median %.3f  (target <= %s)\n",
                    best[V_DPW] / best[V_PLAIN], med[V_DPW] / med[V_PLAIN],
                    image ? "1.6" : "1.15");
-        if (assist)
-            printf("  (the worker also computed %.0f %% of the rows at the end, in %zu steps)\n",
-                   100.0 * fl_trainer_assist_share(c.trw), fl_trainer_assist_steps(c.trw));
         else
             printf("  (second core unused: OpenBLAS at %d threads, or FL_NOISE_THREAD=0)\n",
                    threads);
+        if (assist)
+            printf("  (the worker also computed %.0f %% of the rows at the end, in %zu steps)\n",
+                   100.0 * fl_trainer_assist_share(c.trw), fl_trainer_assist_steps(c.trw));
     }
     rc = 0;
 done:
