@@ -183,6 +183,17 @@ static int s_worker_possible(void)
     return fl_mlp_blas_threads() == 1 && sysconf(_SC_NPROCESSORS_ONLN) >= 2;
 }
 
+/* One BLAS thread; 1 if the second core can then be used, else prints why
+ * the calling test is skipped and returns 0. */
+static int s_second_core_or_skip(const char *what)
+{
+    fl_mlp_set_blas_threads(1);
+    if (s_worker_possible())
+        return 1;
+    fprintf(stderr, "SKIPPED: %s needs one BLAS thread and 2 CPUs\n", what);
+    return 0;
+}
+
 static fl_mlp *s_mlp(const uint32_t *sizes, size_t nl, uint32_t out, unsigned char s0)
 {
     fl_mlp *r = NULL;
@@ -361,6 +372,37 @@ Test(trainer, worker_shuts_down_cleanly_mid_fill_and_when_never_used)
     free(ds.X), free(ds.y);
 }
 
+/* Half the smallest per-example gradient norm of m on ds: a clip norm
+ * that clips every example at the start. */
+static double s_clip_all(fl_model *m, const fl_dataset *ds)
+{
+    double *norms = malloc(ds->n * sizeof *norms);
+    cr_assert(norms);
+    cr_assert_eq(fl_model_example_norms(m, ds->X, ds->y, ds->n, norms), FL_OK);
+    double lo = norms[0];
+    for (size_t i = 1; i < ds->n; i++)
+        lo = norms[i] < lo ? norms[i] : lo;
+    free(norms);
+    return 0.5 * lo;
+}
+
+/* a and b trained alike: every parameter within 1e-5 relative (float
+ * summation order), and more than half of them moved from init's.
+ * Returns how many differ at all. */
+static size_t s_expect_trained_alike(fl_model *a, fl_model *b, fl_model *init)
+{
+    const float *wa = fl_model_params(a), *wb = fl_model_params(b);
+    size_t P = fl_model_num_params(a), moved = 0, differ = 0;
+    for (size_t j = 0; j < P; j++) {
+        cr_assert(fabsf(wa[j] - wb[j]) <= 1e-5f * (1.0f + fabsf(wa[j])), "param %zu: %.9g vs %.9g",
+                  j, (double)wa[j], (double)wb[j]);
+        moved += wa[j] != fl_model_params(init)[j];
+        differ += wa[j] != wb[j];
+    }
+    cr_expect_gt(moved, P / 2, "training did not move the parameters");
+    return differ;
+}
+
 /* ---- the batch-split thread (models with conv layers) ----------------- */
 
 Test(trainer, cnn_batch_split_matches_the_whole_batch_with_clipping)
@@ -370,11 +412,8 @@ Test(trainer, cnn_batch_split_matches_the_whole_batch_with_clipping)
      * does whole batches must reach the same parameters after 6 steps, up
      * to the float summation order (1e-5 relative).  The split one must
      * have run a second thread and split every step; the other none. */
-    fl_mlp_set_blas_threads(1);
-    if (!s_worker_possible()) {
-        fprintf(stderr, "SKIPPED: the split path needs one BLAS thread and 2 CPUs\n");
+    if (!s_second_core_or_skip("the split path"))
         return;
-    }
     fl_model_spec s = s_cnn();
     fl_model *a = NULL, *b = NULL;
     fl_trainer *ta = NULL, *tb = NULL;
@@ -384,12 +423,7 @@ Test(trainer, cnn_batch_split_matches_the_whole_batch_with_clipping)
     fl_model_init(a, seed);
     fl_model_init(b, seed);
     fl_dataset ds = s_data(200, 64, 3);
-    double norms[200];
-    cr_assert_eq(fl_model_example_norms(a, ds.X, ds.y, ds.n, norms), FL_OK);
-    double lo = norms[0];
-    for (size_t i = 1; i < ds.n; i++)
-        lo = norms[i] < lo ? norms[i] : lo;
-    const double C = 0.5 * lo; /* every example clipped at the start */
+    const double C = s_clip_all(a, &ds);
     cr_assert_eq(fl_trainer_new_model(&ta, a, &ds, 1.0, C, 0.0), FL_OK);
     cr_assert_eq(fl_trainer_new_model(&tb, b, &ds, 1.0, C, 0.0), FL_OK);
     fl_trainer_set_noise_thread(ta, 0);
@@ -405,18 +439,11 @@ Test(trainer, cnn_batch_split_matches_the_whole_batch_with_clipping)
     cr_expect_eq(fl_trainer_split_steps(ta), 0);
     cr_expect_not(fl_trainer_split_running(ta));
     cr_expect_eq(s_threads(), before + 1);
-    const float *wa = fl_model_params(a), *wb = fl_model_params(b);
-    size_t P = fl_model_num_params(a), moved = 0;
     unsigned char seed2[32] = {6};
     fl_model *c = NULL;
     cr_assert_eq(fl_model_new(&c, &s), FL_OK);
     fl_model_init(c, seed2);
-    for (size_t j = 0; j < P; j++) {
-        cr_assert(fabsf(wa[j] - wb[j]) <= 1e-5f * (1.0f + fabsf(wa[j])), "param %zu: %.9g vs %.9g",
-                  j, (double)wa[j], (double)wb[j]);
-        moved += wa[j] != fl_model_params(c)[j];
-    }
-    cr_expect_gt(moved, P / 2, "training did not move the parameters");
+    (void)s_expect_trained_alike(a, b, c);
     /* forbidding the second core stops and joins the thread */
     fl_trainer_set_noise_thread(tb, 0);
     cr_expect_not(fl_trainer_split_running(tb));
@@ -505,23 +532,15 @@ Test(trainer, mlp_assist_matches_the_whole_batch_with_clipping)
      * share) and one without a worker must reach the same parameters
      * after 8 steps, up to the float summation order (1e-5 relative);
      * every step of the first must have been assisted. */
-    fl_mlp_set_blas_threads(1);
-    if (!s_worker_possible()) {
-        fprintf(stderr, "SKIPPED: the assist needs one BLAS thread and 2 CPUs\n");
+    if (!s_second_core_or_skip("the assist"))
         return;
-    }
     static const uint32_t sizes[] = {20, 32, 16, 4};
     fl_model *a = s_mlp_model(sizes, 4, FL_MLP_OUT_SOFTMAX_CE, 5);
     fl_model *b = s_mlp_model(sizes, 4, FL_MLP_OUT_SOFTMAX_CE, 5);
     fl_model *c = s_mlp_model(sizes, 4, FL_MLP_OUT_SOFTMAX_CE, 5);
     fl_trainer *ta = NULL, *tb = NULL;
     fl_dataset ds = s_data(300, 20, 4);
-    double norms[300];
-    cr_assert_eq(fl_model_example_norms(a, ds.X, ds.y, ds.n, norms), FL_OK);
-    double lo = norms[0];
-    for (size_t i = 1; i < ds.n; i++)
-        lo = norms[i] < lo ? norms[i] : lo;
-    const double C = 0.5 * lo;
+    const double C = s_clip_all(a, &ds);
     cr_assert_eq(fl_trainer_new_model(&ta, a, &ds, 1.0, C, 0.0), FL_OK);
     cr_assert_eq(fl_trainer_new_model(&tb, b, &ds, 1.0, C, 0.0), FL_OK);
     fl_trainer_set_noise_thread(ta, 0);
@@ -535,16 +554,9 @@ Test(trainer, mlp_assist_matches_the_whole_batch_with_clipping)
     cr_expect_eq(fl_trainer_assist_steps(tb), 8);
     cr_expect_eq(fl_trainer_assist_steps(ta), 0);
     cr_expect_eq(fl_trainer_assist_share(tb), 0.3);
-    const float *wa = fl_model_params(a), *wb = fl_model_params(b);
-    size_t P = fl_model_num_params(a), moved = 0, differ = 0;
-    for (size_t j = 0; j < P; j++) {
-        cr_assert(fabsf(wa[j] - wb[j]) <= 1e-5f * (1.0f + fabsf(wa[j])), "param %zu: %.9g vs %.9g",
-                  j, (double)wa[j], (double)wb[j]);
-        moved += wa[j] != fl_model_params(c)[j];
-        differ += wa[j] != wb[j];
-    }
-    cr_expect_gt(moved, P / 2, "training did not move the parameters");
-    fprintf(stderr, "assist: %zu of %zu parameters differ in the last bits\n", differ, P);
+    size_t differ = s_expect_trained_alike(a, b, c);
+    fprintf(stderr, "assist: %zu of %zu parameters differ in the last bits\n", differ,
+            fl_model_num_params(a));
     fl_trainer_free(ta);
     fl_trainer_free(tb);
     fl_model_free(a);
@@ -559,11 +571,8 @@ Test(trainer, an_error_in_the_workers_rows_fails_the_step_and_keeps_the_paramete
      * must fail the step with the model's message, leave the parameters
      * as they were, and leave the trainer usable: after the label is
      * mended the next run trains. */
-    fl_mlp_set_blas_threads(1);
-    if (!s_worker_possible()) {
-        fprintf(stderr, "SKIPPED: the assist needs one BLAS thread and 2 CPUs\n");
+    if (!s_second_core_or_skip("the assist"))
         return;
-    }
     static const uint32_t sizes[] = {6, 8, 3};
     fl_model *a = s_mlp_model(sizes, 3, FL_MLP_OUT_SOFTMAX_CE, 8);
     fl_trainer *t = NULL;
