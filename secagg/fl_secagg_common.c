@@ -12,6 +12,7 @@
 
 #include <sodium.h>
 
+#include "keystream/fl_keystream.h"
 #include "secagg/fl_secagg_internal.h"
 
 int fl_secagg_params_check(const fl_secagg_params *p)
@@ -194,8 +195,11 @@ void fl_secagg_keystream(uint32_t *ks, size_t words, uint64_t w0, const uint8_t 
      * enough for 2^36 words, far above FL_SECAGG_MAX_DIM. */
     while (words > 0) {
         size_t w = words < FL_SECAGG_BLOCK_WORDS ? words : FL_SECAGG_BLOCK_WORDS;
-        crypto_stream_chacha20_ietf_xor_ic((uint8_t *)ks, s_zero, w * 4, nonce,
-                                           (uint32_t)(w0 / 16), key);
+        /* keystream/: OpenSSL's ChaCha20, the same bytes as libsodium's
+         * (its fallback, and the call below should it refuse) */
+        if (fl_chacha20_ietf((uint8_t *)ks, w * 4, nonce, (uint32_t)(w0 / 16), key) != FL_OK)
+            crypto_stream_chacha20_ietf_xor_ic((uint8_t *)ks, s_zero, w * 4, nonce,
+                                               (uint32_t)(w0 / 16), key);
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
         for (size_t i = 0; i < w; i++)
             ks[i] = fl_secagg_get32((const uint8_t *)&ks[i]);
