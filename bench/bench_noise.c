@@ -4,8 +4,9 @@
  * randomized rounding of the input) against baselines measured in the
  * same run: the previous exact CKS 2020 sampler on the same grid
  * (fl_noise_add_gaussian_cks_f64), the raw ChaCha20 keystream producing
- * the 16 bytes the table sampler consumes per sample -- from OpenSSL's
- * EVP ChaCha20 in 64 KiB calls (what fl_noise uses) and from libsodium's
+ * the 16 bytes the table sampler consumes per sample -- from
+ * keystream/fl_keystream (OpenSSL) in 64 KiB calls, what fl_noise uses,
+ * and from libsodium's
  * crypto_stream_chacha20_ietf (what it used before) --, the float entry
  * point, and the
  * Box-Muller sampler fl_noise used before issue 3 (file-static, baseline
@@ -23,10 +24,10 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/evp.h>
 #include <sodium.h>
 
 #include "dp/fl_noise.h"
+#include "keystream/fl_keystream.h"
 #include "dp/fl_noise_internal.h"
 
 static double s_now(void)
@@ -71,25 +72,19 @@ static void s_chacha(unsigned char *blk, size_t bytes)
     sodium_memzero(key, sizeof key);
 }
 
-/* The same through OpenSSL's EVP ChaCha20, 64 KiB calls, a fresh key per
- * call as fl_noise does.  0 on success. */
+/* The same through keystream/fl_keystream (OpenSSL's ChaCha20), 64 KiB
+ * calls, a fresh key per call as fl_noise does.  0 on success. */
 static int s_chacha_evp(unsigned char *blk, size_t bytes)
 {
-    static const unsigned char zero[65536], iv[16];
+    static const uint8_t nonce[12];
     unsigned char key[32];
-    int ok = 1, outl = 0;
-    EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, "ChaCha20", NULL);
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    ok = c && ctx && EVP_EncryptInit_ex2(ctx, c, NULL, NULL, NULL) == 1;
-    for (size_t off = 0; ok && off < bytes; off += sizeof zero) {
-        size_t m = bytes - off < sizeof zero ? bytes - off : sizeof zero;
+    int ok = 1;
+    for (size_t off = 0; ok && off < bytes; off += 65536) {
+        size_t m = bytes - off < 65536 ? bytes - off : 65536;
         randombytes_buf(key, sizeof key);
-        ok = EVP_EncryptInit_ex2(ctx, NULL, key, iv, NULL) == 1 &&
-             EVP_EncryptUpdate(ctx, blk, &outl, zero, (int)m) == 1;
+        ok = fl_chacha20_ietf(blk, m, nonce, 0, key) == FL_OK;
     }
     sodium_memzero(key, sizeof key);
-    EVP_CIPHER_CTX_free(ctx);
-    EVP_CIPHER_free(c);
     return ok ? 0 : -1;
 }
 
