@@ -2,10 +2,12 @@
  * Tests for fl_sampler_poisson: the batch size must follow Binomial(N, q)
  * and every record must be included independently with probability q.
  * Statistical tests use fixed thresholds (5 standard errors, chi-square at
- * p = 0.001); a correct sampler fails one of them very rarely.
+ * p = 0.001, repeated once on fresh draws if it rejects); a correct
+ * sampler fails one of them very rarely.
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,7 +113,9 @@ static void s_check_var(size_t N, double q)
     s_done(&st);
 }
 
-static void s_check_chi2(size_t N, double q)
+/* Pearson's chi-square of one run's batch-size histogram against
+ * Binomial(N, q); *df receives its degrees of freedom. */
+static double s_chi2(size_t N, double q, double *df)
 {
     stats st;
     s_run(&st, N, q);
@@ -139,13 +143,29 @@ static void s_check_chi2(size_t N, double q)
     last_e += acc_e;
     last_o += acc_o;
     chi2 += (last_o - last_e) * (last_o - last_e) / last_e;
-    double df = bins - 1;
-    double crit = s_chi2_crit_p001(df);
-    cr_expect_gt(df, 5);
-    cr_expect_lt(chi2, crit, "N=%zu q=%g: chi2 %g >= critical %g (df %g)", N, q, chi2, crit,
-                 df);
+    *df = bins - 1;
     free(hist);
     s_done(&st);
+    return chi2;
+}
+
+/* The chi-square test at p = 0.001, repeated once on fresh draws if it
+ * rejects: a correct sampler then fails with probability 1e-6 instead of
+ * 1e-3 (at 1e-3 per check the suite's several such checks failed a CI
+ * run now and then), while a wrong law, which the test rejects nearly
+ * always at these sample sizes, still fails both. */
+static void s_check_chi2(size_t N, double q)
+{
+    double df = 0.0, chi2 = s_chi2(N, q, &df), crit = s_chi2_crit_p001(df);
+    cr_expect_gt(df, 5);
+    if (chi2 >= crit) {
+        fprintf(stderr, "N=%zu q=%g: chi2 %g >= critical %g (df %g); repeating once\n", N, q,
+                chi2, crit, df);
+        chi2 = s_chi2(N, q, &df);
+        crit = s_chi2_crit_p001(df);
+    }
+    cr_expect_lt(chi2, crit, "N=%zu q=%g: chi2 %g >= critical %g (df %g), twice", N, q, chi2,
+                 crit, df);
 }
 
 static void s_check_inclusion(size_t N, double q)
