@@ -137,11 +137,14 @@ static void s_rng_refill(s_rng *r)
     } else {
         randombytes_buf(seed, sizeof seed);
     }
-    /* randombytes_buf_deterministic's stream: nonce "LibsodiumDRG", block 0 */
+    /* randombytes_buf_deterministic's stream: nonce "LibsodiumDRG", block 0.
+     * fl_chacha20_ietf falls back to libsodium itself; it refuses only
+     * NULL buffers and counter wrap-around, impossible for <= 64 KiB from
+     * block 0, so a refusal is a bug: never continue without noise. */
     static const uint8_t drg_nonce[12] = {'L', 'i', 'b', 's', 'o', 'd',
                                           'i', 'u', 'm', 'D', 'R', 'G'};
     if (fl_chacha20_ietf((uint8_t *)r->buf, len * sizeof r->buf[0], drg_nonce, 0, seed) != FL_OK)
-        randombytes_buf_deterministic(r->buf, len * sizeof r->buf[0], seed);
+        abort();
     sodium_memzero(seed, sizeof seed);
     r->len = len;
     r->pos = 0;

@@ -185,8 +185,6 @@ int fl_secagg_consist_bytes(uint8_t **out, size_t *len, const uint8_t context[32
     return FL_OK;
 }
 
-static const uint8_t s_zero[FL_SECAGG_BLOCK_WORDS * 4];
-
 void fl_secagg_keystream(uint32_t *ks, size_t words, uint64_t w0, const uint8_t key[32],
                          uint8_t kind)
 {
@@ -196,10 +194,11 @@ void fl_secagg_keystream(uint32_t *ks, size_t words, uint64_t w0, const uint8_t 
     while (words > 0) {
         size_t w = words < FL_SECAGG_BLOCK_WORDS ? words : FL_SECAGG_BLOCK_WORDS;
         /* keystream/: OpenSSL's ChaCha20, the same bytes as libsodium's
-         * (its fallback, and the call below should it refuse) */
+         * (its own fallback).  It refuses only NULL buffers and counter
+         * wrap-around, impossible here (see above), so a refusal is a bug:
+         * never continue with a wrong mask. */
         if (fl_chacha20_ietf((uint8_t *)ks, w * 4, nonce, (uint32_t)(w0 / 16), key) != FL_OK)
-            crypto_stream_chacha20_ietf_xor_ic((uint8_t *)ks, s_zero, w * 4, nonce,
-                                               (uint32_t)(w0 / 16), key);
+            abort();
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
         for (size_t i = 0; i < w; i++)
             ks[i] = fl_secagg_get32((const uint8_t *)&ks[i]);
