@@ -84,10 +84,13 @@ typedef struct {
     double q;       /* its sampling rate */
     int quit;       /* under mu: the worker exits after its current fill */
     int failed;     /* under mu: a fill failed; the worker stopped filling */
-    /* Assist (under mu unless said): the job's rows, the parameters to
-     * copy (the trainer's; unchanged during a step) and the destination,
-     * the step's sum buffer. */
-    fl_model *clone;       /* NULL: no assist (conv model, fl_mlp trainer, no memory) */
+    int noise;      /* 1: it fills prepared batches (MLPs); 0: jobs only (the CNN split) */
+    /* Jobs (under mu unless said): the clipped sum of some rows on the
+     * clone, with the parameters copied in from the trainer's (unchanged
+     * during a step), written to jdst -- the step's sum buffer (MLP
+     * assist) or own (CNN split). */
+    fl_model *clone;       /* NULL: no jobs (fl_mlp trainer, or no memory for an MLP's) */
+    float *own;            /* num_params, for the CNN split (private; wiped); else NULL */
     const float *src;      /* the trainer's parameters */
     const float *jX;
     const int32_t *jy;
@@ -103,32 +106,6 @@ typedef struct {
     double job_sec, fill_sec; /* the last job's and the last fill's durations */
 } s_worker;
 
-/* Batch split (CNNs): a second thread computes the clipped sum of the
- * second half of each call's rows on a clone of the model (its own
- * scratch; the parameters copied in before each call), while the calling
- * thread does the first half; the two sums are added.  Each example is
- * still clipped on its own (by its own per-example norm), so the sum of
- * the halves is the clipped sum of the batch: only the float summation
- * order changes. */
-enum { S_SPLIT_IDLE, S_SPLIT_POSTED, S_SPLIT_DONE };
-
-typedef struct {
-    pthread_t th;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;   /* broadcast on every state change */
-    fl_model *m;         /* clone of the trainer's model */
-    float *sum;          /* num_params: the second half's clipped sum (private; wiped) */
-    const float *X;      /* the job (under mu while posted) */
-    const int32_t *y;
-    size_t n;
-    double clip;
-    size_t clipped;
-    int rc;
-    char err[256];       /* fl_error_last() of the thread on failure */
-    int state;           /* S_SPLIT_* (under mu) */
-    int quit;            /* under mu */
-} s_split;
-
 struct fl_trainer {
     fl_mlp *mlp;     /* exactly one of mlp and model is set */
     fl_model *model;
@@ -142,10 +119,8 @@ struct fl_trainer {
     int noise_thread_allowed;
     int worker_unavailable; /* starting it failed once: do not retry */
     long cpus;              /* online CPUs at creation */
-    s_worker *wk;           /* NULL: no worker thread */
-    s_split *sp;            /* NULL: no batch-split thread */
+    s_worker *wk;           /* NULL: no helper thread */
     int has_conv;           /* the model has a conv layer: the second core splits */
-    int split_unavailable;  /* starting it failed once: do not retry */
     size_t split_steps;     /* clipped-sum calls computed in two halves */
     fl_noise_batch *own_b;  /* without a worker: this thread's own batch and */
     fl_poisson_batch *own_sp; /* sample (NULL until the first such step) */
@@ -217,7 +192,7 @@ static int s_work(s_worker *w, int *i)
         return 1;
     if (w->quit || w->failed)
         return 3;
-    if ((*i = s_find(w, S_EMPTY)) < 0)
+    if (!w->noise || (*i = s_find(w, S_EMPTY)) < 0)
         return 0;
     if (w->expect && s_since(&w->expect_t) * 1e6 < S_EXPECT_US)
         return 0;
@@ -338,6 +313,9 @@ static void s_worker_stop(fl_trainer *t)
         fl_poisson_batch_free(w->sp[i]);
     }
     fl_model_free(w->clone);
+    if (w->own)
+        sodium_memzero(w->own, fl_model_num_params(t->model) * sizeof *w->own);
+    free(w->own);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w);
@@ -352,135 +330,69 @@ static int s_second_core(const fl_trainer *t)
     return t->noise_thread_allowed && t->cpus >= 2 && fl_mlp_blas_threads() == 1;
 }
 
-/* Which use of the second core pays: for a CNN the noise is a tiny part
- * of a step (weights are shared over positions: 12 810 parameters against
- * ~480 MFLOP per 128-example step for the benchmark CNN), so half of the
- * batch goes there; for an MLP the noise of every parameter costs about
- * as much as the step's own sgemms, so it is drawn there
- * (docs/performance.md, "Using the second core"). */
-static int s_worker_wanted(const fl_trainer *t)
+/* Which use of the second core pays (docs/performance.md, "Using the
+ * second core"): for a CNN the noise is a tiny part of a step (weights
+ * are shared over positions: 12 810 parameters against ~480 MFLOP per
+ * 128-example step for the benchmark CNN), so the helper computes half of
+ * each batch (w->noise = 0) and the noise is drawn on the calling thread;
+ * for an MLP the noise of every parameter is a large part of a step, so
+ * the helper draws it ahead, and computes a measured share of the rows
+ * in its remaining time. */
+static int s_helper_wanted(const fl_trainer *t)
 {
-    return s_second_core(t) && !t->has_conv && !t->worker_unavailable;
+    return s_second_core(t) && !t->worker_unavailable;
 }
 
-static int s_split_wanted(const fl_trainer *t)
+/* Posts a job (rows [from, from + m) of the gathered block into dst) and
+ * marks it pending; 0 if the worker has failed and runs no more jobs. */
+static int s_post(fl_trainer *t, size_t from, size_t m, double clip, float *dst)
 {
-    return s_second_core(t) && t->has_conv && !t->split_unavailable;
-}
-
-static void *s_split_main(void *arg)
-{
-    s_split *w = arg;
+    s_worker *w = t->wk;
     pthread_mutex_lock(&w->mu);
-    for (;;) {
-        /* Unbounded on purpose: an idle thread waits for a job; quit and
-         * jobs are always broadcast under mu, so no wake-up is lost. */
-        while (w->state != S_SPLIT_POSTED && !w->quit)
-            pthread_cond_wait(&w->cv, &w->mu);
-        if (w->quit)
-            break;
+    if (w->failed) {
         pthread_mutex_unlock(&w->mu);
-        size_t clipped = 0;
-        int rc = fl_model_clipped_gradient_sum(w->m, w->X, w->y, w->n, w->clip, w->sum,
-                                               &clipped, NULL);
-        pthread_mutex_lock(&w->mu);
-        w->rc = rc;
-        w->clipped = clipped;
-        if (rc != FL_OK)
-            snprintf(w->err, sizeof w->err, "%s", fl_error_last());
-        w->state = S_SPLIT_DONE;
-        pthread_cond_broadcast(&w->cv);
+        return 0;
     }
-    pthread_mutex_unlock(&w->mu);
-    return NULL;
-}
-
-/* Stops and joins the split thread, wipes and frees its buffers. */
-static void s_split_stop(fl_trainer *t)
-{
-    s_split *w = t->sp;
-    if (!w)
-        return;
-    s_quit_join(w->th, &w->mu, &w->cv, &w->quit);
-    sodium_memzero(w->sum, fl_model_num_params(w->m) * sizeof *w->sum);
-    free(w->sum);
-    fl_model_free(w->m);
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
-    free(w);
-    t->sp = NULL;
-}
-
-/* Starts the split thread if it is wanted and not running; on failure
- * the calling thread simply does whole batches (always correct). */
-static void s_split_start(fl_trainer *t)
-{
-    s_split *w = NULL;
-    int mu_up = 0, cv_up = 0, ok = 0;
-
-    if (t->sp || !s_split_wanted(t))
-        return;
-    w = calloc(1, sizeof *w);
-    if (!w || fl_model_new(&w->m, fl_model_spec_of(t->model)) != FL_OK ||
-        !(w->sum = calloc(fl_model_num_params(t->model), sizeof *w->sum)))
-        goto done;
-    if (pthread_mutex_init(&w->mu, NULL) != 0)
-        goto done;
-    mu_up = 1;
-    if (pthread_cond_init(&w->cv, NULL) != 0)
-        goto done;
-    cv_up = 1;
-    ok = s_spawn(&w->th, s_split_main, w);
-done:
-    if (ok) {
-        t->sp = w;
-        return;
-    }
-    t->split_unavailable = 1;
-    if (w) {
-        free(w->sum);
-        fl_model_free(w->m);
-        if (cv_up)
-            pthread_cond_destroy(&w->cv);
-        if (mu_up)
-            pthread_mutex_destroy(&w->mu);
-        free(w);
-    }
-}
-
-/* The clipped sum of rows [0, n) of the gathered block in two halves: the
- * split thread takes [h, n) on the clone, this thread [0, h). */
-static int s_split_sum(fl_trainer *t, size_t n, double clip, float *sum, size_t *clipped)
-{
-    s_split *w = t->sp;
-    size_t d = t->ds->d, P = fl_model_num_params(t->model), h = n / 2;
-    memcpy(fl_model_params(w->m), fl_model_params(t->model), P * sizeof(float));
-    pthread_mutex_lock(&w->mu);
-    w->X = t->xb + h * d;
-    w->y = t->yb + h;
-    w->n = n - h;
-    w->clip = clip;
-    w->state = S_SPLIT_POSTED;
+    w->jX = t->xb + from * t->ds->d;
+    w->jy = t->yb + from;
+    w->jn = m;
+    w->jclip = clip;
+    w->jdst = dst;
+    w->job = S_JOB_POSTED;
+    w->expect = 0;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
-    int rc = fl_model_clipped_gradient_sum(t->model, t->xb, t->yb, h, clip, sum, clipped,
-                                           NULL);
-    pthread_mutex_lock(&w->mu);
-    /* The job always ends (the model call returns); no timeout needed. */
-    while (w->state != S_SPLIT_DONE)
-        pthread_cond_wait(&w->cv, &w->mu);
-    w->state = S_SPLIT_IDLE;
-    pthread_mutex_unlock(&w->mu);
-    if (rc == FL_OK && w->rc != FL_OK)
-        rc = fl_error_set(w->rc, "%s", w->err);
+    t->assist_pending = 1;
+    t->assist_waited = 0.0;
+    return 1;
+}
+
+static int s_assist_wait(void *ctx);
+
+/* Batch split (CNNs): the helper computes the clipped sum of the second
+ * half of the call's rows into its own buffer while this thread does the
+ * first half; the two sums are added.  Each example is still clipped on
+ * its own (by its own per-example norm), so the sum of the halves is the
+ * clipped sum of the batch: only the float summation order changes. */
+static int s_split_sum(fl_trainer *t, size_t n, double clip, float *sum, size_t *clipped)
+{
+    s_worker *w = t->wk;
+    size_t P = fl_model_num_params(t->model), h = n / 2, cl = 0;
+    if (!s_post(t, h, n - h, clip, w->own))
+        return fl_model_clipped_gradient_sum(t->model, t->xb, t->yb, n, clip, sum, clipped,
+                                             NULL);
+    int rc = fl_model_clipped_gradient_sum(t->model, t->xb, t->yb, h, clip, sum, &cl, NULL);
+    int rc2 = s_assist_wait(t); /* always: the helper's job must end first */
+    if (rc == FL_OK)
+        rc = rc2;
     if (rc == FL_OK) {
         for (size_t j = 0; j < P; j++)
-            sum[j] += w->sum[j];
+            sum[j] += w->own[j];
         if (clipped)
-            *clipped += w->clipped;
+            *clipped = cl + t->assist_clipped;
         t->split_steps++;
     }
-    sodium_memzero(w->sum, P * sizeof *w->sum);
+    sodium_memzero(w->own, P * sizeof *w->own);
     return rc;
 }
 
@@ -492,20 +404,23 @@ static void s_worker_start(fl_trainer *t)
     pthread_condattr_t ca;
     int mu_up = 0, cv_up = 0, ok = 0;
 
-    if (t->wk || !s_worker_wanted(t))
+    if (t->wk || !s_helper_wanted(t))
         return;
     w = calloc(1, sizeof *w);
     if (!w)
         goto done;
     w->stddev = fl_dpsgd_noise_stddev(t->dp);
     w->q = t->q;
-    /* The assist needs a clone of an MLP model; without one (fl_mlp
-     * trainer, or no memory) the worker only draws noise. */
-    if (t->model && !t->has_conv &&
-        fl_model_new(&w->clone, fl_model_spec_of(t->model)) != FL_OK)
+    w->noise = !t->has_conv;
+    /* Jobs need a clone: an MLP's worker without one (fl_mlp trainer, or
+     * no memory) only draws noise; a CNN's helper is nothing without it. */
+    if (t->model && fl_model_new(&w->clone, fl_model_spec_of(t->model)) != FL_OK)
         w->clone = NULL;
     w->src = t->model ? fl_model_params(t->model) : NULL;
-    for (int i = 0; i < S_NBUF; i++) {
+    if (!w->noise && (!w->clone ||
+                      !(w->own = calloc(fl_model_num_params(t->model), sizeof *w->own))))
+        goto done;
+    for (int i = 0; w->noise && i < S_NBUF; i++) {
         if (fl_noise_batch_new(&w->b[i], fl_dpsgd_dim(t->dp)) != FL_OK ||
             fl_poisson_batch_new(&w->sp[i], t->ds->n) != FL_OK)
             goto done;
@@ -534,6 +449,7 @@ done:
             fl_poisson_batch_free(w->sp[i]);
         }
         fl_model_free(w->clone);
+        free(w->own);
         if (cv_up)
             pthread_cond_destroy(&w->cv);
         if (mu_up)
@@ -616,7 +532,7 @@ double fl_trainer_assist_update(double f, const fl_assist_sample *x)
  * current share, at least 1 row and leaving this thread at least 1. */
 static size_t s_assist_rows(const fl_trainer *t, size_t n)
 {
-    if (!t->wk || !t->wk->clone || n < 2 || !s_worker_wanted(t))
+    if (!t->wk || !t->wk->noise || !t->wk->clone || n < 2 || !s_helper_wanted(t))
         return 0;
     double f = t->assist_fixed >= 0.0 ? t->assist_fixed : t->assist_f;
     size_t m = (size_t)(f * (double)n + 0.5);
@@ -663,26 +579,12 @@ static int s_assist_sum(fl_trainer *t, size_t n, size_t m, double clip, float *s
                         size_t *clipped)
 {
     s_worker *w = t->wk;
-    size_t d = t->ds->d, mine = n - m, cl = 0;
+    size_t mine = n - m, cl = 0;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    pthread_mutex_lock(&w->mu);
-    if (w->failed) { /* it no longer runs jobs */
-        pthread_mutex_unlock(&w->mu);
+    if (!s_post(t, mine, m, clip, sum)) /* it no longer runs jobs */
         return fl_model_clipped_gradient_sum(t->model, t->xb, t->yb, n, clip, sum, clipped,
                                              NULL);
-    }
-    w->jX = t->xb + mine * d;
-    w->jy = t->yb + mine;
-    w->jn = m;
-    w->jclip = clip;
-    w->jdst = sum;
-    w->job = S_JOB_POSTED;
-    w->expect = 0;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    t->assist_pending = 1;
-    t->assist_waited = 0.0;
     fl_mlp_sum_opts o = {.accumulate = 1, .before_write = s_assist_wait, .ctx = t};
     int rc = fl_model_clipped_gradient_sum_ex(t->model, t->xb, t->yb, mine, clip, sum, &cl,
                                               NULL, &o);
@@ -725,7 +627,7 @@ static int s_clipped_sum(void *ctx, const size_t *idx, size_t n, double clip, fl
         memcpy(t->xb + i * d, t->ds->X + idx[i] * d, d * sizeof(float));
         t->yb[i] = t->ds->y[idx[i]];
     }
-    if (t->model && t->sp && n >= 2)
+    if (t->wk && !t->wk->noise && n >= 2 && s_helper_wanted(t))
         return s_split_sum(t, n, clip, sum, clipped);
     size_t m = s_assist_rows(t, n);
     if (m > 0)
@@ -856,12 +758,12 @@ int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch)
     size_t p = s_num_params(t), total = 0;
     int rc = FL_OK;
     s_worker_start(t);
-    s_split_start(t);
-    if (t->sp && !s_split_wanted(t))
-        s_split_stop(t); /* the BLAS thread count was raised since */
-    /* An existing worker stays idle (it holds its filled batches) when the
-     * BLAS thread count has since been raised: no oversubscription. */
-    int prepared = t->wk && s_worker_wanted(t);
+    if (t->wk && !t->wk->noise && !s_helper_wanted(t))
+        s_worker_stop(t); /* a CNN's helper: the BLAS thread count was raised since */
+    /* An MLP's existing worker stays idle (it holds its filled batches)
+     * when the BLAS thread count has since been raised: no
+     * oversubscription. */
+    int prepared = t->wk && t->wk->noise && s_helper_wanted(t);
     t->assist_prev = (struct timespec){0, 0}; /* no period across runs */
     for (size_t s = 0; s < steps; s++) {
         size_t b = 0;
@@ -896,15 +798,13 @@ int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *mean_batch)
 void fl_trainer_set_noise_thread(fl_trainer *t, int allow)
 {
     t->noise_thread_allowed = allow != 0;
-    if (!allow) {
+    if (!allow)
         s_worker_stop(t);
-        s_split_stop(t);
-    }
 }
 
 int fl_trainer_split_running(const fl_trainer *t)
 {
-    return t->sp != NULL;
+    return t->wk && !t->wk->noise;
 }
 
 size_t fl_trainer_split_steps(const fl_trainer *t)
@@ -929,7 +829,7 @@ void fl_trainer_set_assist_share(fl_trainer *t, double f)
 
 int fl_trainer_noise_thread_running(const fl_trainer *t)
 {
-    return t->wk != NULL;
+    return t->wk && t->wk->noise;
 }
 
 size_t fl_trainer_prepared_noise_steps(const fl_trainer *t)
@@ -942,7 +842,6 @@ void fl_trainer_free(fl_trainer *t)
     if (!t)
         return;
     s_worker_stop(t);
-    s_split_stop(t);
     fl_noise_batch_free(t->own_b);
     fl_poisson_batch_free(t->own_sp);
     fl_dpsgd_free(t->dp);

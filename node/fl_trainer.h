@@ -58,11 +58,11 @@ FL_NODISCARD int fl_trainer_run(fl_trainer *t, size_t steps, double lr, double *
  *  wiping its prepared noise and samples. */
 void fl_trainer_set_noise_thread(fl_trainer *t, int allow);
 
-/** 1 if the batch-split thread is running, else 0.  For a model with a
- *  conv layer the second core computes half of every batch instead of
- *  drawing noise (same conditions as the noise worker: allowed, one BLAS
- *  thread, two CPUs; fl_trainer_set_noise_thread and FL_NOISE_THREAD=0
- *  govern both), and the noise is drawn on the calling thread. */
+/** 1 if the helper thread is running in batch-split mode, else 0.  For a
+ *  model with a conv layer the helper (same conditions as the noise
+ *  worker: allowed, one BLAS thread, two CPUs; fl_trainer_set_noise_thread
+ *  and FL_NOISE_THREAD=0 govern it) computes half of every batch instead
+ *  of drawing noise, and the noise is drawn on the calling thread. */
 int fl_trainer_split_running(const fl_trainer *t);
 
 /** How many clipped-sum calls were computed in two halves so far. */
