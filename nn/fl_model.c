@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "nn/fl_conv.h"
+#include "nn/fl_convpool.h"
 #include "nn/fl_mlp.h"
 #include "nn/fl_vec.h"
 
@@ -45,7 +46,9 @@ typedef struct {
     size_t k;                    /* conv kernel */
     size_t w_off, b_off, nw;     /* parameter offsets, number of weights */
     int relu;                    /* conv, or dense that is not last */
-    fl_conv2d *conv;             /* conv layers only */
+    fl_conv2d *conv;             /* conv layers not fused with a pool */
+    fl_convpool *cp;             /* conv layer fused with the pool layer after it */
+    int fused_pool;              /* pool layer computed by the conv before it */
     int keep_g;                  /* conv whose norms are explicit: keep G_i */
     float *G;                    /* keep_g: cap x (nw + oc) per-example gradients */
     float *a;                    /* cap x out_sz activations */
@@ -77,6 +80,7 @@ void fl_model_free(fl_model *m)
     fl_mlp_free(m->mlp);
     for (size_t l = 0; l < m->L; l++) {
         fl_conv2d_free(m->layers[l].conv);
+        fl_convpool_free(m->layers[l].cp);
         free(m->layers[l].a);
         free(m->layers[l].d);
         free(m->layers[l].argmax);
@@ -90,6 +94,51 @@ void fl_model_free(fl_model *m)
     free(m->cf);
     free(m->gtmp);
     free(m);
+}
+
+/* Which conv layers run fused with the pool after them (fl_convpool), and
+ * the output extent need_h/need_w each layer must compute.  A fused block
+ * is computed only where the layers above read it: a dense layer reads
+ * its whole input, a fused block with a ph x pw pool output reads the
+ * top-left (2ph + k - 1) x (2pw + k - 1) of its input, and any other
+ * layer its whole input.  Since every layer's output position depends
+ * only on the input positions at or below-right of it (top-left
+ * aligned), dropping what is never read changes no output and no
+ * gradient: e.g. the issue's CNN computes conv 1 on 24 x 24 (not 26 x 26)
+ * and conv 2 on 10 x 10 (not 11 x 11: the pool drops the odd edge). */
+static void s_plan(const fl_model_spec *spec, int fuse[], size_t need_h[], size_t need_w[])
+{
+    size_t L = spec->num_layers, c = spec->in_c, h = spec->in_h, w = spec->in_w;
+    size_t nat_h[FL_SPEC_MAX_LAYERS], nat_w[FL_SPEC_MAX_LAYERS];
+    for (size_t l = 0; l < L; l++) {
+        const fl_layer_spec *ls = &spec->layers[l];
+        fuse[l] = 0;
+        if (ls->kind == FL_LAYER_CONV) {
+            size_t nw = (size_t)ls->units * c * ls->kernel * ls->kernel;
+            /* fused blocks keep per-example gradients: the store must fit */
+            fuse[l] = l + 1 < L && spec->layers[l + 1].kind == FL_LAYER_POOL &&
+                      nw + ls->units <= S_KEEP_G_MAX / FL_MODEL_CHUNK;
+            c = ls->units, h = h - ls->kernel + 1, w = w - ls->kernel + 1;
+        } else if (ls->kind == FL_LAYER_POOL) {
+            h /= 2, w /= 2;
+        } else {
+            c = ls->units, h = w = 1;
+        }
+        nat_h[l] = h, nat_w[l] = w;
+    }
+    need_h[L - 1] = nat_h[L - 1], need_w[L - 1] = nat_w[L - 1];
+    for (size_t l = L - 1; l > 0; l--) {
+        if (spec->layers[l].kind == FL_LAYER_POOL && fuse[l - 1]) {
+            size_t k = spec->layers[l - 1].kernel;
+            need_h[l - 1] = 2 * need_h[l], need_w[l - 1] = 2 * need_w[l];
+            if (l >= 2)
+                need_h[l - 2] = need_h[l - 1] + k - 1, need_w[l - 2] = need_w[l - 1] + k - 1;
+            if (--l == 0) /* the block's conv was handled with its pool */
+                break;
+        } else {
+            need_h[l - 1] = nat_h[l - 1], need_w[l - 1] = nat_w[l - 1];
+        }
+    }
 }
 
 int fl_model_new(fl_model **out, const fl_model_spec *spec)
@@ -122,6 +171,9 @@ int fl_model_new(fl_model **out, const fl_model_spec *spec)
 
     m->L = spec->num_layers;
     size_t c = spec->in_c, h = spec->in_h, w = spec->in_w, off = 0, gmax = 0;
+    int fuse[FL_SPEC_MAX_LAYERS];
+    size_t need_h[FL_SPEC_MAX_LAYERS], need_w[FL_SPEC_MAX_LAYERS];
+    s_plan(spec, fuse, need_h, need_w);
     m->first_param = m->L;
     for (size_t l = 0; l < m->L; l++) {
         const fl_layer_spec *ls = &spec->layers[l];
@@ -134,6 +186,23 @@ int fl_model_new(fl_model **out, const fl_model_spec *spec)
             y->oc = ls->units, y->oh = h - y->k + 1, y->ow = w - y->k + 1;
             y->nw = y->oc * c * y->k * y->k;
             y->relu = 1;
+            if (fuse[l]) {
+                /* conv + ReLU + pool as one block, computed on the extent
+                 * read above it (s_plan); its per-example gradients are
+                 * formed from the routed deltas and kept */
+                size_t ph = need_h[l + 1], pw = need_w[l + 1];
+                y->oh = 2 * ph, y->ow = 2 * pw;
+                y->keep_g = 1;
+                if (y->nw + y->oc > gmax)
+                    gmax = y->nw + y->oc;
+                if ((rc = fl_convpool_new(&y->cp, c, y->oc, y->k, h, w, ph, pw,
+                                          FL_MODEL_CHUNK)) != FL_OK) {
+                    rc = fl_error_wrap(rc, "fl_model_new: layer %zu (conv %zu %zu)", l + 1,
+                                       y->oc, y->k);
+                    goto done;
+                }
+                break;
+            }
             if ((rc = fl_conv2d_new(&y->conv, c, y->oc, y->k, h, w)) != FL_OK) {
                 rc = fl_error_wrap(rc, "fl_model_new: layer %zu (conv %zu %zu)", l + 1, y->oc,
                                    y->k);
@@ -152,6 +221,7 @@ int fl_model_new(fl_model **out, const fl_model_spec *spec)
             break;
         case FL_LAYER_POOL:
             y->oc = c, y->oh = h / 2, y->ow = w / 2;
+            y->fused_pool = l > 0 && m->layers[l - 1].cp != NULL;
             break;
         default: /* FL_LAYER_DENSE (the spec is valid) */
             y->oc = ls->units, y->oh = 1, y->ow = 1;
@@ -248,12 +318,14 @@ static int s_reserve(fl_model *m)
         goto nomem;
     for (size_t l = 0; l < m->L; l++) {
         s_layer *y = &m->layers[l];
-        y->a = malloc(rows * y->out_sz * sizeof *y->a);
-        y->d = malloc(rows * y->out_sz * sizeof *y->d);
-        if (!y->a || !y->d)
-            goto nomem;
-        if (y->kind == FL_LAYER_POOL && !(y->argmax = malloc(rows * y->out_sz *
-                                                             sizeof *y->argmax)))
+        if (!y->cp) { /* a fused conv writes its pool layer's output */
+            y->a = malloc(rows * y->out_sz * sizeof *y->a);
+            y->d = malloc(rows * y->out_sz * sizeof *y->d);
+            if (!y->a || !y->d)
+                goto nomem;
+        }
+        if (y->kind == FL_LAYER_POOL && !y->fused_pool &&
+            !(y->argmax = malloc(rows * y->out_sz * sizeof *y->argmax)))
             goto nomem;
         if (y->keep_g && !(y->G = malloc(rows * (y->nw + y->oc) * sizeof *y->G)))
             goto nomem;
@@ -301,6 +373,11 @@ static int s_forward(fl_model *m, const float *X, size_t n)
         s_layer *y = &m->layers[l];
         const float *in = s_input(m, l, X);
         const float *W = m->params + y->w_off, *b = m->params + y->b_off;
+        if (y->cp) { /* conv + ReLU + pool: writes the pool layer's output */
+            rc = fl_convpool_forward(y->cp, W, b, in, n, m->layers[l + 1].a);
+            l++;
+            continue;
+        }
         switch (y->kind) {
         case FL_LAYER_CONV:
             rc = fl_conv2d_forward(y->conv, W, b, in, n, y->a);
@@ -361,6 +438,15 @@ static int s_backward(fl_model *m, const float *X, size_t n)
         s_layer *y = &m->layers[l], *p = &m->layers[l - 1];
         const float *in = s_input(m, l, X);
         const float *W = m->params + y->w_off;
+        if (y->fused_pool) /* the block's deltas are the pool's d, routed */
+            continue;
+        if (y->cp) {
+            const s_layer *q = &m->layers[l + 1];
+            rc = fl_convpool_input_grad(y->cp, W, q->a, q->d, n, p->d);
+            if (p->relu)
+                fl_vec_relu_mask(p->d, p->a, n * p->out_sz);
+            continue;
+        }
         switch (y->kind) {
         case FL_LAYER_CONV:
             rc = fl_conv2d_backward(y->conv, W, in, y->d, n, p->d, NULL, NULL);
@@ -397,6 +483,11 @@ static int s_weight_grads(fl_model *m, const float *X0, size_t n, float *grad_su
         float *gW = grad_sum + y->w_off, *gb = grad_sum + y->b_off;
         if (y->kind == FL_LAYER_POOL)
             continue;
+        if (y->cp && !cf) { /* plain batch gradient of a fused block */
+            const s_layer *q = &m->layers[l + 1];
+            rc = fl_convpool_batch_grad(y->cp, q->a, q->d, n, gW, gb, !first);
+            continue;
+        }
         if (y->kind == FL_LAYER_CONV && cf && y->keep_g) {
             /* [gW gb] (nw + oc) += G^T (nw+oc x n) cf: bias follows weights */
             cblas_sgemv(CblasRowMajor, CblasTrans, (int)n, (int)(y->nw + y->oc), 1.0f, y->G,
@@ -446,7 +537,13 @@ static int s_norms(fl_model *m, const float *X, size_t n)
     for (size_t l = m->first_param; l < m->L && rc == FL_OK; l++) {
         const s_layer *y = &m->layers[l];
         const float *in = s_input(m, l, X);
-        if (y->kind == FL_LAYER_CONV && y->keep_g) {
+        if (y->cp) { /* fused: G_i from the routed deltas, kept */
+            size_t gs = y->nw + y->oc;
+            const s_layer *q = &m->layers[l + 1];
+            rc = fl_convpool_example_grads(y->cp, q->a, q->d, n, y->G, gs);
+            for (size_t i = 0; rc == FL_OK && i < n; i++)
+                m->nrm[i] += fl_vec_sumsq(y->G + i * gs, gs);
+        } else if (y->kind == FL_LAYER_CONV && y->keep_g) {
             /* explicit: G_i = [D_i A_i^T, D_i 1] of example i alone, kept */
             size_t gs = y->nw + y->oc;
             for (size_t i = 0; rc == FL_OK && i < n; i++) {
@@ -656,8 +753,9 @@ int fl_model_clipped_gradient_sum(fl_model *m, const float *X, const int32_t *y,
                     continue;
                 memset(m->xs + i * m->n_in, 0, m->n_in * sizeof(float));
                 for (size_t l = 0; l + 1 < m->L; l++)
-                    memset(m->layers[l].a + i * m->layers[l].out_sz, 0,
-                           m->layers[l].out_sz * sizeof(float));
+                    if (m->layers[l].a) /* a fused conv has none */
+                        memset(m->layers[l].a + i * m->layers[l].out_sz, 0,
+                               m->layers[l].out_sz * sizeof(float));
             }
             X0 = m->xs;
         }

@@ -1,0 +1,431 @@
+/*
+ * fl_convpool: convolution + ReLU + 2x2 max-pool as one block with a
+ * routed (sparse) backward pass.  See fl_convpool.h.
+ *
+ * Forward, per group of S_GROUP rows: the patches of each row go into P
+ * (row (i, t) holds the C_in k^2 inputs under output position t, padded
+ * with zeros to a multiple of 16 floats), one sgemm gives the group's
+ * convolution outputs Z (t x C_out per row, channels innermost, so a
+ * pooling window is four contiguous channel vectors), and the pooling
+ * writes Y and, per (row, channel, window), the position t of the
+ * window's argmax.  Z is reused group after group and stays in cache.
+ *
+ * Backward: the gradient reaching the convolution output is, per (row,
+ * channel), one value per window at the routed position - dY where the
+ * pooled output is positive, zero elsewhere (the ReLU) - and zero at the
+ * other three positions of every window.  Hence
+ *   weight gradient of row i, channel o = sum over windows of v * P[i, t]
+ *   input gradient of row i = col2im of (sum over o and windows of
+ *                             v * Wt[o] placed at patch row t)
+ * which is exactly the dense backward with the zeros skipped.
+ */
+#include "nn/fl_convpool.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Largest matrix handed to BLAS, in elements (32-bit BLAS int). */
+#define S_MAX_ELEMS ((size_t)INT_MAX)
+
+/* Rows per forward sgemm: their convolution outputs (S_GROUP x t x C_out
+ * floats, 100-300 KiB for the issue's CNN) stay in L2 for the pooling. */
+#define S_GROUP 8
+
+/* Sixteen floats: GCC/Clang vector extensions lower this to one AVX-512,
+ * two AVX or four SSE registers, whichever the function is compiled for.
+ * The routed kernels are built for AVX-512, AVX2 and the x86-64 baseline
+ * and the loader picks one at run time (GCC target_clones). */
+typedef float s_v16 __attribute__((vector_size(64)));
+#define S_LOAD(v, p) memcpy(&(v), (p), sizeof(s_v16))
+#define S_STORE(p, v) memcpy((p), &(v), sizeof(s_v16))
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define S_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define S_CLONES
+#endif
+
+struct fl_convpool {
+    size_t cin, cout, k, h, w;  /* geometry: c_in x h x w inputs */
+    size_t ph, pw, po;          /* pool outputs, po = ph pw */
+    size_t cw, t;               /* conv outputs computed: 2ph x cw, t = 2ph cw */
+    size_t ckk, ckp;            /* C_in k^2 and it rounded up to 16 */
+    size_t in_sz, cap, last_n;
+    float *P;                   /* cap x t x ckp patches (padding stays zero) */
+    float *Z;                   /* S_GROUP x t x cout conv outputs of one group */
+    uint32_t *route;            /* cap x cout x po: argmax position t per window */
+    float *pm;                  /* po x cout: one row's window maxima */
+    uint32_t *pr;               /* po x cout: their positions */
+    float *val;                 /* po: routed gradients of one (row, channel) */
+    float *acc;                 /* ckp: one gradient row */
+    float *dP;                  /* t x ckp: one row's patch gradients */
+    float *Wp;                  /* cout x ckp: weights, zero-padded */
+    unsigned char *touched;     /* t: patch rows of dP that received gradient */
+};
+
+void fl_convpool_free(fl_convpool *cp)
+{
+    if (!cp)
+        return;
+    free(cp->P);
+    free(cp->Z);
+    free(cp->route);
+    free(cp->pm);
+    free(cp->pr);
+    free(cp->val);
+    free(cp->acc);
+    free(cp->dP);
+    free(cp->Wp);
+    free(cp->touched);
+    free(cp);
+}
+
+int fl_convpool_new(fl_convpool **out, size_t c_in, size_t c_out, size_t k, size_t h,
+                    size_t w, size_t ph, size_t pw, size_t cap)
+{
+    if (!out)
+        abort();
+    *out = NULL;
+    if (c_in == 0 || c_out == 0 || k == 0 || h == 0 || w == 0 || ph == 0 || pw == 0 ||
+        cap == 0)
+        return fl_error_set(FL_EINVAL, "convpool: sizes must be positive (c_in %zu, c_out "
+                            "%zu, k %zu, input %zu x %zu, pool %zu x %zu, rows %zu)",
+                            c_in, c_out, k, h, w, ph, pw, cap);
+    if (k > h || k > w || ph > (h - k + 1) / 2 || pw > (w - k + 1) / 2)
+        return fl_error_set(FL_EINVAL, "convpool: a %zu x %zu pool output needs a conv "
+                            "output of %zu x %zu, more than kernel %zu gives on a %zu x %zu "
+                            "input", ph, pw, 2 * ph, 2 * pw, k, h, w);
+    /* Each factor is bounded before the next product, so nothing below
+     * overflows size_t; every BLAS dimension stays below 2^31. */
+    if (k > 65536 || c_in > S_MAX_ELEMS / (k * k) || c_out > S_MAX_ELEMS ||
+        h > S_MAX_ELEMS / w || c_in > S_MAX_ELEMS / (h * w) || cap > S_MAX_ELEMS)
+        return fl_error_set(FL_EINVAL, "convpool: layer too large for 32-bit BLAS sizes");
+    size_t ckk = c_in * k * k, ckp = (ckk + 15) / 16 * 16, cw = 2 * pw, t = 2 * ph * cw;
+    size_t po = ph * pw;
+    if (t > S_MAX_ELEMS / S_GROUP / ckp || S_GROUP * t > S_MAX_ELEMS / c_out ||
+        cap > S_MAX_ELEMS / (t * ckp) || c_out > S_MAX_ELEMS / ckp ||
+        cap > S_MAX_ELEMS / (c_out * po))
+        return fl_error_set(FL_EINVAL, "convpool: %zu rows of %zu x %zu patches exceed 2^31 "
+                            "elements; use a smaller layer or fewer rows", cap, t, ckp);
+    fl_convpool *cp = calloc(1, sizeof *cp);
+    if (!cp)
+        return fl_error_set(FL_ENOMEM, "convpool: out of memory");
+    cp->cin = c_in, cp->cout = c_out, cp->k = k, cp->h = h, cp->w = w;
+    cp->ph = ph, cp->pw = pw, cp->po = po, cp->cw = cw, cp->t = t;
+    cp->ckk = ckk, cp->ckp = ckp, cp->in_sz = c_in * h * w, cp->cap = cap;
+    /* calloc: the patch padding and the weight padding must be zero, and
+     * nothing ever writes them. */
+    cp->P = calloc(cap * t * ckp, sizeof *cp->P);
+    cp->Z = malloc(S_GROUP * t * c_out * sizeof *cp->Z);
+    cp->route = malloc(cap * c_out * po * sizeof *cp->route);
+    cp->pm = malloc(po * c_out * sizeof *cp->pm);
+    cp->pr = malloc(po * c_out * sizeof *cp->pr);
+    cp->val = malloc(po * sizeof *cp->val);
+    cp->acc = calloc(ckp, sizeof *cp->acc);
+    cp->dP = malloc(t * ckp * sizeof *cp->dP);
+    cp->Wp = calloc(c_out * ckp, sizeof *cp->Wp);
+    cp->touched = malloc(t);
+    if (!cp->P || !cp->Z || !cp->route || !cp->pm || !cp->pr || !cp->val || !cp->acc ||
+        !cp->dP || !cp->Wp || !cp->touched) {
+        fl_convpool_free(cp);
+        return fl_error_set(FL_ENOMEM, "convpool: out of memory for %zu rows of %zu x %zu "
+                            "patches", cap, t, ckp);
+    }
+    *out = cp;
+    return FL_OK;
+}
+
+/* Patches of one row x: P[(oy cw + ox) ckp + (ci k + ky) k + kx] =
+ * x[ci][oy + ky][ox + kx] for the 2ph x cw positions computed. */
+static void s_patches(const fl_convpool *cp, const float *x, float *P)
+{
+    const size_t k = cp->k, w = cp->w, hw = cp->h * cp->w, ch = 2 * cp->ph;
+    for (size_t oy = 0; oy < ch; oy++)
+        for (size_t ox = 0; ox < cp->cw; ox++) {
+            float *row = P + (oy * cp->cw + ox) * cp->ckp;
+            const float *src = x + oy * w + ox;
+            if (k == 3) {
+                for (size_t ci = 0; ci < cp->cin; ci++, src += hw, row += 9) {
+                    const float *a = src, *b = src + w, *c = src + 2 * w;
+                    row[0] = a[0], row[1] = a[1], row[2] = a[2];
+                    row[3] = b[0], row[4] = b[1], row[5] = b[2];
+                    row[6] = c[0], row[7] = c[1], row[8] = c[2];
+                }
+                continue;
+            }
+            for (size_t ci = 0; ci < cp->cin; ci++)
+                for (size_t ky = 0; ky < k; ky++)
+                    for (size_t kx = 0; kx < k; kx++)
+                        *row++ = src[ci * hw + ky * w + kx];
+        }
+}
+
+/* Pools one row's conv outputs z (t x cout): y (cout x po) and its routes. */
+static void s_pool(fl_convpool *cp, const float *z, const float *b, float *y, uint32_t *route)
+{
+    const size_t co_n = cp->cout, cw = cp->cw;
+    for (size_t py = 0; py < cp->ph; py++)
+        for (size_t px = 0; px < cp->pw; px++) {
+            size_t p = py * cp->pw + px, t0 = 2 * py * cw + 2 * px;
+            const float *z0 = z + t0 * co_n, *z1 = z0 + co_n, *z2 = z0 + cw * co_n,
+                        *z3 = z2 + co_n;
+            float *pm = cp->pm + p * co_n;
+            uint32_t *pr = cp->pr + p * co_n;
+            /* The first strict maximum in the order (0,0), (0,1), (1,0),
+             * (1,1), as selects (fl_maxpool2_forward's rule). */
+            for (size_t o = 0; o < co_n; o++) {
+                float m = z0[o];
+                uint32_t r = (uint32_t)t0;
+                int up = z1[o] > m;
+                m = up ? z1[o] : m;
+                r = up ? (uint32_t)(t0 + 1) : r;
+                up = z2[o] > m;
+                m = up ? z2[o] : m;
+                r = up ? (uint32_t)(t0 + cw) : r;
+                up = z3[o] > m;
+                m = up ? z3[o] : m;
+                r = up ? (uint32_t)(t0 + cw + 1) : r;
+                pm[o] = m;
+                pr[o] = r;
+            }
+        }
+    /* max(ReLU(z + b)) = ReLU(max(z) + b): one bias add and ReLU per window. */
+    for (size_t o = 0; o < co_n; o++) {
+        float bo = b ? b[o] : 0.0f;
+        for (size_t p = 0; p < cp->po; p++) {
+            float v = cp->pm[p * co_n + o] + bo;
+            y[o * cp->po + p] = v > 0.0f ? v : 0.0f;
+            route[o * cp->po + p] = cp->pr[p * co_n + o];
+        }
+    }
+}
+
+int fl_convpool_forward(fl_convpool *cp, const float *Wt, const float *b, const float *X,
+                        size_t n, float *Y)
+{
+    if (!cp)
+        abort();
+    cp->last_n = 0;
+    if (n == 0)
+        return FL_OK;
+    if (!Wt || !X || !Y)
+        return fl_error_set(FL_EINVAL, "convpool forward: NULL weights, input or output");
+    if (n > cp->cap)
+        return fl_error_set(FL_EINVAL, "convpool forward: %zu rows, more than the %zu the "
+                            "block was created for", n, cp->cap);
+    const size_t tp = cp->t * cp->ckp, yo = cp->cout * cp->po;
+    for (size_t g0 = 0; g0 < n; g0 += S_GROUP) {
+        size_t gn = n - g0 < S_GROUP ? n - g0 : S_GROUP;
+        for (size_t i = g0; i < g0 + gn; i++)
+            s_patches(cp, X + i * cp->in_sz, cp->P + i * tp);
+        /* Z (gn t x C_out) = P_group (gn t x C_in k^2, padded rows) Wt^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(gn * cp->t), (int)cp->cout,
+                    (int)cp->ckk, 1.0f, cp->P + g0 * tp, (int)cp->ckp, Wt, (int)cp->ckk, 0.0f,
+                    cp->Z, (int)cp->cout);
+        for (size_t i = 0; i < gn; i++)
+            s_pool(cp, cp->Z + i * cp->t * cp->cout, b, Y + (g0 + i) * yo,
+                   cp->route + (g0 + i) * yo);
+    }
+    cp->last_n = n;
+    return FL_OK;
+}
+
+/* acc[0..ckp) += sum over e < ne of val[e] * rows[idx[e]][0..ckp), skipping
+ * zeros (rows of ckp floats, ckp a multiple of 16).  The accumulator is
+ * held in registers, eight vectors at a time. */
+S_CLONES static void s_combine(float *restrict acc, size_t ckp, const float *restrict rows,
+                               const uint32_t *restrict idx, const float *restrict val,
+                               size_t ne)
+{
+    size_t j = 0;
+    for (; j + 128 <= ckp; j += 128) {
+        s_v16 a[8], x;
+        for (int q = 0; q < 8; q++)
+            S_LOAD(a[q], acc + j + 16 * q);
+        for (size_t e = 0; e < ne; e++) {
+            float v = val[e];
+            if (v == 0.0f)
+                continue;
+            const float *r = rows + (size_t)idx[e] * ckp + j;
+            for (int q = 0; q < 8; q++) {
+                S_LOAD(x, r + 16 * q);
+                a[q] += v * x;
+            }
+        }
+        for (int q = 0; q < 8; q++)
+            S_STORE(acc + j + 16 * q, a[q]);
+    }
+    for (; j < ckp; j += 16) {
+        s_v16 a, x;
+        S_LOAD(a, acc + j);
+        for (size_t e = 0; e < ne; e++) {
+            float v = val[e];
+            if (v == 0.0f)
+                continue;
+            S_LOAD(x, rows + (size_t)idx[e] * ckp + j);
+            a += v * x;
+        }
+        S_STORE(acc + j, a);
+    }
+}
+
+/* rows[idx[e]][0..ckp) += val[e] * src[0..ckp) for e < ne, skipping zeros;
+ * src is held in registers, eight vectors at a time. */
+S_CLONES static void s_scatter(float *restrict rows, size_t ckp, const uint32_t *restrict idx,
+                               const float *restrict val, size_t ne,
+                               const float *restrict src)
+{
+    size_t j = 0;
+    for (; j + 128 <= ckp; j += 128) {
+        s_v16 s[8], x;
+        for (int q = 0; q < 8; q++)
+            S_LOAD(s[q], src + j + 16 * q);
+        for (size_t e = 0; e < ne; e++) {
+            float v = val[e];
+            if (v == 0.0f)
+                continue;
+            float *r = rows + (size_t)idx[e] * ckp + j;
+            for (int q = 0; q < 8; q++) {
+                S_LOAD(x, r + 16 * q);
+                x += v * s[q];
+                S_STORE(r + 16 * q, x);
+            }
+        }
+    }
+    for (; j < ckp; j += 16) {
+        s_v16 s, x;
+        S_LOAD(s, src + j);
+        for (size_t e = 0; e < ne; e++) {
+            float v = val[e];
+            if (v == 0.0f)
+                continue;
+            float *r = rows + (size_t)idx[e] * ckp + j;
+            S_LOAD(x, r);
+            x += v * s;
+            S_STORE(r, x);
+        }
+    }
+}
+
+/* The routed gradients of one (row, channel): val[p] = dy[p] where the
+ * pooled output y[p] is positive (the ReLU passes it to the argmax), 0
+ * elsewhere; returns their sum (the bias gradient) in double. */
+static double s_vals(const fl_convpool *cp, const float *y, const float *dy, float *val)
+{
+    double s = 0.0;
+    for (size_t p = 0; p < cp->po; p++) {
+        val[p] = y[p] > 0.0f ? dy[p] : 0.0f;
+        s += val[p];
+    }
+    return s;
+}
+
+static int s_check_backward(const fl_convpool *cp, const float *Y, const float *dY, size_t n,
+                            const char *what)
+{
+    if (n != cp->last_n)
+        return fl_error_set(FL_EINVAL, "convpool %s: %zu rows, but the last forward pass "
+                            "was over %zu; run the forward pass on these rows first",
+                            what, n, cp->last_n);
+    if (n > 0 && (!Y || !dY))
+        return fl_error_set(FL_EINVAL, "convpool %s: NULL output or output gradient", what);
+    return FL_OK;
+}
+
+int fl_convpool_batch_grad(fl_convpool *cp, const float *Y, const float *dY, size_t n,
+                           float *gW, float *gb, int accumulate)
+{
+    if (!cp)
+        abort();
+    int rc = s_check_backward(cp, Y, dY, n, "batch gradient");
+    if (rc != FL_OK)
+        return rc;
+    if (!gW || !gb)
+        return fl_error_set(FL_EINVAL, "convpool batch gradient: NULL gradient buffer");
+    const size_t yo = cp->cout * cp->po, tp = cp->t * cp->ckp;
+    for (size_t o = 0; o < cp->cout; o++) {
+        float *g = gW + o * cp->ckk;
+        memset(cp->acc, 0, cp->ckp * sizeof *cp->acc);
+        if (accumulate)
+            memcpy(cp->acc, g, cp->ckk * sizeof *g);
+        double bs = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            size_t off = i * yo + o * cp->po;
+            bs += s_vals(cp, Y + off, dY + off, cp->val);
+            s_combine(cp->acc, cp->ckp, cp->P + i * tp, cp->route + off, cp->val, cp->po);
+        }
+        memcpy(g, cp->acc, cp->ckk * sizeof *g);
+        gb[o] = accumulate ? gb[o] + (float)bs : (float)bs;
+    }
+    return FL_OK;
+}
+
+int fl_convpool_example_grads(fl_convpool *cp, const float *Y, const float *dY, size_t n,
+                              float *G, size_t ldg)
+{
+    if (!cp)
+        abort();
+    int rc = s_check_backward(cp, Y, dY, n, "example gradients");
+    if (rc != FL_OK)
+        return rc;
+    const size_t nw = cp->cout * cp->ckk;
+    if (n > 0 && (!G || ldg < nw + cp->cout))
+        return fl_error_set(FL_EINVAL, "convpool example gradients: NULL output or row "
+                            "length %zu below the %zu parameters", ldg, nw + cp->cout);
+    const size_t yo = cp->cout * cp->po, tp = cp->t * cp->ckp;
+    for (size_t i = 0; i < n; i++) {
+        float *g = G + i * ldg;
+        for (size_t o = 0; o < cp->cout; o++) {
+            size_t off = i * yo + o * cp->po;
+            double bs = s_vals(cp, Y + off, dY + off, cp->val);
+            memset(cp->acc, 0, cp->ckp * sizeof *cp->acc);
+            s_combine(cp->acc, cp->ckp, cp->P + i * tp, cp->route + off, cp->val, cp->po);
+            memcpy(g + o * cp->ckk, cp->acc, cp->ckk * sizeof *g);
+            g[nw + o] = (float)bs;
+        }
+    }
+    return FL_OK;
+}
+
+int fl_convpool_input_grad(fl_convpool *cp, const float *Wt, const float *Y, const float *dY,
+                           size_t n, float *dX)
+{
+    if (!cp)
+        abort();
+    int rc = s_check_backward(cp, Y, dY, n, "input gradient");
+    if (rc != FL_OK)
+        return rc;
+    if (n > 0 && (!Wt || !dX))
+        return fl_error_set(FL_EINVAL, "convpool input gradient: NULL weights or output");
+    for (size_t o = 0; o < cp->cout; o++)
+        memcpy(cp->Wp + o * cp->ckp, Wt + o * cp->ckk, cp->ckk * sizeof *Wt);
+    const size_t yo = cp->cout * cp->po, k = cp->k, w = cp->w, hw = cp->h * cp->w;
+    for (size_t i = 0; i < n; i++) {
+        memset(cp->dP, 0, cp->t * cp->ckp * sizeof *cp->dP);
+        memset(cp->touched, 0, cp->t);
+        for (size_t o = 0; o < cp->cout; o++) {
+            size_t off = i * yo + o * cp->po;
+            const uint32_t *r = cp->route + off;
+            (void)s_vals(cp, Y + off, dY + off, cp->val);
+            for (size_t p = 0; p < cp->po; p++)
+                cp->touched[r[p]] |= cp->val[p] != 0.0f;
+            s_scatter(cp->dP, cp->ckp, r, cp->val, cp->po, cp->Wp + o * cp->ckp);
+        }
+        /* col2im of the touched patch rows (the adjoint of s_patches) */
+        float *dx = dX + i * cp->in_sz;
+        memset(dx, 0, cp->in_sz * sizeof *dx);
+        for (size_t t = 0; t < cp->t; t++) {
+            if (!cp->touched[t])
+                continue;
+            const float *row = cp->dP + t * cp->ckp;
+            float *dst = dx + (t / cp->cw) * w + t % cp->cw;
+            for (size_t ci = 0; ci < cp->cin; ci++)
+                for (size_t ky = 0; ky < k; ky++)
+                    for (size_t kx = 0; kx < k; kx++)
+                        dst[ci * hw + ky * w + kx] += *row++;
+        }
+    }
+    return FL_OK;
+}
