@@ -26,6 +26,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* Largest matrix handed to BLAS, in elements (32-bit BLAS int). */
 #define S_MAX_ELEMS ((size_t)INT_MAX)
@@ -42,7 +45,11 @@ typedef float s_v16 __attribute__((vector_size(64)));
 #define S_LOAD(v, p) memcpy(&(v), (p), sizeof(s_v16))
 #define S_STORE(p, v) memcpy((p), &(v), sizeof(s_v16))
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define S_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+/* fp-contract: a += v * x as one fused multiply-add (ISO C mode turns
+ * contraction off by default) */
+#define S_CLONES                                                                            \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),          \
+                   optimize("fp-contract=fast")))
 #else
 #define S_CLONES
 #endif
@@ -58,8 +65,9 @@ struct fl_convpool {
     uint32_t *route;            /* cap x cout x po: argmax position t per window */
     float *pm;                  /* po x cout: one row's window maxima */
     uint32_t *pr;               /* po x cout: their positions */
-    float *val;                 /* po: routed gradients of one (row, channel) */
-    float *acc;                 /* ckp: one gradient row */
+    float *val;                 /* cout x po: routed gradients of one row */
+    double *bsum;               /* cout: their sums (bias gradient) */
+    float *gacc;                /* cout x ckp: weight gradient being summed */
     float *dP;                  /* t x ckp: one row's patch gradients */
     float *Wp;                  /* cout x ckp: weights, zero-padded */
     unsigned char *touched;     /* t: patch rows of dP that received gradient */
@@ -75,7 +83,8 @@ void fl_convpool_free(fl_convpool *cp)
     free(cp->pm);
     free(cp->pr);
     free(cp->val);
-    free(cp->acc);
+    free(cp->bsum);
+    free(cp->gacc);
     free(cp->dP);
     free(cp->Wp);
     free(cp->touched);
@@ -122,12 +131,13 @@ int fl_convpool_new(fl_convpool **out, size_t c_in, size_t c_out, size_t k, size
     cp->route = malloc(cap * c_out * po * sizeof *cp->route);
     cp->pm = malloc(po * c_out * sizeof *cp->pm);
     cp->pr = malloc(po * c_out * sizeof *cp->pr);
-    cp->val = malloc(po * sizeof *cp->val);
-    cp->acc = calloc(ckp, sizeof *cp->acc);
+    cp->val = malloc(c_out * po * sizeof *cp->val);
+    cp->bsum = malloc(c_out * sizeof *cp->bsum);
+    cp->gacc = calloc(c_out * ckp, sizeof *cp->gacc);
     cp->dP = malloc(t * ckp * sizeof *cp->dP);
     cp->Wp = calloc(c_out * ckp, sizeof *cp->Wp);
     cp->touched = malloc(t);
-    if (!cp->P || !cp->Z || !cp->route || !cp->pm || !cp->pr || !cp->val || !cp->acc ||
+    if (!cp->P || !cp->Z || !cp->route || !cp->pm || !cp->pr || !cp->val || !cp->bsum || !cp->gacc ||
         !cp->dP || !cp->Wp || !cp->touched) {
         fl_convpool_free(cp);
         return fl_error_set(FL_ENOMEM, "convpool: out of memory for %zu rows of %zu x %zu "
@@ -147,6 +157,27 @@ static void s_patches(const fl_convpool *cp, const float *x, float *P)
             float *row = P + (oy * cp->cw + ox) * cp->ckp;
             const float *src = x + oy * w + ox;
             if (k == 3) {
+#if defined(__SSE2__)
+                /* Three input values per kernel row, copied four at a time:
+                 * the fourth lands on the next kernel row's first slot and
+                 * is overwritten by it.  The row's last kernel row is copied
+                 * singly, so nothing is written past this patch row's C_in
+                 * k^2 values, and a load reads x[..+3] only when ox + 3 < w
+                 * (inside the input row). */
+                if (ox + 3 < w) {
+                    for (size_t ci = 0; ci < cp->cin; ci++, src += hw, row += 9) {
+                        _mm_storeu_ps(row, _mm_loadu_ps(src));
+                        _mm_storeu_ps(row + 3, _mm_loadu_ps(src + w));
+                        if (ci + 1 < cp->cin) {
+                            _mm_storeu_ps(row + 6, _mm_loadu_ps(src + 2 * w));
+                        } else {
+                            row[6] = src[2 * w], row[7] = src[2 * w + 1];
+                            row[8] = src[2 * w + 2];
+                        }
+                    }
+                    continue;
+                }
+#endif
                 for (size_t ci = 0; ci < cp->cin; ci++, src += hw, row += 9) {
                     const float *a = src, *b = src + w, *c = src + 2 * w;
                     row[0] = a[0], row[1] = a[1], row[2] = a[2];
@@ -258,16 +289,22 @@ S_CLONES static void s_combine(float *restrict acc, size_t ckp, const float *res
             S_STORE(acc + j + 16 * q, a[q]);
     }
     for (; j < ckp; j += 16) {
-        s_v16 a, x;
-        S_LOAD(a, acc + j);
-        for (size_t e = 0; e < ne; e++) {
-            float v = val[e];
-            if (v == 0.0f)
-                continue;
+        /* one vector per row (e.g. a first layer's 9 weights): four
+         * accumulators, so the adds do not wait on each other */
+        s_v16 a[4] = {{0}}, x;
+        S_LOAD(a[0], acc + j);
+        size_t e = 0;
+        for (; e + 4 <= ne; e += 4)
+            for (int q = 0; q < 4; q++) {
+                S_LOAD(x, rows + (size_t)idx[e + q] * ckp + j);
+                a[q] += val[e + q] * x;
+            }
+        for (; e < ne; e++) {
             S_LOAD(x, rows + (size_t)idx[e] * ckp + j);
-            a += v * x;
+            a[0] += val[e] * x;
         }
-        S_STORE(acc + j, a);
+        a[0] += a[1] + (a[2] + a[3]);
+        S_STORE(acc + j, a[0]);
     }
 }
 
@@ -309,17 +346,56 @@ S_CLONES static void s_scatter(float *restrict rows, size_t ckp, const uint32_t 
     }
 }
 
-/* The routed gradients of one (row, channel): val[p] = dy[p] where the
- * pooled output y[p] is positive (the ReLU passes it to the argmax), 0
- * elsewhere; returns their sum (the bias gradient) in double. */
-static double s_vals(const fl_convpool *cp, const float *y, const float *dy, float *val)
+/* acc (16 channels x 16 floats) += the routed sums of 16 channels whose
+ * patch rows are one vector each (C_in k^2 <= 16, e.g. a first layer on
+ * one image channel).  Window by window, so the four candidate patch rows
+ * are in L1 and the sixteen accumulators stay in registers. */
+S_CLONES static void s_combine16(float *restrict acc, const float *restrict P,
+                                 const uint32_t *restrict route, const float *restrict val,
+                                 size_t po)
 {
-    double s = 0.0;
-    for (size_t p = 0; p < cp->po; p++) {
-        val[p] = y[p] > 0.0f ? dy[p] : 0.0f;
-        s += val[p];
+    s_v16 a[16], x;
+    for (int q = 0; q < 16; q++)
+        S_LOAD(a[q], acc + 16 * q);
+    for (size_t p = 0; p < po; p++)
+        for (int q = 0; q < 16; q++) {
+            S_LOAD(x, P + (size_t)route[q * po + p] * 16);
+            a[q] += val[q * po + p] * x;
+        }
+    for (int q = 0; q < 16; q++)
+        S_STORE(acc + 16 * q, a[q]);
+}
+
+/* The routed gradients of row i: val[o][p] = dy[o][p] where the pooled
+ * output y[o][p] is positive (the ReLU passes it on to the argmax), 0
+ * elsewhere; bsum[o] their sum over p (the bias gradient), in double. */
+static void s_vals(fl_convpool *cp, const float *y, const float *dy)
+{
+    for (size_t o = 0; o < cp->cout; o++) {
+        double s = 0.0;
+        float *val = cp->val + o * cp->po;
+        for (size_t p = 0; p < cp->po; p++) {
+            size_t j = o * cp->po + p;
+            val[p] = y[j] > 0.0f ? dy[j] : 0.0f;
+            s += val[p];
+        }
+        cp->bsum[o] = s;
     }
-    return s;
+}
+
+/* gacc (cout x ckp) += row i's weight gradient, from cp->val. */
+static void s_row_grads(fl_convpool *cp, size_t i)
+{
+    const float *P = cp->P + i * cp->t * cp->ckp;
+    const uint32_t *route = cp->route + i * cp->cout * cp->po;
+    size_t o = 0;
+    if (cp->ckp == 16)
+        for (; o + 16 <= cp->cout; o += 16)
+            s_combine16(cp->gacc + o * 16, P, route + o * cp->po, cp->val + o * cp->po,
+                        cp->po);
+    for (; o < cp->cout; o++)
+        s_combine(cp->gacc + o * cp->ckp, cp->ckp, P, route + o * cp->po,
+                  cp->val + o * cp->po, cp->po);
 }
 
 static int s_check_backward(const fl_convpool *cp, const float *Y, const float *dY, size_t n,
@@ -344,20 +420,22 @@ int fl_convpool_batch_grad(fl_convpool *cp, const float *Y, const float *dY, siz
         return rc;
     if (!gW || !gb)
         return fl_error_set(FL_EINVAL, "convpool batch gradient: NULL gradient buffer");
-    const size_t yo = cp->cout * cp->po, tp = cp->t * cp->ckp;
+    const size_t yo = cp->cout * cp->po;
+    memset(cp->gacc, 0, cp->cout * cp->ckp * sizeof *cp->gacc);
+    for (size_t o = 0; o < cp->cout; o++)
+        if (!accumulate)
+            gb[o] = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        s_vals(cp, Y + i * yo, dY + i * yo);
+        for (size_t o = 0; o < cp->cout; o++)
+            gb[o] += (float)cp->bsum[o];
+        s_row_grads(cp, i);
+    }
     for (size_t o = 0; o < cp->cout; o++) {
         float *g = gW + o * cp->ckk;
-        memset(cp->acc, 0, cp->ckp * sizeof *cp->acc);
-        if (accumulate)
-            memcpy(cp->acc, g, cp->ckk * sizeof *g);
-        double bs = 0.0;
-        for (size_t i = 0; i < n; i++) {
-            size_t off = i * yo + o * cp->po;
-            bs += s_vals(cp, Y + off, dY + off, cp->val);
-            s_combine(cp->acc, cp->ckp, cp->P + i * tp, cp->route + off, cp->val, cp->po);
-        }
-        memcpy(g, cp->acc, cp->ckk * sizeof *g);
-        gb[o] = accumulate ? gb[o] + (float)bs : (float)bs;
+        const float *a = cp->gacc + o * cp->ckp;
+        for (size_t j = 0; j < cp->ckk; j++)
+            g[j] = accumulate ? g[j] + a[j] : a[j];
     }
     return FL_OK;
 }
@@ -374,16 +452,15 @@ int fl_convpool_example_grads(fl_convpool *cp, const float *Y, const float *dY, 
     if (n > 0 && (!G || ldg < nw + cp->cout))
         return fl_error_set(FL_EINVAL, "convpool example gradients: NULL output or row "
                             "length %zu below the %zu parameters", ldg, nw + cp->cout);
-    const size_t yo = cp->cout * cp->po, tp = cp->t * cp->ckp;
+    const size_t yo = cp->cout * cp->po;
     for (size_t i = 0; i < n; i++) {
         float *g = G + i * ldg;
+        s_vals(cp, Y + i * yo, dY + i * yo);
+        memset(cp->gacc, 0, cp->cout * cp->ckp * sizeof *cp->gacc);
+        s_row_grads(cp, i);
         for (size_t o = 0; o < cp->cout; o++) {
-            size_t off = i * yo + o * cp->po;
-            double bs = s_vals(cp, Y + off, dY + off, cp->val);
-            memset(cp->acc, 0, cp->ckp * sizeof *cp->acc);
-            s_combine(cp->acc, cp->ckp, cp->P + i * tp, cp->route + off, cp->val, cp->po);
-            memcpy(g + o * cp->ckk, cp->acc, cp->ckk * sizeof *g);
-            g[nw + o] = (float)bs;
+            memcpy(g + o * cp->ckk, cp->gacc + o * cp->ckp, cp->ckk * sizeof *g);
+            g[nw + o] = (float)cp->bsum[o];
         }
     }
     return FL_OK;
@@ -405,13 +482,13 @@ int fl_convpool_input_grad(fl_convpool *cp, const float *Wt, const float *Y, con
     for (size_t i = 0; i < n; i++) {
         memset(cp->dP, 0, cp->t * cp->ckp * sizeof *cp->dP);
         memset(cp->touched, 0, cp->t);
+        s_vals(cp, Y + i * yo, dY + i * yo);
         for (size_t o = 0; o < cp->cout; o++) {
-            size_t off = i * yo + o * cp->po;
-            const uint32_t *r = cp->route + off;
-            (void)s_vals(cp, Y + off, dY + off, cp->val);
+            const uint32_t *r = cp->route + i * yo + o * cp->po;
+            const float *val = cp->val + o * cp->po;
             for (size_t p = 0; p < cp->po; p++)
-                cp->touched[r[p]] |= cp->val[p] != 0.0f;
-            s_scatter(cp->dP, cp->ckp, r, cp->val, cp->po, cp->Wp + o * cp->ckp);
+                cp->touched[r[p]] |= val[p] != 0.0f;
+            s_scatter(cp->dP, cp->ckp, r, val, cp->po, cp->Wp + o * cp->ckp);
         }
         /* col2im of the touched patch rows (the adjoint of s_patches) */
         float *dx = dX + i * cp->in_sz;

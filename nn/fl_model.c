@@ -35,9 +35,9 @@
  * cannot push an example's contribution above C. */
 #define S_CLIP_MARGIN (1.0 - 1e-6)
 
-/* Largest per-layer store of explicit per-example conv gradients, in
- * floats (FL_MODEL_CHUNK x (weights + bias)): 32 MiB. */
-#define S_KEEP_G_MAX ((size_t)8 << 20)
+/* Largest conv layer (weights + bias, in floats) whose per-example
+ * gradients are kept, FL_MODEL_CHUNK rows of them: 256 KiB a row. */
+#define S_KEEP_G_ROW_MAX ((size_t)64 << 10)
 
 typedef struct {
     uint32_t kind;               /* fl_layer_kind */
@@ -117,7 +117,7 @@ static void s_plan(const fl_model_spec *spec, int fuse[], size_t need_h[], size_
             size_t nw = (size_t)ls->units * c * ls->kernel * ls->kernel;
             /* fused blocks keep per-example gradients: the store must fit */
             fuse[l] = l + 1 < L && spec->layers[l + 1].kind == FL_LAYER_POOL &&
-                      nw + ls->units <= S_KEEP_G_MAX / FL_MODEL_CHUNK;
+                      nw + ls->units <= S_KEEP_G_ROW_MAX;
             c = ls->units, h = h - ls->kernel + 1, w = w - ls->kernel + 1;
         } else if (ls->kind == FL_LAYER_POOL) {
             h /= 2, w /= 2;
@@ -217,7 +217,7 @@ int fl_model_new(fl_model **out, const fl_model_spec *spec)
              * (the "book-keeping" idea of Bu et al. 2023, "Differentially
              * private optimization on large model at small cost"). */
             y->keep_g = fl_conv2d_norm_choice(y->conv) == FL_CONV_NORM_EXPLICIT &&
-                        y->nw + y->oc <= S_KEEP_G_MAX / FL_MODEL_CHUNK;
+                        y->nw + y->oc <= S_KEEP_G_ROW_MAX;
             break;
         case FL_LAYER_POOL:
             y->oc = c, y->oh = h / 2, y->ow = w / 2;

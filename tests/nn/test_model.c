@@ -481,8 +481,9 @@ Test(model, clipped_sum_over_several_chunks_zeroes_non_finite_examples)
 Test(model, conv_layer_too_large_to_keep_example_gradients_still_clips_exactly)
 {
     /* conv 128 3 on 16x16x64: T = 196, so 2 T^2 = 76832 >= C_in k^2 C_out =
-     * 73728 (explicit norms), but 128 rows x 73856 parameters exceed the
-     * 8 Mi-float store, so fl_model falls back to
+     * 73728 (explicit norms), but its 73856 parameters exceed the 65536
+     * floats a row of the per-example gradient store may hold, so
+     * fl_model falls back to
      * fl_conv2d_example_sq_norms and a second pass over scaled deltas. */
     fl_conv2d *c = NULL;
     cr_assert_eq(fl_conv2d_new(&c, 64, 128, 3, 16, 16), FL_OK);
