@@ -20,6 +20,7 @@
  * which is exactly the dense backward with the zeros skipped.
  */
 #include "nn/fl_convpool.h"
+#include "nn/fl_vec.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -194,7 +195,8 @@ static void s_patches(const fl_convpool *cp, const float *x, float *P)
 }
 
 /* Pools one row's conv outputs z (t x cout): y (cout x po) and its routes. */
-static void s_pool(fl_convpool *cp, const float *z, const float *b, float *y, uint32_t *route)
+S_CLONES static void s_pool(fl_convpool *cp, const float *z, const float *b, float *y,
+                            uint32_t *route)
 {
     const size_t co_n = cp->cout, cw = cp->cw;
     for (size_t py = 0; py < cp->ph; py++)
@@ -369,18 +371,14 @@ S_CLONES static void s_combine16(float *restrict acc, const float *restrict P,
 /* The routed gradients of row i: val[o][p] = dy[o][p] where the pooled
  * output y[o][p] is positive (the ReLU passes it on to the argmax), 0
  * elsewhere; bsum[o] their sum over p (the bias gradient), in double. */
-static void s_vals(fl_convpool *cp, const float *y, const float *dy)
+S_CLONES static void s_vals(fl_convpool *cp, const float *restrict y,
+                            const float *restrict dy)
 {
-    for (size_t o = 0; o < cp->cout; o++) {
-        double s = 0.0;
-        float *val = cp->val + o * cp->po;
-        for (size_t p = 0; p < cp->po; p++) {
-            size_t j = o * cp->po + p;
-            val[p] = y[j] > 0.0f ? dy[j] : 0.0f;
-            s += val[p];
-        }
-        cp->bsum[o] = s;
-    }
+    float *restrict val = cp->val;
+    for (size_t j = 0; j < cp->cout * cp->po; j++)
+        val[j] = y[j] > 0.0f ? dy[j] : 0.0f;
+    for (size_t o = 0; o < cp->cout; o++)
+        cp->bsum[o] = fl_vec_sum(val + o * cp->po, cp->po);
 }
 
 /* gacc (cout x ckp) += row i's weight gradient, from cp->val. */
@@ -498,6 +496,15 @@ int fl_convpool_input_grad(fl_convpool *cp, const float *Wt, const float *Y, con
                 continue;
             const float *row = cp->dP + t * cp->ckp;
             float *dst = dx + (t / cp->cw) * w + t % cp->cw;
+            if (k == 3) {
+                for (size_t ci = 0; ci < cp->cin; ci++, row += 9, dst += hw) {
+                    float *a = dst, *b = dst + w, *c = dst + 2 * w;
+                    a[0] += row[0], a[1] += row[1], a[2] += row[2];
+                    b[0] += row[3], b[1] += row[4], b[2] += row[5];
+                    c[0] += row[6], c[1] += row[7], c[2] += row[8];
+                }
+                continue;
+            }
             for (size_t ci = 0; ci < cp->cin; ci++)
                 for (size_t ky = 0; ky < k; ky++)
                     for (size_t kx = 0; kx < k; kx++)
