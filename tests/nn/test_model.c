@@ -75,6 +75,22 @@ static fl_model_spec s_tiny_b(void)
     return s;
 }
 
+/* Tiny CNN C (softmax, 3 classes): two conv + pool blocks that fl_model
+ * fuses and crops.  11x11x2 -> conv 3 3 (9x9) -> pool (4x4) -> conv 4 2
+ * (3x3) -> pool (1x1) -> dense 3: the second pool reads 2x2 of the 3x3
+ * conv outputs, so only 3x3 of the first pool's 4x4 outputs, 6x6 of the
+ * first conv's 9x9 and 8x8 of the 11x11 input are ever read. */
+static fl_model_spec s_tiny_c(void)
+{
+    fl_model_spec s = {.in_c = 2, .in_h = 11, .in_w = 11, .output_kind = 2, .num_layers = 5};
+    s.layers[0] = s_conv(3, 3);
+    s.layers[1] = s_pool();
+    s.layers[2] = s_conv(4, 2);
+    s.layers[3] = s_pool();
+    s.layers[4] = s_dense(3);
+    return s;
+}
+
 static fl_model *s_new(const fl_model_spec *s, unsigned char seedbyte)
 {
     fl_model *m = NULL;
@@ -290,6 +306,26 @@ Test(model, cnn_softmax_gradient_matches_central_finite_differences)
     s_check_fd(&s, 5);
 }
 
+Test(model, two_fused_cropped_blocks_gradient_matches_central_finite_differences)
+{
+    fl_model_spec s = s_tiny_c();
+    s_check_fd(&s, 6);
+}
+
+Test(model, conv_feeding_a_fused_block_gradient_matches_central_finite_differences)
+{
+    /* 8x8x1 -> conv 2 3 (6x6; not fused: a conv follows) -> conv 3 2 +
+     * pool (fused: 4x4 of its 5x5 outputs pooled to 2x2, reading 5x5 of
+     * the first conv's 6x6 outputs, whose ReLU the block's input gradient
+     * must pass through) -> dense 2 (sigmoid) */
+    fl_model_spec s = {.in_c = 1, .in_h = 8, .in_w = 8, .output_kind = 1, .num_layers = 4};
+    s.layers[0] = s_conv(2, 3);
+    s.layers[1] = s_conv(3, 2);
+    s.layers[2] = s_pool();
+    s.layers[3] = s_dense(1);
+    s_check_fd(&s, 6);
+}
+
 Test(model, pool_first_sigmoid_cnn_gradient_matches_central_finite_differences)
 {
     fl_model_spec s = s_tiny_b();
@@ -354,11 +390,11 @@ Test(model, example_norms_match_explicit_gradients_with_ghost_and_explicit_conv_
     fl_conv2d_free(c1);
     fl_conv2d_free(c2);
 
-    fl_model_spec specs[2] = {s_tiny_a(), s_tiny_b()};
-    for (int t = 0; t < 2; t++) {
+    fl_model_spec specs[3] = {s_tiny_a(), s_tiny_b(), s_tiny_c()};
+    for (int t = 0; t < 3; t++) {
         fl_model *m = s_new(&specs[t], 21);
         size_t n = 150, P = fl_model_num_params(m), d = fl_model_num_inputs(m);
-        size_t K = t == 0 ? 3 : 2;
+        size_t K = t == 1 ? 2 : 3;
         float *X = s_randv(n * d, 1.0f);
         int32_t *y = malloc(n * sizeof *y);
         double *nr = malloc(n * sizeof *nr);
@@ -429,7 +465,7 @@ static void s_check_clipped(const fl_model_spec *s, size_t n, int with_nan)
     /* about half the examples are clipped; C lies between two norms so
      * rounding cannot decide on which side an example falls */
     double C = 0.5 * (nr[n / 2 - 1] + nr[n / 2]);
-    if (with_nan) { /* examples 3 and n-2 (the second chunk when n > 128) */
+    if (with_nan) { /* examples 3 and n-2 (a later chunk when n > FL_MODEL_CHUNK) */
         X[3 * d + 1] = NAN;
         X[(n - 2) * d] = INFINITY;
     }
@@ -466,16 +502,18 @@ static void s_check_clipped(const fl_model_spec *s, size_t n, int with_nan)
 
 Test(model, clipped_sum_equals_clipping_explicit_gradients_then_summing)
 {
-    fl_model_spec a = s_tiny_a(), b = s_tiny_b();
+    fl_model_spec a = s_tiny_a(), b = s_tiny_b(), c = s_tiny_c();
     s_check_clipped(&a, 40, 0);
     s_check_clipped(&b, 40, 0);
+    s_check_clipped(&c, 40, 0);
 }
 
 Test(model, clipped_sum_over_several_chunks_zeroes_non_finite_examples)
 {
-    fl_model_spec a = s_tiny_a(), b = s_tiny_b();
+    fl_model_spec a = s_tiny_a(), b = s_tiny_b(), c = s_tiny_c();
     s_check_clipped(&a, 2 * FL_MODEL_CHUNK + 37, 1);
     s_check_clipped(&b, FL_MODEL_CHUNK + 5, 1);
+    s_check_clipped(&c, 3 * FL_MODEL_CHUNK + 3, 1);
 }
 
 Test(model, conv_layer_too_large_to_keep_example_gradients_still_clips_exactly)
