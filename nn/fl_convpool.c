@@ -3,12 +3,15 @@
  * routed (sparse) backward pass.  See fl_convpool.h.
  *
  * Forward, per group of S_GROUP rows: the patches of each row go into P
- * (row (i, t) holds the C_in k^2 inputs under output position t, padded
- * with zeros to a multiple of 16 floats), one sgemm gives the group's
- * convolution outputs Z (t x C_out per row, channels innermost, so a
- * pooling window is four contiguous channel vectors), and the pooling
- * writes Y and, per (row, channel, window), the position t of the
- * window's argmax.  Z is reused group after group and stays in cache.
+ * (row (i, t) holds the C_in k^2 inputs under output position t in the
+ * block's patch order - C_in x k x k for an NCHW input, k x k x C_in for
+ * NHWC - padded with zeros to a multiple of 16 floats), one sgemm gives
+ * the group's convolution outputs Z (t x C_out per row, channels
+ * innermost, so a pooling window is four contiguous channel vectors), and
+ * the pooling writes Y and, per (row, window, channel), the position t of
+ * the window's argmax.  Z is reused group after group and stays in cache.
+ * Routes and routed gradients are kept window-major (channels innermost),
+ * the order the pooling produces them in.
  *
  * Backward: the gradient reaching the convolution output is, per (row,
  * channel), one value per window at the routed position - dY where the
@@ -61,16 +64,16 @@ struct fl_convpool {
     size_t cw, t;               /* conv outputs computed: 2ph x cw, t = 2ph cw */
     size_t ckk, ckp;            /* C_in k^2 and it rounded up to 16 */
     size_t in_sz, cap, last_n;
+    int in_nhwc, out_nhwc;      /* FL_CONVPOOL_* layouts */
     float *P;                   /* cap x t x ckp patches (padding stays zero) */
     float *Z;                   /* S_GROUP x t x cout conv outputs of one group */
-    uint32_t *route;            /* cap x cout x po: argmax position t per window */
-    float *pm;                  /* po x cout: one row's window maxima */
-    uint32_t *pr;               /* po x cout: their positions */
-    float *val;                 /* cout x po: routed gradients of one row */
+    uint32_t *route;            /* cap x po x cout: argmax position t per window */
+    float *pm;                  /* po x cout: one row's window maxima (NCHW output) */
+    float *val;                 /* po x cout: routed gradients of one row */
     double *bsum;               /* cout: their sums (bias gradient) */
     float *gacc;                /* cout x ckp: weight gradient being summed */
     float *dP;                  /* t x ckp: one row's patch gradients */
-    float *Wp;                  /* cout x ckp: weights, zero-padded */
+    float *Wp;                  /* cout x ckp: weights in patch order, zero-padded */
     unsigned char *touched;     /* t: patch rows of dP that received gradient */
 };
 
@@ -82,7 +85,6 @@ void fl_convpool_free(fl_convpool *cp)
     free(cp->Z);
     free(cp->route);
     free(cp->pm);
-    free(cp->pr);
     free(cp->val);
     free(cp->bsum);
     free(cp->gacc);
@@ -93,11 +95,13 @@ void fl_convpool_free(fl_convpool *cp)
 }
 
 int fl_convpool_new(fl_convpool **out, size_t c_in, size_t c_out, size_t k, size_t h,
-                    size_t w, size_t ph, size_t pw, size_t cap)
+                    size_t w, size_t ph, size_t pw, size_t cap, unsigned flags)
 {
     if (!out)
         abort();
     *out = NULL;
+    if (flags & ~(unsigned)(FL_CONVPOOL_IN_NHWC | FL_CONVPOOL_OUT_NHWC))
+        return fl_error_set(FL_EINVAL, "convpool: unknown layout flags 0x%x", flags);
     if (c_in == 0 || c_out == 0 || k == 0 || h == 0 || w == 0 || ph == 0 || pw == 0 ||
         cap == 0)
         return fl_error_set(FL_EINVAL, "convpool: sizes must be positive (c_in %zu, c_out "
@@ -116,7 +120,7 @@ int fl_convpool_new(fl_convpool **out, size_t c_in, size_t c_out, size_t k, size
     size_t po = ph * pw;
     if (t > S_MAX_ELEMS / S_GROUP / ckp || S_GROUP * t > S_MAX_ELEMS / c_out ||
         cap > S_MAX_ELEMS / (t * ckp) || c_out > S_MAX_ELEMS / ckp ||
-        cap > S_MAX_ELEMS / (c_out * po))
+        cap > S_MAX_ELEMS / (c_out * po) || t > UINT32_MAX)
         return fl_error_set(FL_EINVAL, "convpool: %zu rows of %zu x %zu patches exceed 2^31 "
                             "elements; use a smaller layer or fewer rows", cap, t, ckp);
     fl_convpool *cp = calloc(1, sizeof *cp);
@@ -125,20 +129,21 @@ int fl_convpool_new(fl_convpool **out, size_t c_in, size_t c_out, size_t k, size
     cp->cin = c_in, cp->cout = c_out, cp->k = k, cp->h = h, cp->w = w;
     cp->ph = ph, cp->pw = pw, cp->po = po, cp->cw = cw, cp->t = t;
     cp->ckk = ckk, cp->ckp = ckp, cp->in_sz = c_in * h * w, cp->cap = cap;
+    cp->in_nhwc = (flags & FL_CONVPOOL_IN_NHWC) != 0;
+    cp->out_nhwc = (flags & FL_CONVPOOL_OUT_NHWC) != 0;
     /* calloc: the patch padding and the weight padding must be zero, and
      * nothing ever writes them. */
     cp->P = calloc(cap * t * ckp, sizeof *cp->P);
     cp->Z = malloc(S_GROUP * t * c_out * sizeof *cp->Z);
     cp->route = malloc(cap * c_out * po * sizeof *cp->route);
     cp->pm = malloc(po * c_out * sizeof *cp->pm);
-    cp->pr = malloc(po * c_out * sizeof *cp->pr);
     cp->val = malloc(c_out * po * sizeof *cp->val);
     cp->bsum = malloc(c_out * sizeof *cp->bsum);
     cp->gacc = calloc(c_out * ckp, sizeof *cp->gacc);
     cp->dP = malloc(t * ckp * sizeof *cp->dP);
     cp->Wp = calloc(c_out * ckp, sizeof *cp->Wp);
     cp->touched = malloc(t);
-    if (!cp->P || !cp->Z || !cp->route || !cp->pm || !cp->pr || !cp->val || !cp->bsum || !cp->gacc ||
+    if (!cp->P || !cp->Z || !cp->route || !cp->pm || !cp->val || !cp->bsum || !cp->gacc ||
         !cp->dP || !cp->Wp || !cp->touched) {
         fl_convpool_free(cp);
         return fl_error_set(FL_ENOMEM, "convpool: out of memory for %zu rows of %zu x %zu "
@@ -148,11 +153,68 @@ int fl_convpool_new(fl_convpool **out, size_t c_in, size_t c_out, size_t k, size
     return FL_OK;
 }
 
-/* Patches of one row x: P[(oy cw + ox) ckp + (ci k + ky) k + kx] =
- * x[ci][oy + ky][ox + kx] for the 2ph x cw positions computed. */
+/* Index in the block's patch order of parameter-order weight (ci, ky, kx):
+ * the same for an NCHW input, (ky k + kx) C_in + ci for NHWC. */
+static size_t s_patch_index(const fl_convpool *cp, size_t ci, size_t ky, size_t kx)
+{
+    return cp->in_nhwc ? (ky * cp->k + kx) * cp->cin + ci : (ci * cp->k + ky) * cp->k + kx;
+}
+
+void fl_convpool_to_param_order(const fl_convpool *cp, const float *src, float *dst,
+                                int accumulate)
+{
+    const size_t k = cp->k;
+    for (size_t o = 0; o < cp->cout; o++) {
+        const float *s = src + o * cp->ckk;
+        float *d = dst + o * cp->ckk;
+        if (!cp->in_nhwc) {
+            for (size_t j = 0; j < cp->ckk; j++)
+                d[j] = accumulate ? d[j] + s[j] : s[j];
+            continue;
+        }
+        for (size_t ci = 0; ci < cp->cin; ci++)
+            for (size_t kk = 0; kk < k * k; kk++) {
+                float v = s[kk * cp->cin + ci];
+                d[ci * k * k + kk] = accumulate ? d[ci * k * k + kk] + v : v;
+            }
+    }
+}
+
+/* Wp (cout x ckp, padding zero) = the weights Wt in patch order. */
+static void s_weights(fl_convpool *cp, const float *Wt)
+{
+    const size_t k = cp->k;
+    for (size_t o = 0; o < cp->cout; o++) {
+        const float *s = Wt + o * cp->ckk;
+        float *d = cp->Wp + o * cp->ckp;
+        if (!cp->in_nhwc) {
+            memcpy(d, s, cp->ckk * sizeof *d);
+            continue;
+        }
+        for (size_t ci = 0; ci < cp->cin; ci++)
+            for (size_t ky = 0; ky < k; ky++)
+                for (size_t kx = 0; kx < k; kx++)
+                    d[s_patch_index(cp, ci, ky, kx)] = s[(ci * k + ky) * k + kx];
+    }
+}
+
+/* Patches of one row x into P, row (oy cw + ox), for the 2ph x cw
+ * positions computed.  NHWC input: k runs of k C_in contiguous values.
+ * NCHW: P[..][(ci k + ky) k + kx] = x[ci][oy + ky][ox + kx]. */
 static void s_patches(const fl_convpool *cp, const float *x, float *P)
 {
     const size_t k = cp->k, w = cp->w, hw = cp->h * cp->w, ch = 2 * cp->ph;
+    if (cp->in_nhwc) {
+        const size_t run = k * cp->cin;
+        for (size_t oy = 0; oy < ch; oy++)
+            for (size_t ox = 0; ox < cp->cw; ox++) {
+                float *row = P + (oy * cp->cw + ox) * cp->ckp;
+                for (size_t ky = 0; ky < k; ky++)
+                    memcpy(row + ky * run, x + ((oy + ky) * w + ox) * cp->cin,
+                           run * sizeof *row);
+            }
+        return;
+    }
     for (size_t oy = 0; oy < ch; oy++)
         for (size_t ox = 0; ox < cp->cw; ox++) {
             float *row = P + (oy * cp->cw + ox) * cp->ckp;
@@ -194,7 +256,10 @@ static void s_patches(const fl_convpool *cp, const float *x, float *P)
         }
 }
 
-/* Pools one row's conv outputs z (t x cout): y (cout x po) and its routes. */
+/* Pools one row's conv outputs z (t x cout): y and the routes (po x cout).
+ * The first strict maximum in the order (0,0), (0,1), (1,0), (1,1), as
+ * selects (fl_maxpool2_forward's rule); then max(ReLU(z + b)) =
+ * ReLU(max(z) + b), one bias add and ReLU per window. */
 S_CLONES static void s_pool(fl_convpool *cp, const float *z, const float *b, float *y,
                             uint32_t *route)
 {
@@ -204,10 +269,9 @@ S_CLONES static void s_pool(fl_convpool *cp, const float *z, const float *b, flo
             size_t p = py * cp->pw + px, t0 = 2 * py * cw + 2 * px;
             const float *z0 = z + t0 * co_n, *z1 = z0 + co_n, *z2 = z0 + cw * co_n,
                         *z3 = z2 + co_n;
-            float *pm = cp->pm + p * co_n;
-            uint32_t *pr = cp->pr + p * co_n;
-            /* The first strict maximum in the order (0,0), (0,1), (1,0),
-             * (1,1), as selects (fl_maxpool2_forward's rule). */
+            /* NHWC: the window's outputs go straight to y */
+            float *pm = cp->out_nhwc ? y + p * co_n : cp->pm + p * co_n;
+            uint32_t *pr = route + p * co_n;
             for (size_t o = 0; o < co_n; o++) {
                 float m = z0[o];
                 uint32_t r = (uint32_t)t0;
@@ -220,19 +284,15 @@ S_CLONES static void s_pool(fl_convpool *cp, const float *z, const float *b, flo
                 up = z3[o] > m;
                 m = up ? z3[o] : m;
                 r = up ? (uint32_t)(t0 + cw + 1) : r;
-                pm[o] = m;
+                m += b ? b[o] : 0.0f;
+                pm[o] = m > 0.0f ? m : 0.0f;
                 pr[o] = r;
             }
         }
-    /* max(ReLU(z + b)) = ReLU(max(z) + b): one bias add and ReLU per window. */
-    for (size_t o = 0; o < co_n; o++) {
-        float bo = b ? b[o] : 0.0f;
-        for (size_t p = 0; p < cp->po; p++) {
-            float v = cp->pm[p * co_n + o] + bo;
-            y[o * cp->po + p] = v > 0.0f ? v : 0.0f;
-            route[o * cp->po + p] = cp->pr[p * co_n + o];
-        }
-    }
+    if (!cp->out_nhwc)
+        for (size_t o = 0; o < co_n; o++)
+            for (size_t p = 0; p < cp->po; p++)
+                y[o * cp->po + p] = cp->pm[p * co_n + o];
 }
 
 int fl_convpool_forward(fl_convpool *cp, const float *Wt, const float *b, const float *X,
@@ -249,14 +309,15 @@ int fl_convpool_forward(fl_convpool *cp, const float *Wt, const float *b, const 
         return fl_error_set(FL_EINVAL, "convpool forward: %zu rows, more than the %zu the "
                             "block was created for", n, cp->cap);
     const size_t tp = cp->t * cp->ckp, yo = cp->cout * cp->po;
+    s_weights(cp, Wt);
     for (size_t g0 = 0; g0 < n; g0 += S_GROUP) {
         size_t gn = n - g0 < S_GROUP ? n - g0 : S_GROUP;
         for (size_t i = g0; i < g0 + gn; i++)
             s_patches(cp, X + i * cp->in_sz, cp->P + i * tp);
-        /* Z (gn t x C_out) = P_group (gn t x C_in k^2, padded rows) Wt^T */
+        /* Z (gn t x C_out) = P_group (gn t x C_in k^2, padded rows) Wp^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(gn * cp->t), (int)cp->cout,
-                    (int)cp->ckk, 1.0f, cp->P + g0 * tp, (int)cp->ckp, Wt, (int)cp->ckk, 0.0f,
-                    cp->Z, (int)cp->cout);
+                    (int)cp->ckk, 1.0f, cp->P + g0 * tp, (int)cp->ckp, cp->Wp, (int)cp->ckp,
+                    0.0f, cp->Z, (int)cp->cout);
         for (size_t i = 0; i < gn; i++)
             s_pool(cp, cp->Z + i * cp->t * cp->cout, b, Y + (g0 + i) * yo,
                    cp->route + (g0 + i) * yo);
@@ -265,12 +326,13 @@ int fl_convpool_forward(fl_convpool *cp, const float *Wt, const float *b, const 
     return FL_OK;
 }
 
-/* acc[0..ckp) += sum over e < ne of val[e] * rows[idx[e]][0..ckp), skipping
- * zeros (rows of ckp floats, ckp a multiple of 16).  The accumulator is
+/* acc[0..ckp) += sum over e < ne of val[e s] * rows[idx[e s]][0..ckp)
+ * (rows of ckp floats, ckp a multiple of 16; s the stride of idx and val).
+ * Zeros are skipped where a row is several vectors.  The accumulator is
  * held in registers, eight vectors at a time. */
 S_CLONES static void s_combine(float *restrict acc, size_t ckp, const float *restrict rows,
                                const uint32_t *restrict idx, const float *restrict val,
-                               size_t ne)
+                               size_t ne, size_t s)
 {
     size_t j = 0;
     for (; j + 128 <= ckp; j += 128) {
@@ -278,10 +340,10 @@ S_CLONES static void s_combine(float *restrict acc, size_t ckp, const float *res
         for (int q = 0; q < 8; q++)
             S_LOAD(a[q], acc + j + 16 * q);
         for (size_t e = 0; e < ne; e++) {
-            float v = val[e];
+            float v = val[e * s];
             if (v == 0.0f)
                 continue;
-            const float *r = rows + (size_t)idx[e] * ckp + j;
+            const float *r = rows + (size_t)idx[e * s] * ckp + j;
             for (int q = 0; q < 8; q++) {
                 S_LOAD(x, r + 16 * q);
                 a[q] += v * x;
@@ -298,51 +360,51 @@ S_CLONES static void s_combine(float *restrict acc, size_t ckp, const float *res
         size_t e = 0;
         for (; e + 4 <= ne; e += 4)
             for (int q = 0; q < 4; q++) {
-                S_LOAD(x, rows + (size_t)idx[e + q] * ckp + j);
-                a[q] += val[e + q] * x;
+                S_LOAD(x, rows + (size_t)idx[(e + q) * s] * ckp + j);
+                a[q] += val[(e + q) * s] * x;
             }
         for (; e < ne; e++) {
-            S_LOAD(x, rows + (size_t)idx[e] * ckp + j);
-            a[0] += val[e] * x;
+            S_LOAD(x, rows + (size_t)idx[e * s] * ckp + j);
+            a[0] += val[e * s] * x;
         }
         a[0] += a[1] + (a[2] + a[3]);
         S_STORE(acc + j, a[0]);
     }
 }
 
-/* rows[idx[e]][0..ckp) += val[e] * src[0..ckp) for e < ne, skipping zeros;
- * src is held in registers, eight vectors at a time. */
+/* rows[idx[e s]][0..ckp) += val[e s] * src[0..ckp) for e < ne, skipping
+ * zeros; src is held in registers, eight vectors at a time. */
 S_CLONES static void s_scatter(float *restrict rows, size_t ckp, const uint32_t *restrict idx,
-                               const float *restrict val, size_t ne,
+                               const float *restrict val, size_t ne, size_t s,
                                const float *restrict src)
 {
     size_t j = 0;
     for (; j + 128 <= ckp; j += 128) {
-        s_v16 s[8], x;
+        s_v16 w[8], x;
         for (int q = 0; q < 8; q++)
-            S_LOAD(s[q], src + j + 16 * q);
+            S_LOAD(w[q], src + j + 16 * q);
         for (size_t e = 0; e < ne; e++) {
-            float v = val[e];
+            float v = val[e * s];
             if (v == 0.0f)
                 continue;
-            float *r = rows + (size_t)idx[e] * ckp + j;
+            float *r = rows + (size_t)idx[e * s] * ckp + j;
             for (int q = 0; q < 8; q++) {
                 S_LOAD(x, r + 16 * q);
-                x += v * s[q];
+                x += v * w[q];
                 S_STORE(r + 16 * q, x);
             }
         }
     }
     for (; j < ckp; j += 16) {
-        s_v16 s, x;
-        S_LOAD(s, src + j);
+        s_v16 w, x;
+        S_LOAD(w, src + j);
         for (size_t e = 0; e < ne; e++) {
-            float v = val[e];
+            float v = val[e * s];
             if (v == 0.0f)
                 continue;
-            float *r = rows + (size_t)idx[e] * ckp + j;
+            float *r = rows + (size_t)idx[e * s] * ckp + j;
             S_LOAD(x, r);
-            x += v * s;
+            x += v * w;
             S_STORE(r, x);
         }
     }
@@ -351,34 +413,47 @@ S_CLONES static void s_scatter(float *restrict rows, size_t ckp, const uint32_t 
 /* acc (16 channels x 16 floats) += the routed sums of 16 channels whose
  * patch rows are one vector each (C_in k^2 <= 16, e.g. a first layer on
  * one image channel).  Window by window, so the four candidate patch rows
- * are in L1 and the sixteen accumulators stay in registers. */
+ * are in L1 and the sixteen accumulators stay in registers; route and val
+ * are window-major with stride s. */
 S_CLONES static void s_combine16(float *restrict acc, const float *restrict P,
                                  const uint32_t *restrict route, const float *restrict val,
-                                 size_t po)
+                                 size_t po, size_t s)
 {
     s_v16 a[16], x;
     for (int q = 0; q < 16; q++)
         S_LOAD(a[q], acc + 16 * q);
     for (size_t p = 0; p < po; p++)
         for (int q = 0; q < 16; q++) {
-            S_LOAD(x, P + (size_t)route[q * po + p] * 16);
-            a[q] += val[q * po + p] * x;
+            S_LOAD(x, P + (size_t)route[p * s + q] * 16);
+            a[q] += val[p * s + q] * x;
         }
     for (int q = 0; q < 16; q++)
         S_STORE(acc + 16 * q, a[q]);
 }
 
-/* The routed gradients of row i: val[o][p] = dy[o][p] where the pooled
- * output y[o][p] is positive (the ReLU passes it on to the argmax), 0
- * elsewhere; bsum[o] their sum over p (the bias gradient), in double. */
+/* The routed gradients of row i, window-major: val[p][o] = dy[p][o] where
+ * the pooled output y[p][o] is positive (the ReLU passes it on to the
+ * argmax), 0 elsewhere (y and dy in the output layout); bsum[o] their sum
+ * over p (the bias gradient), in double. */
 S_CLONES static void s_vals(fl_convpool *cp, const float *restrict y,
                             const float *restrict dy)
 {
+    const size_t co_n = cp->cout, po = cp->po;
     float *restrict val = cp->val;
-    for (size_t j = 0; j < cp->cout * cp->po; j++)
-        val[j] = y[j] > 0.0f ? dy[j] : 0.0f;
-    for (size_t o = 0; o < cp->cout; o++)
-        cp->bsum[o] = fl_vec_sum(val + o * cp->po, cp->po);
+    double *restrict bs = cp->bsum;
+    if (cp->out_nhwc) {
+        for (size_t j = 0; j < co_n * po; j++)
+            val[j] = y[j] > 0.0f ? dy[j] : 0.0f;
+    } else {
+        for (size_t o = 0; o < co_n; o++)
+            for (size_t p = 0; p < po; p++)
+                val[p * co_n + o] = y[o * po + p] > 0.0f ? dy[o * po + p] : 0.0f;
+    }
+    for (size_t o = 0; o < co_n; o++)
+        bs[o] = 0.0;
+    for (size_t p = 0; p < po; p++)
+        for (size_t o = 0; o < co_n; o++)
+            bs[o] += val[p * co_n + o];
 }
 
 /* gacc (cout x ckp) += row i's weight gradient, from cp->val. */
@@ -389,11 +464,10 @@ static void s_row_grads(fl_convpool *cp, size_t i)
     size_t o = 0;
     if (cp->ckp == 16)
         for (; o + 16 <= cp->cout; o += 16)
-            s_combine16(cp->gacc + o * 16, P, route + o * cp->po, cp->val + o * cp->po,
-                        cp->po);
+            s_combine16(cp->gacc + o * 16, P, route + o, cp->val + o, cp->po, cp->cout);
     for (; o < cp->cout; o++)
-        s_combine(cp->gacc + o * cp->ckp, cp->ckp, P, route + o * cp->po,
-                  cp->val + o * cp->po, cp->po);
+        s_combine(cp->gacc + o * cp->ckp, cp->ckp, P, route + o, cp->val + o, cp->po,
+                  cp->cout);
 }
 
 static int s_check_backward(const fl_convpool *cp, const float *Y, const float *dY, size_t n,
@@ -429,12 +503,10 @@ int fl_convpool_batch_grad(fl_convpool *cp, const float *Y, const float *dY, siz
             gb[o] += (float)cp->bsum[o];
         s_row_grads(cp, i);
     }
-    for (size_t o = 0; o < cp->cout; o++) {
-        float *g = gW + o * cp->ckk;
-        const float *a = cp->gacc + o * cp->ckp;
-        for (size_t j = 0; j < cp->ckk; j++)
-            g[j] = accumulate ? g[j] + a[j] : a[j];
-    }
+    /* gacc's rows are ckp apart: pack them, then reorder */
+    for (size_t o = 1; o < cp->cout; o++)
+        memmove(cp->gacc + o * cp->ckk, cp->gacc + o * cp->ckp, cp->ckk * sizeof *cp->gacc);
+    fl_convpool_to_param_order(cp, cp->gacc, gW, accumulate);
     return FL_OK;
 }
 
@@ -474,20 +546,18 @@ int fl_convpool_input_grad(fl_convpool *cp, const float *Wt, const float *Y, con
         return rc;
     if (n > 0 && (!Wt || !dX))
         return fl_error_set(FL_EINVAL, "convpool input gradient: NULL weights or output");
-    for (size_t o = 0; o < cp->cout; o++)
-        memcpy(cp->Wp + o * cp->ckp, Wt + o * cp->ckk, cp->ckk * sizeof *Wt);
+    s_weights(cp, Wt);
     const size_t yo = cp->cout * cp->po, k = cp->k, w = cp->w, hw = cp->h * cp->w;
     for (size_t i = 0; i < n; i++) {
+        const uint32_t *r = cp->route + i * yo;
         memset(cp->dP, 0, cp->t * cp->ckp * sizeof *cp->dP);
         memset(cp->touched, 0, cp->t);
         s_vals(cp, Y + i * yo, dY + i * yo);
-        for (size_t o = 0; o < cp->cout; o++) {
-            const uint32_t *r = cp->route + i * yo + o * cp->po;
-            const float *val = cp->val + o * cp->po;
-            for (size_t p = 0; p < cp->po; p++)
-                cp->touched[r[p]] |= val[p] != 0.0f;
-            s_scatter(cp->dP, cp->ckp, r, val, cp->po, cp->Wp + o * cp->ckp);
-        }
+        for (size_t j = 0; j < yo; j++)
+            cp->touched[r[j]] |= cp->val[j] != 0.0f;
+        for (size_t o = 0; o < cp->cout; o++)
+            s_scatter(cp->dP, cp->ckp, r + o, cp->val + o, cp->po, cp->cout,
+                      cp->Wp + o * cp->ckp);
         /* col2im of the touched patch rows (the adjoint of s_patches) */
         float *dx = dX + i * cp->in_sz;
         memset(dx, 0, cp->in_sz * sizeof *dx);
@@ -495,7 +565,14 @@ int fl_convpool_input_grad(fl_convpool *cp, const float *Wt, const float *Y, con
             if (!cp->touched[t])
                 continue;
             const float *row = cp->dP + t * cp->ckp;
-            float *dst = dx + (t / cp->cw) * w + t % cp->cw;
+            size_t oy = t / cp->cw, ox = t % cp->cw;
+            if (cp->in_nhwc) {
+                const size_t run = k * cp->cin;
+                for (size_t ky = 0; ky < k; ky++)
+                    fl_vec_add(dx + ((oy + ky) * w + ox) * cp->cin, row + ky * run, run);
+                continue;
+            }
+            float *dst = dx + oy * w + ox;
             if (k == 3) {
                 for (size_t ci = 0; ci < cp->cin; ci++, row += 9, dst += hw) {
                     float *a = dst, *b = dst + w, *c = dst + 2 * w;

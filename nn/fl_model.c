@@ -9,7 +9,9 @@
  * the last layer.  d[l] (same shape) holds dLoss/d(pre-activation) of a
  * conv or dense layer, dLoss/d(output) of a pool layer.  Activations are
  * NCHW per row, so a dense layer after conv/pool reads its input already
- * flattened in C, H, W order.
+ * flattened in C, H, W order.  A conv layer followed by a pool layer runs
+ * as one fl_convpool block writing the pool layer's a (the conv layer has
+ * no a or d of its own); between two such blocks a and d are NHWC.
  *
  * All scratch is sized for FL_MODEL_CHUNK rows and allocated on the first
  * call that needs it (the conv layers' own scratch at creation); later
@@ -195,8 +197,13 @@ int fl_model_new(fl_model **out, const fl_model_spec *spec)
                 y->keep_g = 1;
                 if (y->nw + y->oc > gmax)
                     gmax = y->nw + y->oc;
+                /* channels innermost between two blocks: the cheaper layout
+                 * for both (fl_convpool.h); NCHW wherever another kind of
+                 * layer, or the model's input, is on the other side */
+                unsigned lay = (l > 0 && m->layers[l - 1].fused_pool ? FL_CONVPOOL_IN_NHWC : 0) |
+                               (l + 2 < m->L && fuse[l + 2] ? FL_CONVPOOL_OUT_NHWC : 0);
                 if ((rc = fl_convpool_new(&y->cp, c, y->oc, y->k, h, w, ph, pw,
-                                          FL_MODEL_CHUNK)) != FL_OK) {
+                                          FL_MODEL_CHUNK, lay)) != FL_OK) {
                     rc = fl_error_wrap(rc, "fl_model_new: layer %zu (conv %zu %zu)", l + 1,
                                        y->oc, y->k);
                     goto done;
@@ -486,6 +493,16 @@ static int s_weight_grads(fl_model *m, const float *X0, size_t n, float *grad_su
         if (y->cp && !cf) { /* plain batch gradient of a fused block */
             const s_layer *q = &m->layers[l + 1];
             rc = fl_convpool_batch_grad(y->cp, q->a, q->d, n, gW, gb, !first);
+            continue;
+        }
+        if (y->cp && cf) {
+            /* [gW gb] += G^T cf as below, G_i's weights in the block's
+             * patch order: summed in gtmp, then reordered */
+            cblas_sgemv(CblasRowMajor, CblasTrans, (int)n, (int)(y->nw + y->oc), 1.0f, y->G,
+                        (int)(y->nw + y->oc), cf, 1, 0.0f, m->gtmp, 1);
+            fl_convpool_to_param_order(y->cp, m->gtmp, gW, 1);
+            for (size_t j = 0; j < y->oc; j++)
+                gb[j] += m->gtmp[y->nw + j];
             continue;
         }
         if (y->kind == FL_LAYER_CONV && cf && y->keep_g) {

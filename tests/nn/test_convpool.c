@@ -6,8 +6,8 @@
  * argmax with a positive maximum).  Geometries cover the issue's two CNN
  * layers with the cropping fl_model applies, the one-vector first-layer
  * kernel (16 and 32 channels), the generic paths (k = 2 and 4, channel
- * counts that are not multiples of 16, patch rows longer than 128 floats)
- * and non-square inputs. */
+ * counts that are not multiples of 16, patch rows longer than 128 floats),
+ * non-square inputs, and the NHWC layouts used between two blocks. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
@@ -33,16 +33,21 @@ static float *s_rand(size_t n, float scale)
 
 typedef struct {
     size_t cin, cout, k, h, w, ph, pw, n;
+    unsigned lay; /* FL_CONVPOOL_* layout flags */
 } s_geom;
 
+#define IN FL_CONVPOOL_IN_NHWC
+#define OUT FL_CONVPOOL_OUT_NHWC
 static const s_geom GEOMS[] = {
-    {1, 16, 3, 28, 28, 12, 12, 5}, /* issue conv 1, cropped 26 -> 24 */
-    {16, 32, 3, 12, 12, 5, 5, 4},  /* issue conv 2, 10 of 11 rows pooled */
-    {1, 32, 3, 10, 9, 4, 3, 3},    /* two 16-channel first-layer blocks */
-    {2, 5, 2, 7, 9, 3, 4, 3},      /* k = 2, 5 channels, non-square */
-    {3, 17, 3, 9, 8, 3, 3, 2},     /* 17 channels: one past a block */
-    {9, 4, 4, 11, 11, 4, 4, 2},    /* k = 4: C_in k^2 = 144, generic patches */
-    {20, 3, 3, 8, 8, 3, 3, 2},     /* C_in k^2 = 180: 128 + 4 x 16 floats */
+    {1, 16, 3, 28, 28, 12, 12, 5, OUT},     /* issue conv 1, cropped 26 -> 24 */
+    {16, 32, 3, 12, 12, 5, 5, 4, IN},       /* issue conv 2, 10 of 11 rows pooled */
+    {16, 32, 3, 12, 12, 5, 5, 2, 0},        /* the same, NCHW input */
+    {1, 32, 3, 10, 9, 4, 3, 3, 0},          /* two 16-channel first-layer blocks */
+    {2, 5, 2, 7, 9, 3, 4, 3, 0},            /* k = 2, 5 channels, non-square */
+    {2, 5, 2, 7, 9, 3, 4, 2, IN | OUT},     /* the same between two blocks */
+    {3, 17, 3, 9, 8, 3, 3, 2, OUT},         /* 17 channels: one past a block */
+    {9, 4, 4, 11, 11, 4, 4, 2, 0},          /* k = 4: C_in k^2 = 144, generic patches */
+    {20, 3, 3, 8, 8, 3, 3, 2, IN},          /* C_in k^2 = 180: 128 + 4 x 16 floats */
 };
 #define NGEOMS (sizeof GEOMS / sizeof GEOMS[0])
 
@@ -122,6 +127,25 @@ static double s_maxabs(const double *v, size_t n)
     return m;
 }
 
+/* Index of NCHW element (c, y, x) of a C x H x W row in the layout given
+ * (nhwc non-zero: channels innermost). */
+static size_t s_at(int nhwc, size_t C, size_t H, size_t W, size_t c, size_t y, size_t x)
+{
+    return nhwc ? (y * W + x) * C + c : (c * H + y) * W + x;
+}
+
+/* Copies n NCHW rows src into dst in the layout given. */
+static void s_layout(const float *src, float *dst, size_t n, size_t C, size_t H, size_t W,
+                     int nhwc)
+{
+    for (size_t i = 0; i < n; i++)
+        for (size_t c = 0; c < C; c++)
+            for (size_t y = 0; y < H; y++)
+                for (size_t x = 0; x < W; x++)
+                    dst[i * C * H * W + s_at(nhwc, C, H, W, c, y, x)] =
+                        src[i * C * H * W + (c * H + y) * W + x];
+}
+
 Test(convpool, forward_and_all_gradients_match_a_dense_double_reference)
 {
     size_t dead_total = 0;
@@ -143,32 +167,54 @@ Test(convpool, forward_and_all_gradients_match_a_dense_double_reference)
         cr_assert(Y && gW && gb && dX && G && ry && rgW && rgb && rdx && egW && egb && arg);
 
         fl_convpool *cp = NULL;
-        cr_assert_eq(fl_convpool_new(&cp, g->cin, g->cout, g->k, g->h, g->w, g->ph, g->pw, n),
+        cr_assert_eq(fl_convpool_new(&cp, g->cin, g->cout, g->k, g->h, g->w, g->ph, g->pw, n,
+                                     g->lay),
                      FL_OK, "%s", fl_error_last());
-        cr_assert_eq(fl_convpool_forward(cp, W, b, X, n, Y), FL_OK, "%s", fl_error_last());
-        cr_assert_eq(fl_convpool_batch_grad(cp, Y, dY, n, gW, gb, 0), FL_OK);
-        cr_assert_eq(fl_convpool_example_grads(cp, Y, dY, n, G, ldg), FL_OK);
-        cr_assert_eq(fl_convpool_input_grad(cp, W, Y, dY, n, dX), FL_OK);
+        /* the block sees X and dY in its layouts; the reference NCHW */
+        int in_l = (g->lay & IN) != 0, out_l = (g->lay & OUT) != 0;
+        float *Xb = malloc(n * in_sz * sizeof *Xb), *dYb = malloc(n * yo * sizeof *dYb);
+        float *Yn = malloc(n * yo * sizeof *Yn), *dXn = malloc(n * in_sz * sizeof *dXn);
+        float *row = malloc(nw * sizeof *row);
+        cr_assert(Xb && dYb && Yn && dXn && row);
+        s_layout(X, Xb, n, g->cin, g->h, g->w, in_l);
+        s_layout(dY, dYb, n, g->cout, g->ph, g->pw, out_l);
+        cr_assert_eq(fl_convpool_forward(cp, W, b, Xb, n, Y), FL_OK, "%s", fl_error_last());
+        cr_assert_eq(fl_convpool_batch_grad(cp, Y, dYb, n, gW, gb, 0), FL_OK);
+        cr_assert_eq(fl_convpool_example_grads(cp, Y, dYb, n, G, ldg), FL_OK);
+        cr_assert_eq(fl_convpool_input_grad(cp, W, Y, dYb, n, dX), FL_OK);
+        /* back to NCHW for the comparisons */
+        for (size_t i = 0; i < n; i++) {
+            for (size_t c = 0; c < g->cout; c++)
+                for (size_t p = 0; p < po; p++)
+                    Yn[i * yo + c * po + p] =
+                        Y[i * yo + s_at(out_l, g->cout, g->ph, g->pw, c, p / g->pw, p % g->pw)];
+            for (size_t c = 0; c < g->cin; c++)
+                for (size_t r = 0; r < g->h * g->w; r++)
+                    dXn[i * in_sz + c * g->h * g->w + r] =
+                        dX[i * in_sz + s_at(in_l, g->cin, g->h, g->w, c, r / g->w, r % g->w)];
+        }
 
         for (size_t i = 0; i < n; i++) {
             const float *x = X + i * in_sz;
             s_ref_forward(g, W, b, x, ry, arg);
             for (size_t j = 0; j < yo; j++) {
-                s_close(Y[i * yo + j], ry[j], s_maxabs(ry, yo), "Y", gi, i * yo + j);
+                s_close(Yn[i * yo + j], ry[j], s_maxabs(ry, yo), "Y", gi, i * yo + j);
                 dead_total += ry[j] == 0.0;
             }
             memset(egW, 0, nw * sizeof *egW);
             memset(egb, 0, g->cout * sizeof *egb);
             s_ref_backward(g, W, x, ry, arg, dY + i * yo, egW, egb, rdx);
-            /* example i's own gradient: row i of G, weights then bias */
+            /* example i's own gradient: row i of G, weights (in the
+             * block's order) then bias */
             double sw = s_maxabs(egW, nw), sb = s_maxabs(egb, g->cout);
+            fl_convpool_to_param_order(cp, G + i * ldg, row, 0);
             for (size_t j = 0; j < nw; j++)
-                s_close(G[i * ldg + j], egW[j], sw, "G weights", gi, j);
+                s_close(row[j], egW[j], sw, "G weights", gi, j);
             for (size_t o = 0; o < g->cout; o++)
                 s_close(G[i * ldg + nw + o], egb[o], sb, "G bias", gi, o);
             double sx = s_maxabs(rdx, in_sz);
             for (size_t j = 0; j < in_sz; j++)
-                s_close(dX[i * in_sz + j], rdx[j], sx, "dX", gi, j);
+                s_close(dXn[i * in_sz + j], rdx[j], sx, "dX", gi, j);
             for (size_t j = 0; j < nw; j++)
                 rgW[j] += egW[j];
             for (size_t o = 0; o < g->cout; o++)
@@ -185,13 +231,14 @@ Test(convpool, forward_and_all_gradients_match_a_dense_double_reference)
             gW[j] = 1.0f;
         for (size_t o = 0; o < g->cout; o++)
             gb[o] = -2.0f;
-        cr_assert_eq(fl_convpool_batch_grad(cp, Y, dY, n, gW, gb, 1), FL_OK);
+        cr_assert_eq(fl_convpool_batch_grad(cp, Y, dYb, n, gW, gb, 1), FL_OK);
         for (size_t j = 0; j < nw; j++)
             s_close(gW[j], 1.0 + rgW[j], sw, "gW accumulated", gi, j);
         for (size_t o = 0; o < g->cout; o++)
             s_close(gb[o], -2.0 + rgb[o], sb, "gb accumulated", gi, o);
 
         fl_convpool_free(cp);
+        free(Xb), free(dYb), free(Yn), free(dXn), free(row);
         free(W), free(b), free(X), free(dY), free(Y), free(gW), free(gb), free(dX), free(G);
         free(ry), free(rgW), free(rgb), free(rdx), free(egW), free(egb), free(arg);
     }
@@ -203,13 +250,13 @@ Test(convpool, inputs_outside_the_pooled_region_get_zero_gradient_and_change_not
 {
     /* issue conv 1 cropped to 24 x 24 of its 26 x 26 outputs: input rows
      * and columns 26 and 27 are never read */
-    const s_geom g = {1, 16, 3, 28, 28, 12, 12, 2};
+    const s_geom g = {1, 16, 3, 28, 28, 12, 12, 2, 0};
     size_t nw = 16 * 9, in_sz = 28 * 28, yo = 16 * 144;
     float *W = s_rand(nw, 0.3f), *b = s_rand(16, 0.1f), *X = s_rand(2 * in_sz, 1.0f);
     float *dY = s_rand(2 * yo, 1.0f), *Y = malloc(2 * yo * sizeof *Y);
     float *Y2 = malloc(2 * yo * sizeof *Y2), *dX = malloc(2 * in_sz * sizeof *dX);
     fl_convpool *cp = NULL;
-    cr_assert_eq(fl_convpool_new(&cp, g.cin, g.cout, g.k, g.h, g.w, g.ph, g.pw, 2), FL_OK);
+    cr_assert_eq(fl_convpool_new(&cp, g.cin, g.cout, g.k, g.h, g.w, g.ph, g.pw, 2, 0), FL_OK);
     cr_assert_eq(fl_convpool_forward(cp, W, b, X, 2, Y), FL_OK);
     cr_assert_eq(fl_convpool_input_grad(cp, W, Y, dY, 2, dX), FL_OK);
     size_t nonzero = 0;
@@ -237,12 +284,13 @@ Test(convpool, bad_geometry_row_counts_and_buffers_are_refused)
 {
     fl_convpool *cp = NULL;
     /* 11 x 11 conv outputs pool to at most 5 x 5 */
-    cr_assert_eq(fl_convpool_new(&cp, 16, 32, 3, 13, 13, 6, 5, 8), FL_EINVAL);
+    cr_assert_eq(fl_convpool_new(&cp, 16, 32, 3, 13, 13, 6, 5, 8, 0), FL_EINVAL);
     cr_assert_null(cp);
-    cr_assert_eq(fl_convpool_new(&cp, 16, 32, 3, 13, 13, 5, 5, 0), FL_EINVAL);
-    cr_assert_eq(fl_convpool_new(&cp, 0, 32, 3, 13, 13, 5, 5, 8), FL_EINVAL);
-    cr_assert_eq(fl_convpool_new(&cp, 1, 2, 5, 4, 4, 1, 1, 8), FL_EINVAL); /* k > h */
-    cr_assert_eq(fl_convpool_new(&cp, 1, 2, 3, 6, 6, 2, 2, 4), FL_OK, "%s", fl_error_last());
+    cr_assert_eq(fl_convpool_new(&cp, 16, 32, 3, 13, 13, 5, 5, 0, 0), FL_EINVAL);
+    cr_assert_eq(fl_convpool_new(&cp, 0, 32, 3, 13, 13, 5, 5, 8, 0), FL_EINVAL);
+    cr_assert_eq(fl_convpool_new(&cp, 1, 2, 5, 4, 4, 1, 1, 8, 0), FL_EINVAL); /* k > h */
+    cr_assert_eq(fl_convpool_new(&cp, 1, 2, 3, 6, 6, 2, 2, 4, 4), FL_EINVAL); /* flags */
+    cr_assert_eq(fl_convpool_new(&cp, 1, 2, 3, 6, 6, 2, 2, 4, 0), FL_OK, "%s", fl_error_last());
     float W[18] = {0}, b[2] = {0}, X[3 * 36] = {0}, Y[3 * 8], dY[3 * 8] = {0}, g[20], G[60];
     cr_assert_eq(fl_convpool_forward(cp, W, b, X, 5, Y), FL_EINVAL); /* above cap */
     cr_assert_eq(fl_convpool_forward(cp, NULL, b, X, 3, Y), FL_EINVAL);
