@@ -23,7 +23,11 @@
  * worker's double buffer is in its steady state (not both batches
  * prefilled) when the clock starts.  It times a square sgemm (512^3) in
  * the same run for the machine's GFLOP/s and reports the fraction a plain
- * step reaches.  Warm-up, then several repeats; medians (and best)
+ * step reaches, counting the flops of the dense im2col + sgemm step
+ * (s_step_flops).  For a CNN whose conv layers feed max-pools this is a
+ * dense-equivalent rate and may exceed 100 %: nn/fl_convpool computes
+ * only the convolution outputs the pools read and skips the three
+ * quarters (or more) of the backward pass that pooling zeroes.  Warm-up, then several repeats; medians (and best)
  * reported; never fails on timing.
  *
  * Usage: bench_dpsgd [--threads N[,M..]] [--json] [--repeats R] [--steps S]
@@ -207,7 +211,9 @@ static double s_run(int v, bctx *c, int steps)
     return s_now() - t0;
 }
 
-/* Flops of one plain step of batch B: per layer with parameters, forward
+/* Flops of one plain step of batch B as a dense im2col + sgemm
+ * implementation does it (for CNNs more than fl_model performs; see the
+ * top of this file): per layer with parameters, forward
  * 2B f_l, weight gradient 2B f_l, and the input gradient 2B f_l for every
  * such layer above the first (f_l = C_out C_in k^2 Ho Wo for conv, in*out
  * for dense; pooling, activations and the loss are not counted). */
@@ -332,7 +338,7 @@ static int s_bench(const s_workload *wl, size_t N, int reps, int steps, double p
         printf("\n%s: %s, %zu params, N = %zu, q = %.4g (E[batch] = %zu), C = %.3g, "
                "sigma = %.1g, OpenBLAS threads = %d\n", wl->name, wl->spec, c.P, N, c.q, c.B,
                c.clip, c.sigma, threads);
-        printf("  step flops (plain) = %.1f MFLOP\n", flops / 1e6);
+        printf("  step flops (plain, dense im2col + sgemm count) = %.1f MFLOP\n", flops / 1e6);
         printf("  %-40s %11s %11s %9s %8s\n", "variant", "ex/s best", "ex/s median",
                "ms/step", "% sgemm");
         for (int v = 0; v < V_COUNT; v++) {
