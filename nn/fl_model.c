@@ -672,6 +672,10 @@ int fl_model_example_norms(fl_model *m, const float *X, const int32_t *y, size_t
     return rc;
 }
 
+static int s_clipped_sum(fl_model *m, const float *X, const int32_t *y, size_t n,
+                         double clip, float *grad_sum, size_t *clipped, double *loss_sum,
+                         int accumulate);
+
 int fl_model_clipped_gradient_sum_ex(fl_model *m, const float *X, const int32_t *y, size_t n,
                                      double clip, float *grad_sum, size_t *clipped,
                                      double *loss_sum, const fl_mlp_sum_opts *opts)
@@ -679,22 +683,33 @@ int fl_model_clipped_gradient_sum_ex(fl_model *m, const float *X, const int32_t 
     if (m->mlp)
         return fl_mlp_clipped_gradient_sum_ex(m->mlp, X, y, n, clip, grad_sum, clipped,
                                               loss_sum, opts);
-    if (opts && (opts->accumulate || opts->before_write))
-        return fl_error_set(FL_EINVAL, "fl_model_clipped_gradient_sum_ex: accumulate and "
-                            "before_write are supported for models without conv layers only");
-    return fl_model_clipped_gradient_sum(m, X, y, n, clip, grad_sum, clipped, loss_sum);
+    if (opts && opts->before_write)
+        return fl_error_set(FL_EINVAL, "fl_model_clipped_gradient_sum_ex: before_write is "
+                            "supported for models without conv layers only");
+    return s_clipped_sum(m, X, y, n, clip, grad_sum, clipped, loss_sum,
+                         opts && opts->accumulate);
 }
 
 int fl_model_clipped_gradient_sum(fl_model *m, const float *X, const int32_t *y, size_t n,
                                   double clip, float *grad_sum, size_t *clipped,
                                   double *loss_sum)
 {
+    if (m->mlp)
+        return fl_mlp_clipped_gradient_sum(m->mlp, X, y, n, clip, grad_sum, clipped, loss_sum);
+    return s_clipped_sum(m, X, y, n, clip, grad_sum, clipped, loss_sum, 0);
+}
+
+/* The clipped sum of a model with conv or pool layers; with accumulate,
+ * added to grad_sum instead of overwriting it (zeroed on error either
+ * way). */
+static int s_clipped_sum(fl_model *m, const float *X, const int32_t *y, size_t n,
+                         double clip, float *grad_sum, size_t *clipped, double *loss_sum,
+                         int accumulate)
+{
     int rc;
     size_t count = 0;
     double total = 0.0;
 
-    if (m->mlp)
-        return fl_mlp_clipped_gradient_sum(m->mlp, X, y, n, clip, grad_sum, clipped, loss_sum);
     if (clipped)
         *clipped = 0;
     if (loss_sum)
@@ -705,11 +720,14 @@ int fl_model_clipped_gradient_sum(fl_model *m, const float *X, const int32_t *y,
     if (!grad_sum || (n > 0 && (!X || !y)))
         return fl_error_set(FL_EINVAL, "fl_model_clipped_gradient_sum: X, y and grad_sum "
                             "must not be NULL");
-    memset(grad_sum, 0, m->num_params * sizeof(float));
+    if (!accumulate)
+        memset(grad_sum, 0, m->num_params * sizeof(float));
     if (n == 0)
         return FL_OK;
-    if ((rc = s_check_labels(m, y, n)) != FL_OK || (rc = s_reserve(m)) != FL_OK)
+    if ((rc = s_check_labels(m, y, n)) != FL_OK || (rc = s_reserve(m)) != FL_OK) {
+        memset(grad_sum, 0, m->num_params * sizeof(float));
         return rc;
+    }
     for (size_t off = 0; off < n && rc == FL_OK; off += FL_MODEL_CHUNK) {
         size_t c = s_chunk(n - off);
         const float *Xc = X + off * m->n_in;
@@ -778,7 +796,7 @@ int fl_model_clipped_gradient_sum(fl_model *m, const float *X, const int32_t *y,
         }
         /* (d) each layer's weight gradient once, over the scaled deltas
          * (conv layers with kept G_i: sum_i c_i G_i). */
-        rc = s_weight_grads(m, X0, c, grad_sum, off == 0, m->cf);
+        rc = s_weight_grads(m, X0, c, grad_sum, off == 0 && !accumulate, m->cf);
     }
     if (rc != FL_OK) {
         memset(grad_sum, 0, m->num_params * sizeof(float));

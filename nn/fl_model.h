@@ -112,9 +112,10 @@ FL_NODISCARD int fl_model_clipped_gradient_sum(fl_model *m, const float *X, cons
                                                size_t *clipped, double *loss_sum);
 
 /** fl_model_clipped_gradient_sum with the options of fl_mlp_sum_opts
- *  (nn/fl_mlp.h; NULL: none).  Options are supported for models without
- *  conv layers (delegated to fl_mlp); for a model with conv layers any
- *  option set gives FL_EINVAL. */
+ *  (nn/fl_mlp.h; NULL: none).  Models without conv or pool layers take
+ *  both (delegated to fl_mlp); the others take accumulate (add this call's
+ *  clipped sum to grad_sum; a label, memory or computation error zeroes
+ *  it, as without the option), and before_write gives FL_EINVAL. */
 FL_NODISCARD int fl_model_clipped_gradient_sum_ex(fl_model *m, const float *X,
                                                   const int32_t *y, size_t n, double clip,
                                                   float *grad_sum, size_t *clipped,

@@ -47,6 +47,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,11 +96,14 @@ typedef struct {
     const float *jX;
     const int32_t *jy;
     size_t jn;
+    size_t jd;             /* values per row of jX */
+    atomic_size_t *jnext;  /* shared job (CNN split): next row to take, or NULL */
     double jclip;
     float *jdst;
     int job;               /* S_JOB_* */
     int jrc;
     size_t jclipped;
+    size_t jrows;          /* rows the job computed */
     char jerr[256];        /* fl_error_last() of the worker on failure */
     int expect;            /* a job is due soon: keep an EMPTY batch for after it */
     struct timespec expect_t; /* since when */
@@ -121,7 +125,9 @@ struct fl_trainer {
     long cpus;              /* online CPUs at creation */
     s_worker *wk;           /* NULL: no helper thread */
     int has_conv;           /* the model has a conv layer: the second core splits */
-    size_t split_steps;     /* clipped-sum calls computed in two halves */
+    size_t split_steps;     /* clipped-sum calls shared between two threads */
+    atomic_size_t split_next; /* the shared call's next untaken row */
+    size_t split_helper_rows; /* rows of shared calls the helper computed */
     fl_noise_batch *own_b;  /* without a worker: this thread's own batch and */
     fl_poisson_batch *own_sp; /* sample (NULL until the first such step) */
     int own_ready;          /* both are filled and unused */
@@ -218,6 +224,39 @@ static int s_poll(s_worker *w, long us)
     }
 }
 
+/* A shared clipped sum (the CNN split): takes chunks of FL_MODEL_CHUNK
+ * rows of X (n rows of d values) from the counter *next until none is
+ * left, adding each chunk's clipped sum into dst (zeroed first: a thread
+ * may get none).  Both threads run this, so the faster one takes more
+ * chunks; each example is clipped by its own norm wherever it is
+ * computed, so the two sums add up to the batch's clipped sum.  On an
+ * error the counter is exhausted, so the other thread stops too. */
+static int s_take_chunks(fl_model *m, const float *X, const int32_t *y, size_t d, size_t n,
+                         double clip, float *dst, atomic_size_t *next, size_t *clipped,
+                         size_t *rows)
+{
+    const fl_mlp_sum_opts add = {.accumulate = 1};
+    int rc = FL_OK;
+    *clipped = 0;
+    *rows = 0;
+    memset(dst, 0, fl_model_num_params(m) * sizeof *dst);
+    for (;;) {
+        size_t i = atomic_fetch_add_explicit(next, FL_MODEL_CHUNK, memory_order_relaxed);
+        if (i >= n)
+            break;
+        size_t c = n - i < FL_MODEL_CHUNK ? n - i : FL_MODEL_CHUNK, k = 0;
+        rc = fl_model_clipped_gradient_sum_ex(m, X + i * d, y + i, c, clip, dst, &k, NULL,
+                                              &add);
+        if (rc != FL_OK) {
+            atomic_store_explicit(next, n, memory_order_relaxed);
+            break;
+        }
+        *clipped += k;
+        *rows += c;
+    }
+    return rc;
+}
+
 /* The worker's share of a step (mu held on entry and exit): the clipped
  * sum of the job's rows on the clone, written into the step's buffer. */
 static void s_run_job(s_worker *w)
@@ -228,12 +267,16 @@ static void s_run_job(s_worker *w)
     pthread_mutex_unlock(&w->mu);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     memcpy(fl_model_params(w->clone), w->src, fl_model_num_params(w->clone) * sizeof(float));
-    int rc = fl_model_clipped_gradient_sum(w->clone, w->jX, w->jy, w->jn, w->jclip, w->jdst,
-                                           &clipped, NULL);
+    size_t rows = w->jn;
+    int rc = w->jnext ? s_take_chunks(w->clone, w->jX, w->jy, w->jd, w->jn, w->jclip,
+                                      w->jdst, w->jnext, &clipped, &rows)
+                      : fl_model_clipped_gradient_sum(w->clone, w->jX, w->jy, w->jn, w->jclip,
+                                                      w->jdst, &clipped, NULL);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     pthread_mutex_lock(&w->mu);
     w->jrc = rc;
     w->jclipped = clipped;
+    w->jrows = rows;
     if (rc != FL_OK)
         snprintf(w->jerr, sizeof w->jerr, "%s", fl_error_last());
     w->job_sec = s_sec(&t0, &t1);
@@ -333,8 +376,9 @@ static int s_second_core(const fl_trainer *t)
 /* Which use of the second core pays (docs/performance.md, "Using the
  * second core"): for a CNN the noise is a tiny part of a step (weights
  * are shared over positions: 12 810 parameters against ~480 MFLOP per
- * 128-example step for the benchmark CNN), so the helper computes half of
- * each batch (w->noise = 0) and the noise is drawn on the calling thread;
+ * 128-example step for the benchmark CNN), so the helper shares the rows
+ * of each batch with the calling thread (w->noise = 0, s_split_sum) and
+ * the noise is drawn on the calling thread;
  * for an MLP the noise of every parameter is a large part of a step, so
  * the helper draws it ahead, and computes a measured share of the rows
  * in its remaining time. */
@@ -343,9 +387,11 @@ static int s_helper_wanted(const fl_trainer *t)
     return s_second_core(t) && !t->worker_unavailable;
 }
 
-/* Posts a job (rows [from, from + m) of the gathered block into dst) and
- * marks it pending; 0 if the worker has failed and runs no more jobs. */
-static int s_post(fl_trainer *t, size_t from, size_t m, double clip, float *dst)
+/* Posts a job (rows [from, from + m) of the gathered block into dst; with
+ * next, a shared job whose rows both threads take from *next) and marks
+ * it pending; 0 if the worker has failed and runs no more jobs. */
+static int s_post(fl_trainer *t, size_t from, size_t m, double clip, float *dst,
+                  atomic_size_t *next)
 {
     s_worker *w = t->wk;
     pthread_mutex_lock(&w->mu);
@@ -356,6 +402,8 @@ static int s_post(fl_trainer *t, size_t from, size_t m, double clip, float *dst)
     w->jX = t->xb + from * t->ds->d;
     w->jy = t->yb + from;
     w->jn = m;
+    w->jd = t->ds->d;
+    w->jnext = next;
     w->jclip = clip;
     w->jdst = dst;
     w->job = S_JOB_POSTED;
@@ -369,19 +417,24 @@ static int s_post(fl_trainer *t, size_t from, size_t m, double clip, float *dst)
 
 static int s_assist_wait(void *ctx);
 
-/* Batch split (CNNs): the helper computes the clipped sum of the second
- * half of the call's rows into its own buffer while this thread does the
- * first half; the two sums are added.  Each example is still clipped on
- * its own (by its own per-example norm), so the sum of the halves is the
- * clipped sum of the batch: only the float summation order changes. */
+/* Batch split (CNNs): this thread and the helper take chunks of the
+ * call's rows from a shared counter (s_take_chunks), each summing into
+ * its own buffer, so a thread that runs slower - a busy core, the noise
+ * drawn on this one - simply takes fewer chunks; the two sums are added.
+ * Each example is still clipped on its own (by its own per-example norm),
+ * so the sum is the clipped sum of the batch: only the float summation
+ * order changes. */
 static int s_split_sum(fl_trainer *t, size_t n, double clip, float *sum, size_t *clipped)
 {
     s_worker *w = t->wk;
-    size_t P = fl_model_num_params(t->model), h = n / 2, cl = 0;
-    if (!s_post(t, h, n - h, clip, w->own))
+    size_t P = fl_model_num_params(t->model), cl = 0;
+    atomic_store_explicit(&t->split_next, 0, memory_order_relaxed);
+    if (!s_post(t, 0, n, clip, w->own, &t->split_next))
         return fl_model_clipped_gradient_sum(t->model, t->xb, t->yb, n, clip, sum, clipped,
                                              NULL);
-    int rc = fl_model_clipped_gradient_sum(t->model, t->xb, t->yb, h, clip, sum, &cl, NULL);
+    size_t mine = 0;
+    int rc = s_take_chunks(t->model, t->xb, t->yb, t->ds->d, n, clip, sum, &t->split_next,
+                           &cl, &mine);
     int rc2 = s_assist_wait(t); /* always: the helper's job must end first */
     if (rc == FL_OK)
         rc = rc2;
@@ -391,6 +444,9 @@ static int s_split_sum(fl_trainer *t, size_t n, double clip, float *sum, size_t 
         if (clipped)
             *clipped = cl + t->assist_clipped;
         t->split_steps++;
+        t->split_helper_rows += n - mine;
+    } else {
+        memset(sum, 0, P * sizeof *sum);
     }
     sodium_memzero(w->own, P * sizeof *w->own);
     return rc;
@@ -582,7 +638,7 @@ static int s_assist_sum(fl_trainer *t, size_t n, size_t m, double clip, float *s
     size_t mine = n - m, cl = 0;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (!s_post(t, mine, m, clip, sum)) /* it no longer runs jobs */
+    if (!s_post(t, mine, m, clip, sum, NULL)) /* it no longer runs jobs */
         return fl_model_clipped_gradient_sum(t->model, t->xb, t->yb, n, clip, sum, clipped,
                                              NULL);
     fl_mlp_sum_opts o = {.accumulate = 1, .before_write = s_assist_wait, .ctx = t};
@@ -800,6 +856,11 @@ void fl_trainer_set_noise_thread(fl_trainer *t, int allow)
     t->noise_thread_allowed = allow != 0;
     if (!allow)
         s_worker_stop(t);
+}
+
+size_t fl_trainer_split_helper_rows(const fl_trainer *t)
+{
+    return t->split_helper_rows;
 }
 
 int fl_trainer_split_running(const fl_trainer *t)

@@ -31,4 +31,8 @@ double fl_trainer_assist_update(double f, const fl_assist_sample *x);
  *  measured one; any other value restores the measured share. */
 void fl_trainer_set_assist_share(fl_trainer *t, double f);
 
+/** Rows of shared (CNN split) clipped-sum calls that the helper thread
+ *  computed, since the trainer was made. */
+size_t fl_trainer_split_helper_rows(const fl_trainer *t);
+
 #endif

@@ -516,6 +516,62 @@ Test(model, clipped_sum_over_several_chunks_zeroes_non_finite_examples)
     s_check_clipped(&c, 3 * FL_MODEL_CHUNK + 3, 1);
 }
 
+static int s_no_hook(void *ctx)
+{
+    (void)ctx;
+    return FL_OK;
+}
+
+/* The CNN split of node/fl_trainer adds chunks' clipped sums with
+ * accumulate: the parts must add up to the call over all rows (3 classes). */
+static void s_check_accumulate(const fl_model_spec *sp)
+{
+    fl_model_spec s = *sp;
+    fl_model *m = s_new(&s, 51);
+    size_t P = fl_model_num_params(m), d = fl_model_num_inputs(m), n = 50;
+    float *X = s_randv(n * d, 1.0f), *whole = malloc(P * sizeof *whole);
+    float *parts = malloc(P * sizeof *parts);
+    int32_t *y = malloc(n * sizeof *y);
+    cr_assert(whole && parts && y);
+    for (size_t i = 0; i < n; i++)
+        y[i] = (int32_t)(s_next() % 3);
+    size_t cw = 0, c1 = 0, c2 = 0;
+    cr_assert_eq(fl_model_clipped_gradient_sum(m, X, y, n, 0.5, whole, &cw, NULL), FL_OK);
+    cr_assert_gt(cw, 0u);
+    const fl_mlp_sum_opts add = {.accumulate = 1};
+    for (size_t j = 0; j < P; j++)
+        parts[j] = 0.0f;
+    cr_assert_eq(fl_model_clipped_gradient_sum_ex(m, X, y, 17, 0.5, parts, &c1, NULL, &add),
+                 FL_OK, "%s", fl_error_last());
+    cr_assert_eq(fl_model_clipped_gradient_sum_ex(m, X + 17 * d, y + 17, n - 17, 0.5, parts,
+                                                  &c2, NULL, &add),
+                 FL_OK);
+    cr_assert_eq(c1 + c2, cw);
+    for (size_t j = 0; j < P; j++)
+        cr_assert(fabs(parts[j] - whole[j]) <= 1e-5 * (1.0 + fabs(whole[j])),
+                  "param %zu: parts %g, whole %g", j, parts[j], whole[j]);
+    /* without accumulate the second part overwrites */
+    cr_assert_eq(fl_model_clipped_gradient_sum_ex(m, X + 17 * d, y + 17, n - 17, 0.5, parts,
+                                                  NULL, NULL, NULL),
+                 FL_OK);
+    double diff = 0.0;
+    for (size_t j = 0; j < P; j++)
+        diff += fabs(parts[j] - whole[j]);
+    cr_assert_gt(diff, 1e-3);
+    const fl_mlp_sum_opts hook = {.before_write = s_no_hook};
+    cr_assert_eq(fl_model_clipped_gradient_sum_ex(m, X, y, n, 0.5, parts, NULL, NULL, &hook),
+                 FL_EINVAL);
+    free(X), free(whole), free(parts), free(y);
+    fl_model_free(m);
+}
+
+Test(model, accumulated_clipped_sums_of_parts_equal_the_whole_and_before_write_is_refused)
+{
+    fl_model_spec a = s_tiny_a(), c = s_tiny_c(); /* an unfused conv; fused blocks only */
+    s_check_accumulate(&a);
+    s_check_accumulate(&c);
+}
+
 Test(model, conv_layer_too_large_to_keep_example_gradients_still_clips_exactly)
 {
     /* conv 128 3 on 16x16x64: T = 196, so 2 T^2 = 76832 >= C_in k^2 C_out =

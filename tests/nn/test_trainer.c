@@ -58,6 +58,17 @@ static fl_model_spec s_cnn(void)
     return s;
 }
 
+/* A CNN whose rows take long enough (about 10 us each here) that the
+ * helper thread, once woken, takes chunks of a shared step. */
+static fl_model_spec s_cnn_wide(void)
+{
+    fl_model_spec s = {.in_c = 1, .in_h = 20, .in_w = 20, .output_kind = 2, .num_layers = 3};
+    s.layers[0] = (fl_layer_spec){FL_LAYER_CONV, 16, 3};
+    s.layers[1] = (fl_layer_spec){FL_LAYER_POOL, 0, 2};
+    s.layers[2] = (fl_layer_spec){FL_LAYER_DENSE, 3, 0};
+    return s;
+}
+
 Test(trainer, cnn_step_without_noise_or_clipping_is_gradient_descent)
 {
     fl_model_spec s = s_cnn();
@@ -66,7 +77,7 @@ Test(trainer, cnn_step_without_noise_or_clipping_is_gradient_descent)
     cr_assert_eq(fl_model_new(&m, &s), FL_OK, "%s", fl_error_last());
     unsigned char seed[32] = {5};
     fl_model_init(m, seed);
-    fl_dataset ds = s_data(300, 64, 3); /* with 2 CPUs: two halves of 150 rows */
+    fl_dataset ds = s_data(300, 64, 3); /* with 2 CPUs: shared by two threads */
     size_t P = fl_model_num_params(m);
     float *w0 = malloc(P * sizeof *w0), *g = malloc(P * sizeof *g);
     memcpy(w0, fl_model_params(m), P * sizeof *w0);
@@ -408,13 +419,14 @@ static size_t s_expect_trained_alike(fl_model *a, fl_model *b, fl_model *init)
 Test(trainer, cnn_batch_split_matches_the_whole_batch_with_clipping)
 {
     /* sigma = 0, q = 1, C small enough that most examples are clipped:
-     * a trainer whose second core computes half of each batch and one that
-     * does whole batches must reach the same parameters after 6 steps, up
-     * to the float summation order (1e-5 relative).  The split one must
-     * have run a second thread and split every step; the other none. */
+     * a trainer whose second core shares the rows of each batch and one
+     * that does whole batches must reach the same parameters after 6
+     * steps, up to the float summation order (1e-5 relative).  The split
+     * one must have run a second thread and split every step, each thread
+     * computing some of the rows; the other none. */
     if (!s_second_core_or_skip("the split path"))
         return;
-    fl_model_spec s = s_cnn();
+    fl_model_spec s = s_cnn_wide();
     fl_model *a = NULL, *b = NULL;
     fl_trainer *ta = NULL, *tb = NULL;
     unsigned char seed[32] = {6};
@@ -422,7 +434,7 @@ Test(trainer, cnn_batch_split_matches_the_whole_batch_with_clipping)
     cr_assert_eq(fl_model_new(&b, &s), FL_OK);
     fl_model_init(a, seed);
     fl_model_init(b, seed);
-    fl_dataset ds = s_data(200, 64, 3);
+    fl_dataset ds = s_data(200, 400, 3);
     const double C = s_clip_all(a, &ds);
     cr_assert_eq(fl_trainer_new_model(&ta, a, &ds, 1.0, C, 0.0), FL_OK);
     cr_assert_eq(fl_trainer_new_model(&tb, b, &ds, 1.0, C, 0.0), FL_OK);
@@ -436,6 +448,8 @@ Test(trainer, cnn_batch_split_matches_the_whole_batch_with_clipping)
     cr_expect(fl_trainer_split_running(tb));
     cr_expect_not(fl_trainer_noise_thread_running(tb), "a CNN's second core splits batches");
     cr_expect_eq(fl_trainer_split_steps(tb), 6);
+    size_t helper = fl_trainer_split_helper_rows(tb);
+    cr_expect(helper > 0 && helper < 6 * 200, "the helper computed %zu of 1200 rows", helper);
     cr_expect_eq(fl_trainer_split_steps(ta), 0);
     cr_expect_not(fl_trainer_split_running(ta));
     cr_expect_eq(s_threads(), before + 1);
@@ -453,6 +467,40 @@ Test(trainer, cnn_batch_split_matches_the_whole_batch_with_clipping)
     fl_model_free(a);
     fl_model_free(b);
     fl_model_free(c);
+    free(ds.X), free(ds.y);
+}
+
+Test(trainer, an_error_in_a_split_cnn_step_fails_it_and_keeps_the_parameters)
+{
+    /* A label out of range in the last chunk of a shared CNN step (either
+     * thread may take it) must fail the step with the model's message,
+     * leave the parameters as they were and the trainer usable. */
+    if (!s_second_core_or_skip("the split path"))
+        return;
+    fl_model_spec s = s_cnn_wide();
+    fl_model *a = NULL;
+    fl_trainer *t = NULL;
+    unsigned char seed[32] = {9};
+    cr_assert_eq(fl_model_new(&a, &s), FL_OK);
+    fl_model_init(a, seed);
+    fl_dataset ds = s_data(100, 400, 3);
+    cr_assert_eq(fl_trainer_new_model(&t, a, &ds, 1.0, 1.0, 0.0), FL_OK);
+    fl_trainer_set_noise_thread(t, 1);
+    size_t P = fl_model_num_params(a);
+    float *before = malloc(P * sizeof *before);
+    cr_assert(before);
+    memcpy(before, fl_model_params(a), P * sizeof *before);
+    ds.y[99] = 7;
+    cr_expect_neq(fl_trainer_run(t, 1, 0.5, NULL), FL_OK);
+    cr_expect(strstr(fl_error_last(), "7") != NULL, "message: %s", fl_error_last());
+    cr_expect_eq(memcmp(before, fl_model_params(a), P * sizeof *before), 0);
+    ds.y[99] = 1;
+    cr_expect_eq(fl_trainer_run(t, 2, 0.5, NULL), FL_OK, "%s", fl_error_last());
+    cr_expect_eq(fl_trainer_split_steps(t), 2);
+    cr_expect_neq(memcmp(before, fl_model_params(a), P * sizeof *before), 0);
+    free(before);
+    fl_trainer_free(t);
+    fl_model_free(a);
     free(ds.X), free(ds.y);
 }
 
