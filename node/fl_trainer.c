@@ -128,9 +128,15 @@ struct fl_trainer {
     size_t split_steps;     /* clipped-sum calls shared between two threads */
     atomic_size_t split_next; /* the shared call's next untaken row */
     size_t split_helper_rows; /* rows of shared calls the helper computed */
-    fl_noise_batch *own_b;  /* without a worker: this thread's own batch and */
-    fl_poisson_batch *own_sp; /* sample (NULL until the first such step) */
-    int own_ready;          /* both are filled and unused */
+    /* Without a noise worker: this thread's own batches and samples (NULL
+     * until first needed), double-buffered: the CNN split fills the next
+     * step's pair while the helper starts on the rows (s_split_sum). */
+    fl_noise_batch *own_b[S_NBUF];
+    fl_poisson_batch *own_sp[S_NBUF];
+    int own_ready[S_NBUF];  /* pair k is filled and unused */
+    int own_cur;            /* the pair the next step uses */
+    int own_prefill;        /* this step may fill the other pair */
+    size_t own_prefills;    /* pairs filled during a split (test hook) */
     int own_failed;         /* they could not be made or filled: draw classic inline */
     size_t prepared_steps;
     double assist_f;        /* the worker's share of each call's rows */
@@ -416,6 +422,7 @@ static int s_post(fl_trainer *t, size_t from, size_t m, double clip, float *dst,
 }
 
 static int s_assist_wait(void *ctx);
+static int s_own_fill(fl_trainer *t, int k);
 
 /* Batch split (CNNs): this thread and the helper take chunks of the
  * call's rows from a shared counter (s_take_chunks), each summing into
@@ -432,6 +439,11 @@ static int s_split_sum(fl_trainer *t, size_t n, double clip, float *sum, size_t 
     if (!s_post(t, 0, n, clip, w->own, &t->split_next))
         return fl_model_clipped_gradient_sum(t->model, t->xb, t->yb, n, clip, sum, clipped,
                                              NULL);
+    /* The next step's noise and sample, while the helper starts on the
+     * rows: this thread then simply takes fewer of them. */
+    if (t->own_prefill && !t->own_failed && !t->own_ready[t->own_cur ^ 1])
+        t->own_prefills += s_own_fill(t, t->own_cur ^ 1) == FL_OK; /* else: before its step */
+    t->own_prefill = 0;
     size_t mine = 0;
     int rc = s_take_chunks(t->model, t->xb, t->yb, t->ds->d, n, clip, sum, &t->split_next,
                            &cl, &mine);
@@ -772,39 +784,55 @@ int fl_trainer_new_model(fl_trainer **out, fl_model *model, const fl_dataset *ds
     return s_new(out, NULL, model, ds, q, clip, sigma);
 }
 
-/* A step without the worker: the noise and the sample are drawn here,
- * just before the step, through a batch of the trainer's own -- the same
- * prepared-batch code (vectorised fill, fused release) with no thread --
- * or, if that batch cannot be made or filled, by fl_dpsgd_step_clipped.
- * Same law either way.  A failed step leaves both filled and unused
- * (fl_dpsgd_step_clipped_prepared's contract), so the next one uses them. */
+/* Fills this thread's pair k (noise batch and Poisson sample), making it
+ * on first use: data-independent CSPRNG draws only, as the worker's
+ * (dp/fl_noise prepared batches, dp/fl_sampler).  On failure the pair is
+ * freed and FL_OK is not returned. */
+static int s_own_fill(fl_trainer *t, int k)
+{
+    int rc = FL_OK;
+    if (!t->own_b[k] && (fl_noise_batch_new(&t->own_b[k], fl_dpsgd_dim(t->dp)) != FL_OK ||
+                         fl_poisson_batch_new(&t->own_sp[k], t->ds->n) != FL_OK))
+        rc = FL_ENOMEM;
+    if (rc == FL_OK)
+        rc = fl_noise_batch_fill(t->own_b[k], fl_dpsgd_noise_stddev(t->dp));
+    if (rc == FL_OK)
+        rc = fl_poisson_batch_fill(t->own_sp[k], t->q);
+    if (rc == FL_OK) {
+        t->own_ready[k] = 1;
+    } else {
+        fl_noise_batch_free(t->own_b[k]);
+        fl_poisson_batch_free(t->own_sp[k]);
+        t->own_b[k] = NULL;
+        t->own_sp[k] = NULL;
+    }
+    return rc;
+}
+
+/* A step without the worker: the noise and the sample come from a pair
+ * of the trainer's own -- the same prepared-batch code (vectorised fill,
+ * fused release) with no thread -- filled just before the step or, in a
+ * CNN split, during the previous one; if a pair cannot be made or filled,
+ * by fl_dpsgd_step_clipped.  Same law either way: each pair is drawn
+ * independently of the data and used for exactly one released step (the
+ * argument of docs/privacy-accounting.md, "Prepared noise").  A failed
+ * step leaves its pair filled and unused (fl_dpsgd_step_clipped_prepared's
+ * contract), so the next one uses it. */
 static int s_step_own(fl_trainer *t, size_t *b)
 {
-    if (!t->own_failed && !t->own_ready) {
-        int rc = FL_OK;
-        if (!t->own_b && (fl_noise_batch_new(&t->own_b, fl_dpsgd_dim(t->dp)) != FL_OK ||
-                          fl_poisson_batch_new(&t->own_sp, t->ds->n) != FL_OK))
-            rc = FL_ENOMEM;
-        if (rc == FL_OK)
-            rc = fl_noise_batch_fill(t->own_b, fl_dpsgd_noise_stddev(t->dp));
-        if (rc == FL_OK)
-            rc = fl_poisson_batch_fill(t->own_sp, t->q);
-        if (rc == FL_OK) {
-            t->own_ready = 1;
-        } else {
-            fl_noise_batch_free(t->own_b);
-            fl_poisson_batch_free(t->own_sp);
-            t->own_b = NULL;
-            t->own_sp = NULL;
-            t->own_failed = 1;
-        }
-    }
-    if (!t->own_ready)
+    int k = t->own_cur;
+    if (!t->own_failed && !t->own_ready[k] && s_own_fill(t, k) != FL_OK)
+        t->own_failed = 1;
+    if (!t->own_ready[k])
         return fl_dpsgd_step_clipped(t->dp, s_clipped_sum, t, t->grad, b);
-    int rc = fl_dpsgd_step_clipped_prepared(t->dp, s_clipped_sum, t, t->own_b, t->own_sp,
-                                            t->grad, b);
-    if (rc == FL_OK)
-        t->own_ready = 0;
+    t->own_prefill = 1;
+    int rc = fl_dpsgd_step_clipped_prepared(t->dp, s_clipped_sum, t, t->own_b[k],
+                                            t->own_sp[k], t->grad, b);
+    t->own_prefill = 0;
+    if (rc == FL_OK) {
+        t->own_ready[k] = 0;
+        t->own_cur = k ^ 1;
+    }
     return rc;
 }
 
@@ -858,6 +886,11 @@ void fl_trainer_set_noise_thread(fl_trainer *t, int allow)
         s_worker_stop(t);
 }
 
+size_t fl_trainer_own_prefills(const fl_trainer *t)
+{
+    return t->own_prefills;
+}
+
 size_t fl_trainer_split_helper_rows(const fl_trainer *t)
 {
     return t->split_helper_rows;
@@ -903,8 +936,10 @@ void fl_trainer_free(fl_trainer *t)
     if (!t)
         return;
     s_worker_stop(t);
-    fl_noise_batch_free(t->own_b);
-    fl_poisson_batch_free(t->own_sp);
+    for (int k = 0; k < S_NBUF; k++) {
+        fl_noise_batch_free(t->own_b[k]);
+        fl_poisson_batch_free(t->own_sp[k]);
+    }
     fl_dpsgd_free(t->dp);
     free(t->xb);
     free(t->yb);

@@ -35,4 +35,8 @@ void fl_trainer_set_assist_share(fl_trainer *t, double f);
  *  computed, since the trainer was made. */
 size_t fl_trainer_split_helper_rows(const fl_trainer *t);
 
+/** Noise batch + Poisson sample pairs the calling thread filled for the
+ *  next step during a CNN split step. */
+size_t fl_trainer_own_prefills(const fl_trainer *t);
+
 #endif

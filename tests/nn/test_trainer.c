@@ -470,6 +470,70 @@ Test(trainer, cnn_batch_split_matches_the_whole_batch_with_clipping)
     free(ds.X), free(ds.y);
 }
 
+Test(trainer, split_cnn_noise_drawn_a_step_ahead_has_scale_sigma_c_and_is_fresh_each_step)
+{
+    /* As worker_noise_has_scale_sigma_c_lr_over_qn for a CNN whose second
+     * core shares the rows: its noise is drawn by the stepping thread, for
+     * the next step during the current one.  q = 1, N = 60, C = 1e-6,
+     * sigma = 1e6, lr = N: each step moves every parameter by minus (sum
+     * + noise), the sum below 6e-5 in norm.  Variance 1 and mean 0 within
+     * 5 SE, and consecutive steps' noise uncorrelated (|r| < 5/sqrt(P)):
+     * a pair used twice would give r = 1.  Runs of 1 and of 3 steps, so
+     * prefilled pairs also cross runs. */
+    if (!s_second_core_or_skip("the split path"))
+        return;
+    fl_model_spec s = s_cnn_wide();
+    fl_model *a = NULL;
+    fl_trainer *t = NULL;
+    unsigned char seed[32] = {12};
+    cr_assert_eq(fl_model_new(&a, &s), FL_OK);
+    fl_model_init(a, seed);
+    fl_dataset ds = s_data(60, 400, 3);
+    const size_t P = fl_model_num_params(a), steps = 12;
+    cr_assert_eq(fl_trainer_new_model(&t, a, &ds, 1.0, 1e-6, 1e6), FL_OK);
+    fl_trainer_set_noise_thread(t, 1);
+    float *w0 = malloc(P * sizeof *w0), *prev = malloc(P * sizeof *prev);
+    float *cur = malloc(P * sizeof *cur);
+    cr_assert(w0 && prev && cur);
+    double sum = 0, ss = 0, r_max = 0;
+    size_t taken = 0;
+    for (size_t k = 0; k < steps; k++) {
+        memcpy(w0, fl_model_params(a), P * sizeof *w0);
+        size_t run = k % 4 == 3 ? 3 : 1; /* every fourth run takes 3 steps */
+        cr_assert_eq(fl_trainer_run(t, run, 60.0, NULL), FL_OK, "%s", fl_error_last());
+        for (size_t j = 0; j < P; j++) {
+            cur[j] = fl_model_params(a)[j] - w0[j];
+            if (run == 1) {
+                sum += cur[j];
+                ss += (double)cur[j] * cur[j];
+            }
+        }
+        if (run == 1)
+            taken += P;
+        if (k > 0 && run == 1 && (k - 1) % 4 != 3) { /* previous run was one step too */
+            double xy = 0, xx = 0, yy = 0;
+            for (size_t j = 0; j < P; j++) {
+                xy += (double)cur[j] * prev[j];
+                xx += (double)prev[j] * prev[j];
+                yy += (double)cur[j] * cur[j];
+            }
+            r_max = fmax(r_max, fabs(xy / sqrt(xx * yy)));
+        }
+        memcpy(prev, cur, P * sizeof *prev);
+    }
+    double n = (double)taken, mean = sum / n, var = ss / n - mean * mean;
+    cr_expect_gt(fl_trainer_own_prefills(t), 0u);
+    cr_expect_eq(fl_trainer_split_steps(t), 9 + 3 * 3);
+    cr_expect_lt(fabs(mean), 5 / sqrt(n), "mean step %g", mean);
+    cr_expect_lt(fabs(var - 1.0), 5 * sqrt(2.0 / n), "step variance %g, want 1", var);
+    cr_expect_lt(r_max, 5 / sqrt((double)P), "consecutive steps' noise correlate: r = %g",
+                 r_max);
+    free(w0), free(prev), free(cur);
+    fl_trainer_free(t);
+    fl_model_free(a);
+    free(ds.X), free(ds.y);
+}
+
 Test(trainer, an_error_in_a_split_cnn_step_fails_it_and_keeps_the_parameters)
 {
     /* A label out of range in the last chunk of a shared CNN step (either
