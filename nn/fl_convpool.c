@@ -48,8 +48,11 @@
 typedef float s_v16 __attribute__((vector_size(64)));
 #define S_LOAD(v, p) memcpy(&(v), (p), sizeof(s_v16))
 #define S_STORE(p, v) memcpy((p), &(v), sizeof(s_v16))
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-/* fp-contract: a += v * x as one fused multiply-add (ISO C mode turns
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                    \
+    !defined(__SANITIZE_THREAD__)
+/* (Not under ThreadSanitizer: the loader calls the clones' resolver
+ * before the TSan runtime is up, and TSan instruments it.)
+ * fp-contract: a += v * x as one fused multiply-add (ISO C mode turns
  * contraction off by default) */
 #define S_CLONES                                                                            \
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),          \
