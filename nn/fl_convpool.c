@@ -77,6 +77,7 @@ struct fl_convpool {
     float *gacc;                /* cout x ckp: weight gradient being summed */
     float *dP;                  /* t x ckp: one row's patch gradients */
     float *Wp;                  /* cout x ckp: weights in patch order, zero-padded */
+    float *WT;                  /* ckk x cout: the same transposed (s_small_k) */
     unsigned char *touched;     /* t: patch rows of dP that received gradient */
 };
 
@@ -93,6 +94,7 @@ void fl_convpool_free(fl_convpool *cp)
     free(cp->gacc);
     free(cp->dP);
     free(cp->Wp);
+    free(cp->WT);
     free(cp->touched);
     free(cp);
 }
@@ -145,9 +147,10 @@ int fl_convpool_new(fl_convpool **out, size_t c_in, size_t c_out, size_t k, size
     cp->gacc = calloc(c_out * ckp, sizeof *cp->gacc);
     cp->dP = malloc(t * ckp * sizeof *cp->dP);
     cp->Wp = calloc(c_out * ckp, sizeof *cp->Wp);
+    cp->WT = malloc(ckk * c_out * sizeof *cp->WT);
     cp->touched = malloc(t);
     if (!cp->P || !cp->Z || !cp->route || !cp->pm || !cp->val || !cp->bsum || !cp->gacc ||
-        !cp->dP || !cp->Wp || !cp->touched) {
+        !cp->dP || !cp->Wp || !cp->WT || !cp->touched) {
         fl_convpool_free(cp);
         return fl_error_set(FL_ENOMEM, "convpool: out of memory for %zu rows of %zu x %zu "
                             "patches", cap, t, ckp);
@@ -316,6 +319,36 @@ S_CLONES static void s_pool(fl_convpool *cp, const float *z, const float *b, flo
                 y[o * cp->po + p] = cp->pm[p * co_n + o];
 }
 
+/* Z (rows x cout) = P (rows x ckp, the first ckk <= 16 columns used)
+ * Wp^T for cout a multiple of 16: a direct kernel for layers whose patch
+ * rows are one vector (a first layer on few image channels), where an
+ * sgemm with K = C_in k^2 = 9 spends more on packing its operands than on
+ * multiplying (64 against 100 GFLOP/s here).  Four rows at a time (rows
+ * is a multiple of four: a row per conv output, 2ph x 2pw of them),
+ * sixteen channels per vector; the weights are read transposed from WT
+ * (ckk x cout). */
+S_CLONES static void s_small_k(const float *restrict P, size_t rows, size_t ckp, size_t ckk,
+                               const float *restrict WT, size_t cout, float *restrict Z)
+{
+    for (size_t ob = 0; ob < cout; ob += 16) {
+        for (size_t r = 0; r + 4 <= rows; r += 4) {
+            const float *p0 = P + r * ckp;
+            s_v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, w;
+            for (size_t j = 0; j < ckk; j++) {
+                S_LOAD(w, WT + j * cout + ob);
+                a0 += p0[j] * w;
+                a1 += p0[ckp + j] * w;
+                a2 += p0[2 * ckp + j] * w;
+                a3 += p0[3 * ckp + j] * w;
+            }
+            S_STORE(Z + r * cout + ob, a0);
+            S_STORE(Z + (r + 1) * cout + ob, a1);
+            S_STORE(Z + (r + 2) * cout + ob, a2);
+            S_STORE(Z + (r + 3) * cout + ob, a3);
+        }
+    }
+}
+
 int fl_convpool_forward(fl_convpool *cp, const float *Wt, const float *b, const float *X,
                         size_t n, float *Y)
 {
@@ -330,15 +363,23 @@ int fl_convpool_forward(fl_convpool *cp, const float *Wt, const float *b, const 
         return fl_error_set(FL_EINVAL, "convpool forward: %zu rows, more than the %zu the "
                             "block was created for", n, cp->cap);
     const size_t tp = cp->t * cp->ckp, yo = cp->cout * cp->po;
+    const int small = cp->ckp == 16 && cp->cout % 16 == 0;
     s_weights(cp, Wt);
+    if (small) /* WT (ckk x cout) = the weights transposed, for s_small_k */
+        for (size_t o = 0; o < cp->cout; o++)
+            for (size_t j = 0; j < cp->ckk; j++)
+                cp->WT[j * cp->cout + o] = cp->Wp[o * cp->ckp + j];
     for (size_t g0 = 0; g0 < n; g0 += S_GROUP) {
         size_t gn = n - g0 < S_GROUP ? n - g0 : S_GROUP;
         for (size_t i = g0; i < g0 + gn; i++)
             s_patches(cp, X + i * cp->in_sz, cp->P + i * tp);
         /* Z (gn t x C_out) = P_group (gn t x C_in k^2, padded rows) Wp^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(gn * cp->t), (int)cp->cout,
-                    (int)cp->ckk, 1.0f, cp->P + g0 * tp, (int)cp->ckp, cp->Wp, (int)cp->ckp,
-                    0.0f, cp->Z, (int)cp->cout);
+        if (small)
+            s_small_k(cp->P + g0 * tp, gn * cp->t, cp->ckp, cp->ckk, cp->WT, cp->cout, cp->Z);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(gn * cp->t),
+                        (int)cp->cout, (int)cp->ckk, 1.0f, cp->P + g0 * tp, (int)cp->ckp,
+                        cp->Wp, (int)cp->ckp, 0.0f, cp->Z, (int)cp->cout);
         for (size_t i = 0; i < gn; i++)
             s_pool(cp, cp->Z + i * cp->t * cp->cout, b, Y + (g0 + i) * yo,
                    cp->route + (g0 + i) * yo);
