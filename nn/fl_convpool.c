@@ -179,10 +179,11 @@ void fl_convpool_to_param_order(const fl_convpool *cp, const float *src, float *
             continue;
         }
         for (size_t ci = 0; ci < cp->cin; ci++)
-            for (size_t kk = 0; kk < k * k; kk++) {
-                float v = s[kk * cp->cin + ci];
-                d[ci * k * k + kk] = accumulate ? d[ci * k * k + kk] + v : v;
-            }
+            for (size_t ky = 0; ky < k; ky++)
+                for (size_t kx = 0; kx < k; kx++) {
+                    float v = s[s_patch_index(cp, ci, ky, kx)], *x = d + (ci * k + ky) * k + kx;
+                    *x = accumulate ? *x + v : v;
+                }
     }
 }
 

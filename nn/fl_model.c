@@ -108,24 +108,23 @@ void fl_model_free(fl_model *m)
  * aligned), dropping what is never read changes no output and no
  * gradient: e.g. the issue's CNN computes conv 1 on 24 x 24 (not 26 x 26)
  * and conv 2 on 10 x 10 (not 11 x 11: the pool drops the odd edge). */
-static void s_plan(const fl_model_spec *spec, int fuse[], size_t need_h[], size_t need_w[])
+static int s_plan(const fl_model_spec *spec, int fuse[], size_t need_h[], size_t need_w[])
 {
-    size_t L = spec->num_layers, c = spec->in_c, h = spec->in_h, w = spec->in_w;
+    int rc;
+    size_t L = spec->num_layers;
     size_t nat_h[FL_SPEC_MAX_LAYERS], nat_w[FL_SPEC_MAX_LAYERS];
     for (size_t l = 0; l < L; l++) {
         const fl_layer_spec *ls = &spec->layers[l];
-        fuse[l] = 0;
-        if (ls->kind == FL_LAYER_CONV) {
-            size_t nw = (size_t)ls->units * c * ls->kernel * ls->kernel;
-            /* fused blocks keep per-example gradients: the store must fit */
-            fuse[l] = l + 1 < L && spec->layers[l + 1].kind == FL_LAYER_POOL &&
-                      nw + ls->units <= S_KEEP_G_ROW_MAX;
-            c = ls->units, h = h - ls->kernel + 1, w = w - ls->kernel + 1;
-        } else if (ls->kind == FL_LAYER_POOL) {
-            h /= 2, w /= 2;
-        } else {
-            c = ls->units, h = w = 1;
-        }
+        uint32_t c, h, w;
+        if ((rc = fl_model_spec_shape(spec, (int)l - 1, &c, &h, &w)) != FL_OK)
+            return rc;
+        /* fused blocks keep per-example gradients: the store must fit */
+        fuse[l] = ls->kind == FL_LAYER_CONV && l + 1 < L &&
+                  spec->layers[l + 1].kind == FL_LAYER_POOL &&
+                  (size_t)ls->units * c * ls->kernel * ls->kernel + ls->units <=
+                      S_KEEP_G_ROW_MAX;
+        if ((rc = fl_model_spec_shape(spec, (int)l, &c, &h, &w)) != FL_OK)
+            return rc;
         nat_h[l] = h, nat_w[l] = w;
     }
     need_h[L - 1] = nat_h[L - 1], need_w[L - 1] = nat_w[L - 1];
@@ -141,6 +140,7 @@ static void s_plan(const fl_model_spec *spec, int fuse[], size_t need_h[], size_
             need_h[l - 1] = nat_h[l - 1], need_w[l - 1] = nat_w[l - 1];
         }
     }
+    return FL_OK;
 }
 
 int fl_model_new(fl_model **out, const fl_model_spec *spec)
@@ -175,7 +175,10 @@ int fl_model_new(fl_model **out, const fl_model_spec *spec)
     size_t c = spec->in_c, h = spec->in_h, w = spec->in_w, off = 0, gmax = 0;
     int fuse[FL_SPEC_MAX_LAYERS];
     size_t need_h[FL_SPEC_MAX_LAYERS], need_w[FL_SPEC_MAX_LAYERS];
-    s_plan(spec, fuse, need_h, need_w);
+    if ((rc = s_plan(spec, fuse, need_h, need_w)) != FL_OK) {
+        rc = fl_error_wrap(rc, "fl_model_new");
+        goto done;
+    }
     m->first_param = m->L;
     for (size_t l = 0; l < m->L; l++) {
         const fl_layer_spec *ls = &spec->layers[l];
