@@ -23,6 +23,7 @@
  * which is exactly the dense backward with the zeros skipped.
  */
 #include "nn/fl_convpool.h"
+#include "nn/fl_convpool_internal.h"
 #include "nn/fl_vec.h"
 
 #include <cblas.h>
@@ -57,8 +58,10 @@ typedef float s_v16 __attribute__((vector_size(64)));
 #define S_CLONES                                                                            \
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),          \
                    optimize("fp-contract=fast")))
+#define S_DIRECT 1
 #else
 #define S_CLONES
+#define S_DIRECT 0
 #endif
 
 struct fl_convpool {
@@ -68,6 +71,7 @@ struct fl_convpool {
     size_t ckk, ckp;            /* C_in k^2 and it rounded up to 16 */
     size_t in_sz, cap, last_n;
     int in_nhwc, out_nhwc;      /* FL_CONVPOOL_* layouts */
+    int kernel;                 /* forward kernel: FL_CONVPOOL_KERNEL_* */
     float *P;                   /* cap x t x ckp patches (padding stays zero) */
     float *Z;                   /* S_GROUP x t x cout conv outputs of one group */
     uint32_t *route;            /* cap x po x cout: argmax position t per window */
@@ -77,9 +81,55 @@ struct fl_convpool {
     float *gacc;                /* cout x ckp: weight gradient being summed */
     float *dP;                  /* t x ckp: one row's patch gradients */
     float *Wp;                  /* cout x ckp: weights in patch order, zero-padded */
-    float *WT;                  /* ckk x cout: the same transposed (s_small_k) */
+    float *WT;                  /* ckk x cout: the same transposed (direct kernels) */
     unsigned char *touched;     /* t: patch rows of dP that received gradient */
 };
+
+/* Whether the forward can use `kernel` for this block on this CPU: the
+ * direct kernels compute sixteen channels per vector, s_small_k reads one
+ * vector per patch row, and s_direct needs AVX-512. */
+static int s_kernel_usable(const fl_convpool *cp, int kernel)
+{
+    switch (kernel) {
+    case FL_CONVPOOL_KERNEL_SGEMM:
+        return 1;
+    case FL_CONVPOOL_KERNEL_ONE_VECTOR:
+        return cp->cout % 16 == 0 && cp->ckp == 16;
+    case FL_CONVPOOL_KERNEL_DIRECT:
+#if S_DIRECT
+        return cp->cout % 16 == 0 && __builtin_cpu_supports("x86-64-v4");
+#else
+        return 0;
+#endif
+    default:
+        return 0;
+    }
+}
+
+/* The fastest usable kernel (bench_dpsgd; docs/performance.md). */
+static int s_best_kernel(const fl_convpool *cp)
+{
+    if (s_kernel_usable(cp, FL_CONVPOOL_KERNEL_DIRECT))
+        return FL_CONVPOOL_KERNEL_DIRECT;
+    return s_kernel_usable(cp, FL_CONVPOOL_KERNEL_ONE_VECTOR) ? FL_CONVPOOL_KERNEL_ONE_VECTOR
+                                                              : FL_CONVPOOL_KERNEL_SGEMM;
+}
+
+int fl_convpool_force_kernel(fl_convpool *cp, int kernel)
+{
+    if (!cp)
+        abort();
+    if (kernel == FL_CONVPOOL_KERNEL_AUTO) {
+        cp->kernel = s_best_kernel(cp);
+        return FL_OK;
+    }
+    if (!s_kernel_usable(cp, kernel))
+        return fl_error_set(FL_EINVAL, "convpool: forward kernel %d cannot run a %zu-channel "
+                            "block with %zu-float patch rows on this CPU", kernel, cp->cout,
+                            cp->ckp);
+    cp->kernel = kernel;
+    return FL_OK;
+}
 
 void fl_convpool_free(fl_convpool *cp)
 {
@@ -155,6 +205,7 @@ int fl_convpool_new(fl_convpool **out, size_t c_in, size_t c_out, size_t k, size
         return fl_error_set(FL_ENOMEM, "convpool: out of memory for %zu rows of %zu x %zu "
                             "patches", cap, t, ckp);
     }
+    cp->kernel = s_best_kernel(cp);
     *out = cp;
     return FL_OK;
 }
@@ -327,7 +378,8 @@ S_CLONES static void s_pool(fl_convpool *cp, const float *z, const float *b, flo
  * multiplying (64 against 100 GFLOP/s here).  Four rows at a time (rows
  * is a multiple of four: a row per conv output, 2ph x 2pw of them),
  * sixteen channels per vector; the weights are read transposed from WT
- * (ckk x cout). */
+ * (ckk x cout).  Where AVX-512 is there, s_direct is faster (the CNN
+ * step 2.4-2.5 against 2.6-2.7 ms) and this one serves AVX2 machines. */
 S_CLONES static void s_small_k(const float *restrict P, size_t rows, size_t ckp, size_t ckk,
                                const float *restrict WT, size_t cout, float *restrict Z)
 {
@@ -350,6 +402,62 @@ S_CLONES static void s_small_k(const float *restrict P, size_t rows, size_t ckp,
     }
 }
 
+#if S_DIRECT
+/* Z (rows x cout) = P (rows x ckp, first ckk columns) Wp^T, a direct
+ * AVX-512 kernel for cout a multiple of 16 (both layers of the issue's
+ * CNN: K = 9 and 144, N = 16 and 32).  It keeps an R x NV block of Z in
+ * registers (R <= 8 rows, NV <= 2 vectors of sixteen channels) and
+ * streams P, one broadcast per row and column, and the rows of WT
+ * (ckk x cout) through it.  With K and N this small, OpenBLAS's sgemm
+ * spends its time packing; measured here (Zen 5, M 800, K 144, N 32,
+ * operands in L2) the kernel reaches 220 GFLOP/s against 96 for the
+ * sgemm with the Haswell kernels this machine's OPENBLAS_CORETYPE
+ * selects, and about the 208 of OpenBLAS's own AVX-512 kernels. */
+#define S_V4 __attribute__((target("arch=x86-64-v4"), optimize("fp-contract=fast")))
+S_V4 static inline __attribute__((always_inline)) void
+s_direct_tile(const float *restrict P, size_t ckp, size_t ckk, const float *restrict WT,
+              size_t cout, float *restrict Z, size_t r, size_t ob, int R, int NV)
+{
+    s_v16 a[8][2], w[2];
+    for (int q = 0; q < R; q++)
+        for (int v = 0; v < NV; v++)
+            a[q][v] = (s_v16){0};
+    const float *p0 = P + r * ckp;
+    for (size_t j = 0; j < ckk; j++) {
+        for (int v = 0; v < NV; v++)
+            S_LOAD(w[v], WT + j * cout + ob + 16 * (size_t)v);
+        for (int q = 0; q < R; q++) {
+            float x = p0[(size_t)q * ckp + j];
+            for (int v = 0; v < NV; v++)
+                a[q][v] += x * w[v];
+        }
+    }
+    for (int q = 0; q < R; q++)
+        for (int v = 0; v < NV; v++)
+            S_STORE(Z + (r + (size_t)q) * cout + ob + 16 * (size_t)v, a[q][v]);
+}
+
+S_V4 static void s_direct(const float *restrict P, size_t rows, size_t ckp, size_t ckk,
+                          const float *restrict WT, size_t cout, float *restrict Z)
+{
+    size_t ob = 0;
+    for (; ob + 32 <= cout; ob += 32) {
+        size_t r = 0;
+        for (; r + 8 <= rows; r += 8)
+            s_direct_tile(P, ckp, ckk, WT, cout, Z, r, ob, 8, 2);
+        for (; r < rows; r++)
+            s_direct_tile(P, ckp, ckk, WT, cout, Z, r, ob, 1, 2);
+    }
+    for (; ob < cout; ob += 16) {
+        size_t r = 0;
+        for (; r + 8 <= rows; r += 8)
+            s_direct_tile(P, ckp, ckk, WT, cout, Z, r, ob, 8, 1);
+        for (; r < rows; r++)
+            s_direct_tile(P, ckp, ckk, WT, cout, Z, r, ob, 1, 1);
+    }
+}
+#endif
+
 int fl_convpool_forward(fl_convpool *cp, const float *Wt, const float *b, const float *X,
                         size_t n, float *Y)
 {
@@ -364,9 +472,9 @@ int fl_convpool_forward(fl_convpool *cp, const float *Wt, const float *b, const 
         return fl_error_set(FL_EINVAL, "convpool forward: %zu rows, more than the %zu the "
                             "block was created for", n, cp->cap);
     const size_t tp = cp->t * cp->ckp, yo = cp->cout * cp->po;
-    const int small = cp->ckp == 16 && cp->cout % 16 == 0;
+    const int kernel = cp->kernel;
     s_weights(cp, Wt);
-    if (small) /* WT (ckk x cout) = the weights transposed, for s_small_k */
+    if (kernel != FL_CONVPOOL_KERNEL_SGEMM) /* WT (ckk x cout): Wp transposed */
         for (size_t o = 0; o < cp->cout; o++)
             for (size_t j = 0; j < cp->ckk; j++)
                 cp->WT[j * cp->cout + o] = cp->Wp[o * cp->ckp + j];
@@ -375,8 +483,12 @@ int fl_convpool_forward(fl_convpool *cp, const float *Wt, const float *b, const 
         for (size_t i = g0; i < g0 + gn; i++)
             s_patches(cp, X + i * cp->in_sz, cp->P + i * tp);
         /* Z (gn t x C_out) = P_group (gn t x C_in k^2, padded rows) Wp^T */
-        if (small)
+        if (kernel == FL_CONVPOOL_KERNEL_ONE_VECTOR)
             s_small_k(cp->P + g0 * tp, gn * cp->t, cp->ckp, cp->ckk, cp->WT, cp->cout, cp->Z);
+#if S_DIRECT
+        else if (kernel == FL_CONVPOOL_KERNEL_DIRECT)
+            s_direct(cp->P + g0 * tp, gn * cp->t, cp->ckp, cp->ckk, cp->WT, cp->cout, cp->Z);
+#endif
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(gn * cp->t),
                         (int)cp->cout, (int)cp->ckk, 1.0f, cp->P + g0 * tp, (int)cp->ckp,

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "nn/fl_convpool.h"
+#include "nn/fl_convpool_internal.h"
 
 static uint64_t g_rng = 0x2545f4914f6cdd1dull;
 static float s_unif(void)
@@ -48,6 +49,7 @@ static const s_geom GEOMS[] = {
     {3, 17, 3, 9, 8, 3, 3, 2, OUT},         /* 17 channels: one past a block */
     {9, 4, 4, 11, 11, 4, 4, 2, 0},          /* k = 4: C_in k^2 = 144, generic patches */
     {20, 3, 3, 8, 8, 3, 3, 2, IN},          /* C_in k^2 = 180: 128 + 4 x 16 floats */
+    {2, 48, 3, 9, 9, 3, 3, 3, 0},           /* 48 channels: 32 + 16; 108 rows: 8k + 4 */
 };
 #define NGEOMS (sizeof GEOMS / sizeof GEOMS[0])
 
@@ -112,11 +114,15 @@ static void s_ref_backward(const s_geom *g, const float *W, const float *x, cons
     free(dz);
 }
 
+/* the forward kernel under test (FL_CONVPOOL_KERNEL_*), for messages */
+static int g_kern = FL_CONVPOOL_KERNEL_AUTO;
+
 static void s_close(double got, double want, double scale, const char *what, size_t g,
                     size_t j)
 {
     cr_assert(fabs(got - want) <= 1e-5 * scale + 1e-6 * fabs(want),
-              "geometry %zu, %s[%zu]: %.9g, reference %.9g", g, what, j, got, want);
+              "geometry %zu, forward kernel %d, %s[%zu]: %.9g, reference %.9g", g, g_kern,
+              what, j, got, want);
 }
 
 static double s_maxabs(const double *v, size_t n)
@@ -146,10 +152,13 @@ static void s_layout(const float *src, float *dst, size_t n, size_t C, size_t H,
                         src[i * C * H * W + (c * H + y) * W + x];
 }
 
-Test(convpool, forward_and_all_gradients_match_a_dense_double_reference)
+/* Geometry gi with forward kernel g_kern against the reference: the
+ * number of dead windows (pooled output zero), or SIZE_MAX where the
+ * kernel cannot run the geometry on this CPU. */
+static size_t s_check_geometry(size_t gi)
 {
     size_t dead_total = 0;
-    for (size_t gi = 0; gi < NGEOMS; gi++) {
+    {
         const s_geom *g = &GEOMS[gi];
         size_t nw = g->cout * g->cin * g->k * g->k, in_sz = g->cin * g->h * g->w;
         size_t po = g->ph * g->pw, yo = g->cout * po, n = g->n;
@@ -176,6 +185,10 @@ Test(convpool, forward_and_all_gradients_match_a_dense_double_reference)
         float *Yn = malloc(n * yo * sizeof *Yn), *dXn = malloc(n * in_sz * sizeof *dXn);
         float *row = malloc(nw * sizeof *row);
         cr_assert(Xb && dYb && Yn && dXn && row);
+        if (fl_convpool_force_kernel(cp, g_kern) != FL_OK) {
+            dead_total = SIZE_MAX;
+            goto done;
+        }
         s_layout(X, Xb, n, g->cin, g->h, g->w, in_l);
         s_layout(dY, dYb, n, g->cout, g->ph, g->pw, out_l);
         cr_assert_eq(fl_convpool_forward(cp, W, b, Xb, n, Y), FL_OK, "%s", fl_error_last());
@@ -237,13 +250,41 @@ Test(convpool, forward_and_all_gradients_match_a_dense_double_reference)
         for (size_t o = 0; o < g->cout; o++)
             s_close(gb[o], -2.0 + rgb[o], sb, "gb accumulated", gi, o);
 
+    done:
         fl_convpool_free(cp);
         free(Xb), free(dYb), free(Yn), free(dXn), free(row);
         free(W), free(b), free(X), free(dY), free(Y), free(gW), free(gb), free(dX), free(G);
         free(ry), free(rgW), free(rgb), free(rdx), free(egW), free(egb), free(arg);
     }
+    return dead_total;
+}
+
+Test(convpool, forward_and_all_gradients_match_a_dense_double_reference)
+{
+    /* every geometry under each forward kernel that can run it here: the
+     * sgemm always, the one-vector kernel for 16k channels on one-vector
+     * patch rows, the AVX-512 direct kernel for 16k channels */
+    static const int kerns[] = {FL_CONVPOOL_KERNEL_AUTO, FL_CONVPOOL_KERNEL_SGEMM,
+                                FL_CONVPOOL_KERNEL_ONE_VECTOR, FL_CONVPOOL_KERNEL_DIRECT};
+    size_t dead_total = 0, ran[4] = {0};
+    for (size_t ki = 0; ki < 4; ki++)
+        for (size_t gi = 0; gi < NGEOMS; gi++) {
+            g_kern = kerns[ki];
+            size_t dead = s_check_geometry(gi);
+            if (dead == SIZE_MAX)
+                continue;
+            dead_total += dead, ran[ki]++;
+        }
+    g_kern = FL_CONVPOOL_KERNEL_AUTO;
     /* the ReLU path was exercised: some windows had no positive value */
     cr_assert_gt(dead_total, 0u);
+    cr_assert_eq(ran[0], NGEOMS);
+    cr_assert_eq(ran[1], NGEOMS);
+    cr_assert_geq(ran[2], 2u, "the one-vector kernel ran %zu geometries", ran[2]);
+    if (ran[3] == 0)
+        cr_log_info("no AVX-512 on this CPU: the direct forward kernel was not checked");
+    else
+        cr_assert_geq(ran[3], 5u, "the direct kernel ran %zu geometries", ran[3]);
 }
 
 Test(convpool, inputs_outside_the_pooled_region_get_zero_gradient_and_change_nothing)
