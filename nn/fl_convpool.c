@@ -5,11 +5,12 @@
  * Forward, per group of S_GROUP rows: the patches of each row go into P
  * (row (i, t) holds the C_in k^2 inputs under output position t in the
  * block's patch order - C_in x k x k for an NCHW input, k x k x C_in for
- * NHWC - padded with zeros to a multiple of 16 floats), one sgemm gives
- * the group's convolution outputs Z (t x C_out per row, channels
- * innermost, so a pooling window is four contiguous channel vectors), and
- * the pooling writes Y and, per (row, window, channel), the position t of
- * the window's argmax.  Z is reused group after group and stays in cache.
+ * NHWC - padded with zeros to a multiple of 16 floats), one matrix
+ * product (a direct AVX-512 kernel where the CPU has it and C_out is a
+ * multiple of 16, else sgemm) gives the group's convolution outputs Z
+ * (t x C_out per row, channels innermost, so a pooling window is four
+ * contiguous channel vectors), and the pooling writes Y and, per (row,
+ * window, channel), the position t of the window's argmax.  Z is reused group after group and stays in cache.
  * Routes and routed gradients are kept window-major (channels innermost),
  * the order the pooling produces them in.
  *
