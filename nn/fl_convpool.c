@@ -10,9 +10,10 @@
  * multiple of 16, else sgemm) gives the group's convolution outputs Z
  * (t x C_out per row, channels innermost, so a pooling window is four
  * contiguous channel vectors), and the pooling writes Y and, per (row,
- * window, channel), the position t of the window's argmax.  Z is reused group after group and stays in cache.
- * Routes and routed gradients are kept window-major (channels innermost),
- * the order the pooling produces them in.
+ * window, channel), the position t of the window's argmax.  Z is reused
+ * group after group and stays in cache.  Routes and routed gradients are
+ * kept window-major (channels innermost), the order the pooling produces
+ * them in.
  *
  * Backward: the gradient reaching the convolution output is, per (row,
  * channel), one value per window at the routed position - dY where the
