@@ -79,7 +79,9 @@ int fl_enroll_remove(fl_enroll *e, const char *name)
 
 int fl_enroll_load(fl_enroll **out, const char *path)
 {
-    char line[512];
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
     int rc, lineno = 0;
     FILE *f;
 
@@ -89,12 +91,20 @@ int fl_enroll_load(fl_enroll **out, const char *path)
         return fl_error_set(FL_EIO, "cannot open enrollment file '%s': %s", path,
                             strerror(errno));
     rc = fl_enroll_new(out);
-    while (rc == FL_OK && fgets(line, sizeof line, f)) {
+    /* getline, not fgets: a line's length is known, so a NUL byte in it
+     * is found (sscanf would stop there and ignore the rest). */
+    while (rc == FL_OK && (len = getline(&line, &cap, f)) > 0) {
         char name[128], key[128], extra[8];
         int k;
         lineno++;
-        if (!strchr(line, '\n') && !feof(f)) {
-            rc = fl_error_set(FL_EPARSE, "%s:%d: line too long", path, lineno);
+        if (len > 511) {
+            rc = fl_error_set(FL_EPARSE, "%s:%d: line too long (%zd bytes, at most 511)", path,
+                              lineno, len);
+            break;
+        }
+        if (memchr(line, '\0', (size_t)len)) {
+            rc = fl_error_set(FL_EPARSE, "%s:%d: NUL byte in the line; an enrollment file is "
+                              "text, 'NAME IDENTITY_KEY' per line", path, lineno);
             break;
         }
         k = sscanf(line, " %127s %127s %7s", name, key, extra);
@@ -107,6 +117,9 @@ int fl_enroll_load(fl_enroll **out, const char *path)
         if (fl_enroll_add(*out, name, key) != FL_OK)
             rc = fl_error_wrap(FL_EPARSE, "%s:%d", path, lineno);
     }
+    if (rc == FL_OK && ferror(f))
+        rc = fl_error_set(FL_EIO, "cannot read enrollment file '%s': %s", path, strerror(errno));
+    free(line);
     fclose(f);
     if (rc != FL_OK) {
         fl_enroll_free(*out);

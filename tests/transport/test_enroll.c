@@ -252,6 +252,22 @@ Test(enroll, rejects_an_overlong_line)
     s_rejects(text, 1, "too long");
 }
 
+Test(enroll, rejects_a_nul_byte_with_file_and_line)
+{
+    /* "b KEY\0x" and a line after it: sscanf on the raw line would have
+     * read "b KEY" and dropped the rest */
+    char text[256];
+    int n = snprintf(text, sizeof text, "a %s\nb %s", s_key_a, s_key_b);
+    cr_assert(n > 0 && (size_t)n + 4 < sizeof text);
+    memcpy(text + n, "\0x\n", 3 + 1);
+    const char *p = s_write(""); /* a fresh path */
+    FILE *f = fopen(p, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(text, 1, (size_t)n + 3, f), (size_t)n + 3);
+    fclose(f);
+    s_rejects_file(p, 2, "NUL byte");
+}
+
 Test(enroll, lookup_of_an_unknown_key_is_null)
 {
     fl_enroll *e = NULL;
