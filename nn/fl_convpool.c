@@ -57,11 +57,12 @@ typedef float s_v16 __attribute__((vector_size(64)));
  * before the TSan runtime is up, and TSan instruments it.)
  * fp-contract: a += v * x as one fused multiply-add (ISO C mode turns
  * contraction off by default) */
+#define S_FMA __attribute__((optimize("fp-contract=fast")))
 #define S_CLONES                                                                            \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"),          \
-                   optimize("fp-contract=fast")))
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) S_FMA
 #define S_DIRECT 1
 #else
+#define S_FMA
 #define S_CLONES
 #define S_DIRECT 0
 #endif
@@ -373,52 +374,15 @@ S_CLONES static void s_pool(fl_convpool *cp, const float *z, const float *b, flo
                 y[o * cp->po + p] = cp->pm[p * co_n + o];
 }
 
-/* Z (rows x cout) = P (rows x ckp, the first ckk <= 16 columns used)
- * Wp^T for cout a multiple of 16: a direct kernel for layers whose patch
- * rows are one vector (a first layer on few image channels), where an
- * sgemm with K = C_in k^2 = 9 spends more on packing its operands than on
- * multiplying (64 against 100 GFLOP/s here).  Four rows at a time (rows
- * is a multiple of four: a row per conv output, 2ph x 2pw of them),
- * sixteen channels per vector; the weights are read transposed from WT
- * (ckk x cout).  Where AVX-512 is there, s_direct is faster (the CNN
- * step 2.4-2.5 against 2.6-2.7 ms) and this one serves AVX2 machines. */
-S_CLONES static void s_small_k(const float *restrict P, size_t rows, size_t ckp, size_t ckk,
-                               const float *restrict WT, size_t cout, float *restrict Z)
-{
-    for (size_t ob = 0; ob < cout; ob += 16) {
-        for (size_t r = 0; r + 4 <= rows; r += 4) {
-            const float *p0 = P + r * ckp;
-            s_v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, w;
-            for (size_t j = 0; j < ckk; j++) {
-                S_LOAD(w, WT + j * cout + ob);
-                a0 += p0[j] * w;
-                a1 += p0[ckp + j] * w;
-                a2 += p0[2 * ckp + j] * w;
-                a3 += p0[3 * ckp + j] * w;
-            }
-            S_STORE(Z + r * cout + ob, a0);
-            S_STORE(Z + (r + 1) * cout + ob, a1);
-            S_STORE(Z + (r + 2) * cout + ob, a2);
-            S_STORE(Z + (r + 3) * cout + ob, a3);
-        }
-    }
-}
-
-#if S_DIRECT
-/* Z (rows x cout) = P (rows x ckp, first ckk columns) Wp^T, a direct
- * AVX-512 kernel for cout a multiple of 16 (both layers of the issue's
- * CNN: K = 9 and 144, N = 16 and 32).  It keeps an R x NV block of Z in
- * registers (R <= 8 rows, NV <= 2 vectors of sixteen channels) and
- * streams P, one broadcast per row and column, and the rows of WT
- * (ckk x cout) through it.  With K and N this small, OpenBLAS's sgemm
- * spends its time packing; measured here (Zen 5, M 800, K 144, N 32,
- * operands in L2) the kernel reaches 220 GFLOP/s against 96 for the
- * sgemm with the Haswell kernels this machine's OPENBLAS_CORETYPE
- * selects, and about the 208 of OpenBLAS's own AVX-512 kernels. */
-#define S_V4 __attribute__((target("arch=x86-64-v4"), optimize("fp-contract=fast")))
-S_V4 static inline __attribute__((always_inline)) void
-s_direct_tile(const float *restrict P, size_t ckp, size_t ckk, const float *restrict WT,
-              size_t cout, float *restrict Z, size_t r, size_t ob, int R, int NV)
+/* Z rows r..r+R, channels ob..ob+16 NV  =  P rows r..r+R (first ckk
+ * columns) times WT (ckk x cout, the weights transposed): an R x NV block
+ * of Z (R <= 8 rows, NV <= 2 vectors of sixteen channels) held in
+ * registers while P, one broadcast per row and column, and the rows of WT
+ * stream through it.  Inlined with constant R and NV into the kernels
+ * below, which compile it for their instruction sets. */
+static inline __attribute__((always_inline)) S_FMA void
+s_tile(const float *restrict P, size_t ckp, size_t ckk, const float *restrict WT, size_t cout,
+       float *restrict Z, size_t r, size_t ob, int R, int NV)
 {
     s_v16 a[8][2], w[2];
     for (int q = 0; q < R; q++)
@@ -439,23 +403,51 @@ s_direct_tile(const float *restrict P, size_t ckp, size_t ckk, const float *rest
             S_STORE(Z + (r + (size_t)q) * cout + ob + 16 * (size_t)v, a[q][v]);
 }
 
-S_V4 static void s_direct(const float *restrict P, size_t rows, size_t ckp, size_t ckk,
-                          const float *restrict WT, size_t cout, float *restrict Z)
+/* Z (rows x cout) = P (rows x ckp, the first ckk <= 16 columns used)
+ * Wp^T for cout a multiple of 16: a direct kernel for layers whose patch
+ * rows are one vector (a first layer on few image channels), where an
+ * sgemm with K = C_in k^2 = 9 spends more on packing its operands than on
+ * multiplying (64 against 100 GFLOP/s here).  Tiles of four rows (rows
+ * is a multiple of four: a row per conv output, 2ph x 2pw of them) by
+ * sixteen channels, for every instruction set.  Where AVX-512 is there,
+ * s_direct is faster (the CNN step 2.4-2.5 against 2.6-2.7 ms) and this
+ * one serves AVX2 machines. */
+S_CLONES static void s_small_k(const float *restrict P, size_t rows, size_t ckp, size_t ckk,
+                               const float *restrict WT, size_t cout, float *restrict Z)
+{
+    for (size_t ob = 0; ob < cout; ob += 16)
+        for (size_t r = 0; r + 4 <= rows; r += 4)
+            s_tile(P, ckp, ckk, WT, cout, Z, r, ob, 4, 1);
+}
+
+#if S_DIRECT
+/* Z (rows x cout) = P (rows x ckp, first ckk columns) Wp^T for cout a
+ * multiple of 16, in AVX-512 tiles of eight rows by 32 channels (both
+ * layers of the issue's CNN: K = 9 and 144, N = 16 and 32).  Its 16
+ * accumulators need AVX-512's 32 registers.  With K and N this small,
+ * OpenBLAS's sgemm spends its time packing; measured here (Zen 5, M 800,
+ * K 144, N 32, operands in L2) this kernel reaches 220 GFLOP/s against
+ * 96 for the sgemm with the Haswell kernels this machine's
+ * OPENBLAS_CORETYPE selects, and about the 208 of OpenBLAS's own AVX-512
+ * kernels. */
+__attribute__((target("arch=x86-64-v4"))) S_FMA static void
+s_direct(const float *restrict P, size_t rows, size_t ckp, size_t ckk, const float *restrict WT,
+         size_t cout, float *restrict Z)
 {
     size_t ob = 0;
     for (; ob + 32 <= cout; ob += 32) {
         size_t r = 0;
         for (; r + 8 <= rows; r += 8)
-            s_direct_tile(P, ckp, ckk, WT, cout, Z, r, ob, 8, 2);
+            s_tile(P, ckp, ckk, WT, cout, Z, r, ob, 8, 2);
         for (; r < rows; r++)
-            s_direct_tile(P, ckp, ckk, WT, cout, Z, r, ob, 1, 2);
+            s_tile(P, ckp, ckk, WT, cout, Z, r, ob, 1, 2);
     }
     for (; ob < cout; ob += 16) {
         size_t r = 0;
         for (; r + 8 <= rows; r += 8)
-            s_direct_tile(P, ckp, ckk, WT, cout, Z, r, ob, 8, 1);
+            s_tile(P, ckp, ckk, WT, cout, Z, r, ob, 8, 1);
         for (; r < rows; r++)
-            s_direct_tile(P, ckp, ckk, WT, cout, Z, r, ob, 1, 1);
+            s_tile(P, ckp, ckk, WT, cout, Z, r, ob, 1, 1);
     }
 }
 #endif
