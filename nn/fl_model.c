@@ -113,17 +113,15 @@ static int s_plan(const fl_model_spec *spec, int fuse[], size_t need_h[], size_t
     int rc;
     size_t L = spec->num_layers;
     size_t nat_h[FL_SPEC_MAX_LAYERS], nat_w[FL_SPEC_MAX_LAYERS];
+    uint32_t c = spec->in_c, h, w; /* c: layer l's input channels */
     for (size_t l = 0; l < L; l++) {
         const fl_layer_spec *ls = &spec->layers[l];
-        uint32_t c, h, w;
-        if ((rc = fl_model_spec_shape(spec, (int)l - 1, &c, &h, &w)) != FL_OK)
-            return rc;
         /* fused blocks keep per-example gradients: the store must fit */
         fuse[l] = ls->kind == FL_LAYER_CONV && l + 1 < L &&
                   spec->layers[l + 1].kind == FL_LAYER_POOL &&
                   (size_t)ls->units * c * ls->kernel * ls->kernel + ls->units <=
                       S_KEEP_G_ROW_MAX;
-        if ((rc = fl_model_spec_shape(spec, (int)l, &c, &h, &w)) != FL_OK)
+        if ((rc = fl_model_spec_shape(spec, (int)l, &c, &h, &w)) != FL_OK) /* layer l's output */
             return rc;
         nat_h[l] = h, nat_w[l] = w;
     }
