@@ -77,11 +77,30 @@ int fl_enroll_remove(fl_enroll *e, const char *name)
     return fl_error_set(FL_EINVAL, "node '%s' is not enrolled", name);
 }
 
+/* Longest line of an enrollment file, its newline included. */
+#define S_LINE_MAX 511
+
+/* Reads the next line of f, newline included, into line (S_LINE_MAX + 2
+ * bytes), NUL-terminated: its length (0 at the end of the file), or
+ * S_LINE_MAX + 1 for a longer line.  Bounded, unlike getline, and unlike
+ * fgets it gives the length, so a NUL byte in the line can be found. */
+static size_t s_read_line(FILE *f, char *line)
+{
+    size_t n = 0;
+    int ch;
+    while (n <= S_LINE_MAX && (ch = getc(f)) != EOF) {
+        line[n++] = (char)ch;
+        if (ch == '\n')
+            break;
+    }
+    line[n] = '\0';
+    return n;
+}
+
 int fl_enroll_load(fl_enroll **out, const char *path)
 {
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
+    char line[S_LINE_MAX + 2];
+    size_t len;
     int rc, lineno = 0;
     FILE *f;
 
@@ -91,18 +110,17 @@ int fl_enroll_load(fl_enroll **out, const char *path)
         return fl_error_set(FL_EIO, "cannot open enrollment file '%s': %s", path,
                             strerror(errno));
     rc = fl_enroll_new(out);
-    /* getline, not fgets: a line's length is known, so a NUL byte in it
-     * is found (sscanf would stop there and ignore the rest). */
-    while (rc == FL_OK && (len = getline(&line, &cap, f)) > 0) {
+    while (rc == FL_OK && (len = s_read_line(f, line)) > 0) {
         char name[128], key[128], extra[8];
         int k;
         lineno++;
-        if (len > 511) {
-            rc = fl_error_set(FL_EPARSE, "%s:%d: line too long (%zd bytes, at most 511)", path,
-                              lineno, len);
+        if (len > S_LINE_MAX) {
+            rc = fl_error_set(FL_EPARSE, "%s:%d: line too long (at most %d bytes)", path, lineno,
+                              S_LINE_MAX);
             break;
         }
-        if (memchr(line, '\0', (size_t)len)) {
+        /* sscanf would stop at a NUL and ignore the rest of the line */
+        if (memchr(line, '\0', len)) {
             rc = fl_error_set(FL_EPARSE, "%s:%d: NUL byte in the line; an enrollment file is "
                               "text, 'NAME IDENTITY_KEY' per line", path, lineno);
             break;
@@ -119,7 +137,6 @@ int fl_enroll_load(fl_enroll **out, const char *path)
     }
     if (rc == FL_OK && ferror(f))
         rc = fl_error_set(FL_EIO, "cannot read enrollment file '%s': %s", path, strerror(errno));
-    free(line);
     fclose(f);
     if (rc != FL_OK) {
         fl_enroll_free(*out);

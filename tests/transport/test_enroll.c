@@ -44,17 +44,23 @@ static void s_teardown(void)
 
 TestSuite(enroll, .init = s_setup, .fini = s_teardown);
 
-static const char *s_write(const char *text)
+/* Writes the n bytes of text (NUL bytes included) as a new file. */
+static const char *s_write_bytes(const char *text, size_t n)
 {
     static char path[128];
     static int k;
     FILE *f;
     snprintf(path, sizeof path, "%s/enroll-%d.txt", s_dir, k++);
-    f = fopen(path, "w");
+    f = fopen(path, "wb");
     cr_assert_not_null(f);
-    fputs(text, f);
+    cr_assert_eq(fwrite(text, 1, n, f), n);
     fclose(f);
     return path;
+}
+
+static const char *s_write(const char *text)
+{
+    return s_write_bytes(text, strlen(text));
 }
 
 /* Formats `fmt` (with %s for keys) and writes it as an enrollment file. */
@@ -260,12 +266,29 @@ Test(enroll, rejects_a_nul_byte_with_file_and_line)
     int n = snprintf(text, sizeof text, "a %s\nb %s", s_key_a, s_key_b);
     cr_assert(n > 0 && (size_t)n + 4 < sizeof text);
     memcpy(text + n, "\0x\n", 3 + 1);
-    const char *p = s_write(""); /* a fresh path */
-    FILE *f = fopen(p, "wb");
-    cr_assert_not_null(f);
-    cr_assert_eq(fwrite(text, 1, (size_t)n + 3, f), (size_t)n + 3);
-    fclose(f);
-    s_rejects_file(p, 2, "NUL byte");
+    s_rejects_file(s_write_bytes(text, (size_t)n + 3), 2, "NUL byte");
+}
+
+Test(enroll, accepts_a_line_of_511_bytes_and_rejects_one_of_512)
+{
+    /* "a KEY", padded with spaces to 510 (then 511) bytes, and a newline */
+    char text[600];
+    for (size_t len = 511; len <= 512; len++) {
+        int n = snprintf(text, sizeof text, "a %s", s_key_a);
+        cr_assert(n > 0 && (size_t)n < len - 1);
+        memset(text + n, ' ', len - 1 - (size_t)n);
+        memcpy(text + len - 1, "\n", 2);
+        fl_enroll *e = NULL;
+        int rc = fl_enroll_load(&e, s_write(text));
+        if (len == 511) {
+            cr_assert_eq(rc, FL_OK, "%s", fl_error_last());
+            cr_assert_eq(fl_enroll_count(e), 1u);
+            fl_enroll_free(e);
+        } else {
+            cr_assert_eq(rc, FL_EPARSE);
+            cr_assert_not_null(strstr(fl_error_last(), "too long"), "%s", fl_error_last());
+        }
+    }
 }
 
 Test(enroll, lookup_of_an_unknown_key_is_null)
