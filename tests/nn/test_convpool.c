@@ -152,110 +152,109 @@ static void s_layout(const float *src, float *dst, size_t n, size_t C, size_t H,
                         src[i * C * H * W + (c * H + y) * W + x];
 }
 
-/* Geometry gi with forward kernel g_kern against the reference: the
+/* Geometry gi with forward kernel kern against the reference: the
  * number of dead windows (pooled output zero), or SIZE_MAX where the
  * kernel cannot run the geometry on this CPU. */
-static size_t s_check_geometry(size_t gi)
+static size_t s_check_geometry(size_t gi, int kern)
 {
     size_t dead_total = 0;
-    {
-        const s_geom *g = &GEOMS[gi];
-        size_t nw = g->cout * g->cin * g->k * g->k, in_sz = g->cin * g->h * g->w;
-        size_t po = g->ph * g->pw, yo = g->cout * po, n = g->n;
-        float *W = s_rand(nw, 1.0f / sqrtf((float)(g->cin * g->k * g->k)));
-        float *b = s_rand(g->cout, 0.3f); /* some channels start dead */
-        float *X = s_rand(n * in_sz, 1.0f), *dY = s_rand(n * yo, 1.0f);
-        float *Y = malloc(n * yo * sizeof *Y), *gW = malloc(nw * sizeof *gW);
-        float *gb = malloc(g->cout * sizeof *gb), *dX = malloc(n * in_sz * sizeof *dX);
-        size_t ldg = nw + g->cout + 3; /* a row longer than the parameters */
-        float *G = malloc(n * ldg * sizeof *G);
-        double *ry = malloc(yo * sizeof *ry), *rgW = calloc(nw, sizeof *rgW);
-        double *rgb = calloc(g->cout, sizeof *rgb), *rdx = malloc(in_sz * sizeof *rdx);
-        double *egW = malloc(nw * sizeof *egW), *egb = malloc(g->cout * sizeof *egb);
-        size_t *arg = malloc(yo * sizeof *arg);
-        cr_assert(Y && gW && gb && dX && G && ry && rgW && rgb && rdx && egW && egb && arg);
+    g_kern = kern;
+    const s_geom *g = &GEOMS[gi];
+    size_t nw = g->cout * g->cin * g->k * g->k, in_sz = g->cin * g->h * g->w;
+    size_t po = g->ph * g->pw, yo = g->cout * po, n = g->n;
+    float *W = s_rand(nw, 1.0f / sqrtf((float)(g->cin * g->k * g->k)));
+    float *b = s_rand(g->cout, 0.3f); /* some channels start dead */
+    float *X = s_rand(n * in_sz, 1.0f), *dY = s_rand(n * yo, 1.0f);
+    float *Y = malloc(n * yo * sizeof *Y), *gW = malloc(nw * sizeof *gW);
+    float *gb = malloc(g->cout * sizeof *gb), *dX = malloc(n * in_sz * sizeof *dX);
+    size_t ldg = nw + g->cout + 3; /* a row longer than the parameters */
+    float *G = malloc(n * ldg * sizeof *G);
+    double *ry = malloc(yo * sizeof *ry), *rgW = calloc(nw, sizeof *rgW);
+    double *rgb = calloc(g->cout, sizeof *rgb), *rdx = malloc(in_sz * sizeof *rdx);
+    double *egW = malloc(nw * sizeof *egW), *egb = malloc(g->cout * sizeof *egb);
+    size_t *arg = malloc(yo * sizeof *arg);
+    cr_assert(Y && gW && gb && dX && G && ry && rgW && rgb && rdx && egW && egb && arg);
 
-        fl_convpool *cp = NULL;
-        cr_assert_eq(fl_convpool_new(&cp, g->cin, g->cout, g->k, g->h, g->w, g->ph, g->pw, n,
-                                     g->lay),
-                     FL_OK, "%s", fl_error_last());
-        /* the block sees X and dY in its layouts; the reference NCHW */
-        int in_l = (g->lay & IN) != 0, out_l = (g->lay & OUT) != 0;
-        float *Xb = malloc(n * in_sz * sizeof *Xb), *dYb = malloc(n * yo * sizeof *dYb);
-        float *Yn = malloc(n * yo * sizeof *Yn), *dXn = malloc(n * in_sz * sizeof *dXn);
-        float *row = malloc(nw * sizeof *row);
-        cr_assert(Xb && dYb && Yn && dXn && row);
-        if (fl_convpool_force_kernel(cp, g_kern) != FL_OK) {
-            dead_total = SIZE_MAX;
-            goto done;
-        }
-        s_layout(X, Xb, n, g->cin, g->h, g->w, in_l);
-        s_layout(dY, dYb, n, g->cout, g->ph, g->pw, out_l);
-        cr_assert_eq(fl_convpool_forward(cp, W, b, Xb, n, Y), FL_OK, "%s", fl_error_last());
-        cr_assert_eq(fl_convpool_batch_grad(cp, Y, dYb, n, gW, gb, 0), FL_OK);
-        cr_assert_eq(fl_convpool_example_grads(cp, Y, dYb, n, G, ldg), FL_OK);
-        cr_assert_eq(fl_convpool_input_grad(cp, W, Y, dYb, n, dX), FL_OK);
-        /* back to NCHW for the comparisons */
-        for (size_t i = 0; i < n; i++) {
-            for (size_t c = 0; c < g->cout; c++)
-                for (size_t p = 0; p < po; p++)
-                    Yn[i * yo + c * po + p] =
-                        Y[i * yo + s_at(out_l, g->cout, g->ph, g->pw, c, p / g->pw, p % g->pw)];
-            for (size_t c = 0; c < g->cin; c++)
-                for (size_t r = 0; r < g->h * g->w; r++)
-                    dXn[i * in_sz + c * g->h * g->w + r] =
-                        dX[i * in_sz + s_at(in_l, g->cin, g->h, g->w, c, r / g->w, r % g->w)];
-        }
-
-        for (size_t i = 0; i < n; i++) {
-            const float *x = X + i * in_sz;
-            s_ref_forward(g, W, b, x, ry, arg);
-            for (size_t j = 0; j < yo; j++) {
-                s_close(Yn[i * yo + j], ry[j], s_maxabs(ry, yo), "Y", gi, i * yo + j);
-                dead_total += ry[j] == 0.0;
-            }
-            memset(egW, 0, nw * sizeof *egW);
-            memset(egb, 0, g->cout * sizeof *egb);
-            s_ref_backward(g, W, x, ry, arg, dY + i * yo, egW, egb, rdx);
-            /* example i's own gradient: row i of G, weights (in the
-             * block's order) then bias */
-            double sw = s_maxabs(egW, nw), sb = s_maxabs(egb, g->cout);
-            fl_convpool_to_param_order(cp, G + i * ldg, row, 0);
-            for (size_t j = 0; j < nw; j++)
-                s_close(row[j], egW[j], sw, "G weights", gi, j);
-            for (size_t o = 0; o < g->cout; o++)
-                s_close(G[i * ldg + nw + o], egb[o], sb, "G bias", gi, o);
-            double sx = s_maxabs(rdx, in_sz);
-            for (size_t j = 0; j < in_sz; j++)
-                s_close(dXn[i * in_sz + j], rdx[j], sx, "dX", gi, j);
-            for (size_t j = 0; j < nw; j++)
-                rgW[j] += egW[j];
-            for (size_t o = 0; o < g->cout; o++)
-                rgb[o] += egb[o];
-        }
-        double sw = s_maxabs(rgW, nw), sb = s_maxabs(rgb, g->cout);
-        for (size_t j = 0; j < nw; j++)
-            s_close(gW[j], rgW[j], sw, "gW", gi, j);
-        for (size_t o = 0; o < g->cout; o++)
-            s_close(gb[o], rgb[o], sb, "gb", gi, o);
-
-        /* accumulate adds the batch gradient to what is there */
-        for (size_t j = 0; j < nw; j++)
-            gW[j] = 1.0f;
-        for (size_t o = 0; o < g->cout; o++)
-            gb[o] = -2.0f;
-        cr_assert_eq(fl_convpool_batch_grad(cp, Y, dYb, n, gW, gb, 1), FL_OK);
-        for (size_t j = 0; j < nw; j++)
-            s_close(gW[j], 1.0 + rgW[j], sw, "gW accumulated", gi, j);
-        for (size_t o = 0; o < g->cout; o++)
-            s_close(gb[o], -2.0 + rgb[o], sb, "gb accumulated", gi, o);
-
-    done:
-        fl_convpool_free(cp);
-        free(Xb), free(dYb), free(Yn), free(dXn), free(row);
-        free(W), free(b), free(X), free(dY), free(Y), free(gW), free(gb), free(dX), free(G);
-        free(ry), free(rgW), free(rgb), free(rdx), free(egW), free(egb), free(arg);
+    fl_convpool *cp = NULL;
+    cr_assert_eq(fl_convpool_new(&cp, g->cin, g->cout, g->k, g->h, g->w, g->ph, g->pw, n,
+                                 g->lay),
+                 FL_OK, "%s", fl_error_last());
+    /* the block sees X and dY in its layouts; the reference NCHW */
+    int in_l = (g->lay & IN) != 0, out_l = (g->lay & OUT) != 0;
+    float *Xb = malloc(n * in_sz * sizeof *Xb), *dYb = malloc(n * yo * sizeof *dYb);
+    float *Yn = malloc(n * yo * sizeof *Yn), *dXn = malloc(n * in_sz * sizeof *dXn);
+    float *row = malloc(nw * sizeof *row);
+    cr_assert(Xb && dYb && Yn && dXn && row);
+    if (fl_convpool_force_kernel(cp, kern) != FL_OK) {
+        dead_total = SIZE_MAX;
+        goto done;
     }
+    s_layout(X, Xb, n, g->cin, g->h, g->w, in_l);
+    s_layout(dY, dYb, n, g->cout, g->ph, g->pw, out_l);
+    cr_assert_eq(fl_convpool_forward(cp, W, b, Xb, n, Y), FL_OK, "%s", fl_error_last());
+    cr_assert_eq(fl_convpool_batch_grad(cp, Y, dYb, n, gW, gb, 0), FL_OK);
+    cr_assert_eq(fl_convpool_example_grads(cp, Y, dYb, n, G, ldg), FL_OK);
+    cr_assert_eq(fl_convpool_input_grad(cp, W, Y, dYb, n, dX), FL_OK);
+    /* back to NCHW for the comparisons */
+    for (size_t i = 0; i < n; i++) {
+        for (size_t c = 0; c < g->cout; c++)
+            for (size_t p = 0; p < po; p++)
+                Yn[i * yo + c * po + p] =
+                    Y[i * yo + s_at(out_l, g->cout, g->ph, g->pw, c, p / g->pw, p % g->pw)];
+        for (size_t c = 0; c < g->cin; c++)
+            for (size_t r = 0; r < g->h * g->w; r++)
+                dXn[i * in_sz + c * g->h * g->w + r] =
+                    dX[i * in_sz + s_at(in_l, g->cin, g->h, g->w, c, r / g->w, r % g->w)];
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        const float *x = X + i * in_sz;
+        s_ref_forward(g, W, b, x, ry, arg);
+        for (size_t j = 0; j < yo; j++) {
+            s_close(Yn[i * yo + j], ry[j], s_maxabs(ry, yo), "Y", gi, i * yo + j);
+            dead_total += ry[j] == 0.0;
+        }
+        memset(egW, 0, nw * sizeof *egW);
+        memset(egb, 0, g->cout * sizeof *egb);
+        s_ref_backward(g, W, x, ry, arg, dY + i * yo, egW, egb, rdx);
+        /* example i's own gradient: row i of G, weights (in the
+         * block's order) then bias */
+        double sw = s_maxabs(egW, nw), sb = s_maxabs(egb, g->cout);
+        fl_convpool_to_param_order(cp, G + i * ldg, row, 0);
+        for (size_t j = 0; j < nw; j++)
+            s_close(row[j], egW[j], sw, "G weights", gi, j);
+        for (size_t o = 0; o < g->cout; o++)
+            s_close(G[i * ldg + nw + o], egb[o], sb, "G bias", gi, o);
+        double sx = s_maxabs(rdx, in_sz);
+        for (size_t j = 0; j < in_sz; j++)
+            s_close(dXn[i * in_sz + j], rdx[j], sx, "dX", gi, j);
+        for (size_t j = 0; j < nw; j++)
+            rgW[j] += egW[j];
+        for (size_t o = 0; o < g->cout; o++)
+            rgb[o] += egb[o];
+    }
+    double sw = s_maxabs(rgW, nw), sb = s_maxabs(rgb, g->cout);
+    for (size_t j = 0; j < nw; j++)
+        s_close(gW[j], rgW[j], sw, "gW", gi, j);
+    for (size_t o = 0; o < g->cout; o++)
+        s_close(gb[o], rgb[o], sb, "gb", gi, o);
+
+    /* accumulate adds the batch gradient to what is there */
+    for (size_t j = 0; j < nw; j++)
+        gW[j] = 1.0f;
+    for (size_t o = 0; o < g->cout; o++)
+        gb[o] = -2.0f;
+    cr_assert_eq(fl_convpool_batch_grad(cp, Y, dYb, n, gW, gb, 1), FL_OK);
+    for (size_t j = 0; j < nw; j++)
+        s_close(gW[j], 1.0 + rgW[j], sw, "gW accumulated", gi, j);
+    for (size_t o = 0; o < g->cout; o++)
+        s_close(gb[o], -2.0 + rgb[o], sb, "gb accumulated", gi, o);
+
+done:
+    fl_convpool_free(cp);
+    free(Xb), free(dYb), free(Yn), free(dXn), free(row);
+    free(W), free(b), free(X), free(dY), free(Y), free(gW), free(gb), free(dX), free(G);
+    free(ry), free(rgW), free(rgb), free(rdx), free(egW), free(egb), free(arg);
     return dead_total;
 }
 
@@ -269,8 +268,7 @@ Test(convpool, forward_and_all_gradients_match_a_dense_double_reference)
     size_t dead_total = 0, ran[4] = {0};
     for (size_t ki = 0; ki < 4; ki++)
         for (size_t gi = 0; gi < NGEOMS; gi++) {
-            g_kern = kerns[ki];
-            size_t dead = s_check_geometry(gi);
+            size_t dead = s_check_geometry(gi, kerns[ki]);
             if (dead == SIZE_MAX)
                 continue;
             dead_total += dead, ran[ki]++;
